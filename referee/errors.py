@@ -1,0 +1,61 @@
+"""Typed errors a user can cause. Each message says what was wrong, where, and what to do."""
+
+from __future__ import annotations
+
+
+class RefereeError(Exception):
+    """Base class for every error referee reports to a user without a traceback."""
+
+    exit_code = 1
+
+
+class SpecError(RefereeError):
+    """A competition spec is invalid: names the file, the field and the problem."""
+
+    def __init__(self, path: str, problems: list[tuple[str, str]]):
+        self.path = str(path)
+        self.problems = problems
+        lines = [f"{self.path}: invalid competition spec"]
+        lines += [f"  - {field}: {msg}" if field else f"  - {msg}" for field, msg in problems]
+        super().__init__("\n".join(lines))
+
+
+class SubmissionRejected(RefereeError):
+    """A submission failed intake validation; nothing was stored."""
+
+    def __init__(self, message: str, *, line: int | None = None, source: str | None = None,
+                 hint: str | None = None, code: str = "invalid"):
+        self.line = line
+        self.source = source
+        self.hint = hint
+        self.code = code
+        where = ""
+        if source:
+            where = source + (f", line {line}" if line is not None else "") + ": "
+        elif line is not None:
+            where = f"line {line}: "
+        text = where + message
+        if hint:
+            text += f" ({hint})"
+        self.detail = message
+        super().__init__(text)
+
+
+class LimitExceeded(RefereeError):
+    """A submission limit (per day, total, concurrent) would be exceeded."""
+
+
+class NotFound(RefereeError):
+    """A competition, submission or plugin that was asked for does not exist."""
+
+
+class PluginError(RefereeError):
+    """A plugin failed to load or misbehaved."""
+
+
+class BudgetExceeded(RefereeError):
+    """Dispatching more work would exceed a cost budget."""
+
+
+class BackendError(RefereeError):
+    """A backend could not be reached or configured."""

@@ -1,0 +1,1 @@
+"""The core: competition spec, store, scheduler, backends, leaderboard, CLI."""

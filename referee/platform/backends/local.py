@@ -1,0 +1,131 @@
+"""Local backend: each job is a subprocess on this machine (trusted code only: no sandbox)."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from referee.platform.backends.base import (
+    Backend, FailureReason, JobSpec, JobState, JobStatus, lost_handle, now_utc,
+)
+
+
+@dataclass
+class _Proc:
+    popen: subprocess.Popen
+    job: JobSpec
+    started: Any
+    log_path: Path
+    deadline: float
+    status: JobStatus | None = None
+
+
+def _tail(path: Path, n: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - n))
+            return f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+
+
+class LocalBackend(Backend):
+    """Runs ``job.command`` as a process group with rlimits and a wall-clock timeout."""
+
+    name = "local"
+
+    def __init__(self, workspace: Any = None, max_log_bytes: int = 1 << 20):
+        self.max_log_bytes = max_log_bytes
+        self._procs: dict[str, _Proc] = {}
+
+    def submit(self, job: JobSpec) -> str:
+        if not job.command:
+            raise ValueError(f"local backend runs commands; job {job.job_id} has none "
+                             "(container images need the docker, ray or aws-batch backend)")
+        out = Path(job.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        log_path = out.parent / f"{job.job_id}.log"
+        env = {**os.environ, **job.env, "REFEREE_INPUT": job.input_dir or "", "REFEREE_OUTPUT": str(out),
+               "REFEREE_OUTPUT_FILE": job.output_file}
+        mem = job.resources.memory
+
+        def limits() -> None:  # runs in the child before exec
+            resource.setrlimit(resource.RLIMIT_AS, (mem * 2, mem * 2))  # address space, with slack
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+        log = open(log_path, "wb")
+        try:
+            popen = subprocess.Popen(job.command, cwd=str(out.parent), env=env, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=limits)
+        finally:
+            log.close()
+        import time
+        self._procs[job.job_id] = _Proc(popen=popen, job=job, started=now_utc(), log_path=log_path,
+                                        deadline=time.monotonic() + job.timeout_s)
+        return job.job_id
+
+    def poll(self, handles: list[str]) -> dict[str, JobStatus]:
+        import time
+        out: dict[str, JobStatus] = {}
+        for h in handles:
+            p = self._procs.get(h)
+            if p is None:
+                out[h] = lost_handle(h, self.name)
+                continue
+            if p.status is not None:
+                out[h] = p.status
+                continue
+            rc = p.popen.poll()
+            if rc is None and time.monotonic() > p.deadline:
+                self._kill(p)
+                p.status = JobStatus(JobState.FAILED, FailureReason.TIMED_OUT,
+                                     f"killed after {p.job.timeout_s:g}s", started_at=p.started,
+                                     finished_at=now_utc(), node="localhost")
+            elif rc is None:
+                out[h] = JobStatus(JobState.RUNNING, started_at=p.started, node="localhost")
+                continue
+            elif rc == 0:
+                p.status = JobStatus(JobState.SUCCEEDED, exit_code=0, started_at=p.started,
+                                     finished_at=now_utc(), node="localhost")
+            else:
+                reason = FailureReason.EXITED_NONZERO
+                msg = f"exited with status {rc}"
+                if rc < 0 and -rc == signal.SIGKILL:
+                    msg = "killed by SIGKILL"
+                if "MemoryError" in _tail(p.log_path, 4096):
+                    reason, msg = FailureReason.OUT_OF_MEMORY, "ran out of memory (MemoryError)"
+                p.status = JobStatus(JobState.FAILED, reason, msg, exit_code=rc, started_at=p.started,
+                                     finished_at=now_utc(), node="localhost")
+            out[h] = p.status
+        return out
+
+    def _kill(self, p: _Proc) -> None:
+        try:
+            os.killpg(p.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.popen.wait()
+
+    def cancel(self, handle: str) -> None:
+        p = self._procs.get(handle)
+        if p is None or p.status is not None:
+            return
+        self._kill(p)
+        p.status = JobStatus(JobState.CANCELLED, FailureReason.CANCELLED, "cancelled", started_at=p.started,
+                             finished_at=now_utc())
+
+    def logs(self, handle: str, tail: int = 65536) -> str:
+        p = self._procs.get(handle)
+        return _tail(p.log_path, tail) if p else ""
+
+    def close(self) -> None:
+        for p in self._procs.values():
+            if p.status is None and p.popen.poll() is None:
+                self._kill(p)

@@ -1,0 +1,32 @@
+"""Loading a competition into a workspace: validate the spec, its scorers and its data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from referee.errors import SpecError
+from referee.platform.spec import Competition, check_data_files, load_competition
+from referee.platform.store import Store
+
+
+def validate(comp: Competition) -> None:
+    """Check what the YAML schema cannot: scorers exist and accept the params, reference data parses."""
+    from referee.scoring.engine import check_metric_params
+    from referee.scoring.reference import load_reference
+
+    problems = check_metric_params(comp)
+    if problems:
+        raise SpecError(str(comp.source_path), problems)
+    load_reference(comp)
+
+
+def load_into_store(store: Store, path: str | Path) -> Competition:
+    from referee.plugins.manager import get_plugin_manager
+
+    comp = load_competition(path, check_files=False)
+    get_plugin_manager().hook.referee_prepare_competition(competition=comp)
+    check_data_files(comp)
+    validate(comp)
+    store.put_competition(comp)
+    store.event("competition_loaded", str(comp.source_path), competition_id=comp.id)
+    return comp

@@ -1,0 +1,380 @@
+"""Scheduler: turns pending submissions into jobs on a backend, then scores their outputs.
+
+All state lives in the store, so a killed scheduler resumes where it stopped: submissions it had
+claimed are reclaimed, jobs still running on a remote backend are re-attached by handle, and a score
+is written in the same transaction that marks its submission scored (never twice, never half).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from referee.errors import SubmissionRejected
+from referee.platform.backends.base import (
+    Backend, FailureReason, JobSpec, JobState, JobStatus, Resources,
+)
+from referee.platform.policy import Candidate, SchedulingPolicy
+from referee.platform.spec import Competition
+from referee.platform.store import Store, SubmissionRow, utcnow
+from referee.plugins.manager import get_plugin_manager
+from referee.scoring.engine import MetricResult, score_file
+
+LOG_TAIL_BYTES = 8192
+
+
+@dataclass
+class RunSummary:
+    scored: int = 0
+    failed: int = 0
+    retried: int = 0
+    paused_reason: str | None = None
+    failures: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scored": self.scored, "failed": self.failed, "retried": self.retried,
+                "paused_reason": self.paused_reason, "failures": self.failures}
+
+
+def _owner_alive(owner: str | None) -> bool:
+    if not owner:
+        return False
+    try:
+        host, pid, _ = owner.split(":", 2)
+        if host != socket.gethostname():
+            return True  # cannot tell; leave other hosts' claims alone
+        os.kill(int(pid), 0)
+        return True
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+
+
+def make_backend(comp: Competition, store: Store, name: str | None = None,
+                 options: dict[str, Any] | None = None) -> Backend:
+    info = get_plugin_manager().backend(name or comp.backend.name)
+    opts = dict(comp.backend.options if name in (None, comp.backend.name) else {})
+    opts.update(options or {})
+    return info.factory(opts, store)
+
+
+class Scheduler:
+    """Runs one competition's pending submissions to completion on one backend."""
+
+    def __init__(self, store: Store, comp: Competition, backend: Backend | None = None, *,
+                 max_in_flight: int | None = None, poll_interval: float = 0.2,
+                 on_progress: Callable[[str, int], None] | None = None):
+        self.store = store
+        self.comp = comp
+        self._backend = backend
+        self.max_in_flight = max_in_flight or comp.backend.max_in_flight
+        self.poll_interval = poll_interval
+        self.on_progress = on_progress or (lambda event, sid: None)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.pm = get_plugin_manager()
+        self.in_flight: dict[str, tuple[int, int, JobSpec]] = {}  # handle -> (submission id, job row id, spec)
+        self.policy = SchedulingPolicy(max_in_flight=self.max_in_flight,
+                                       max_infra_retries=comp.backend.max_infra_retries)
+        self._team_of: dict[int, str] = {}
+        self.summary = RunSummary()
+        self._kinds = self.pm.submission_kinds()
+        self._trackers: list[Any] = []
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = make_backend(self.comp, self.store)
+        return self._backend
+
+    # -- claiming ----------------------------------------------------------------------------------
+    def reclaim(self) -> int:
+        """Take over submissions whose scheduler died; re-attach their running jobs by handle."""
+        n = 0
+        for sub in self.store.submissions(self.comp.id, status="running"):
+            if sub.claimed_by == self.owner or _owner_alive(sub.claimed_by):
+                continue
+            with self.store.tx() as c:
+                c.execute("UPDATE submissions SET claimed_by=?, updated_at=? WHERE id=? AND claimed_by IS ?",
+                          (self.owner, utcnow(), sub.id, sub.claimed_by))
+                job = c.execute("SELECT * FROM jobs WHERE submission_id=? AND state IN ('queued','running') "
+                                "ORDER BY attempt DESC LIMIT 1", (sub.id,)).fetchone()
+                if job is None or not job["handle"]:
+                    c.execute("UPDATE submissions SET status='pending', claimed_by=NULL WHERE id=?", (sub.id,))
+                    if job is not None:
+                        c.execute("UPDATE jobs SET state='failed', failure_reason='platform_error', "
+                                  "message='scheduler stopped before dispatch', finished_at=? WHERE id=?",
+                                  (utcnow(), job["id"]))
+            if job is not None and job["handle"]:
+                spec = JobSpec.from_dict(json.loads(job["spec_json"]))
+                self.in_flight[job["handle"]] = (sub.id, job["id"], spec)
+            self.store.event("reclaimed", f"from {sub.claimed_by}", competition_id=self.comp.id,
+                             submission_id=sub.id)
+            n += 1
+        return n
+
+    def _claim_batch(self) -> list[SubmissionRow]:
+        """Claim what the policy picks for the free slots (a window of the oldest pending ones)."""
+        free = self.policy.free_slots(len(self.in_flight))
+        if free == 0:
+            return []
+        rows = self.store.query("SELECT id, team, created_at FROM submissions WHERE competition_id=? "
+                                "AND status='pending' ORDER BY id LIMIT ?", (self.comp.id, max(256, free * 8)))
+        running: dict[str, int] = {}
+        for sid, _, _ in self.in_flight.values():
+            team = self._team_of.get(sid)
+            if team:
+                running[team] = running.get(team, 0) + 1
+        picked = self.policy.pick([Candidate(r["id"], r["team"], r["created_at"]) for r in rows],
+                                  len(self.in_flight), running)
+        out = []
+        for cand in picked:
+            with self.store.tx() as c:
+                n = c.execute("UPDATE submissions SET status='running', claimed_by=?, updated_at=? "
+                              "WHERE id=? AND status='pending'", (self.owner, utcnow(), cand.key)).rowcount
+            if n:
+                self._team_of[cand.key] = cand.team
+                out.append(self.store.get_submission(cand.key))
+        return out
+
+    # -- main loop ---------------------------------------------------------------------------------
+    def run(self, *, limit: int | None = None) -> RunSummary:
+        """Score every pending submission (at most ``limit`` new claims); returns a summary."""
+        self.reclaim()
+        claimed = 0
+        paused = False
+        try:
+            while True:
+                progressed = False
+                if not paused and (limit is None or claimed < limit):
+                    for sub in self._claim_batch()[: None if limit is None else limit - claimed]:
+                        claimed += 1
+                        progressed = True
+                        if paused:  # release what was claimed after a pause
+                            self.store.set_submission(sub.id, status="pending", claimed_by=None)
+                        elif not self._start(sub):
+                            paused = True
+                if self.in_flight:
+                    progressed |= self._poll_once()
+                elif not progressed and (paused or (limit is not None and claimed >= limit)
+                                         or not self._has_pending()):
+                    break
+                if not progressed:
+                    time.sleep(self.poll_interval)
+        finally:
+            if self._backend is not None:
+                self._backend.close()
+        return self.summary
+
+    def _has_pending(self) -> bool:
+        return bool(self.store.query("SELECT 1 FROM submissions WHERE competition_id=? AND status='pending' "
+                                     "LIMIT 1", (self.comp.id,)))
+
+    def _start(self, sub: SubmissionRow) -> bool:
+        """Score a file submission now, or dispatch a job. Returns False when dispatch is paused."""
+        kind = self._kinds.get(sub.kind)
+        to_job = getattr(kind, "to_job", None) if kind else None
+        if kind is None:
+            self._fail(sub.id, FailureReason.PLATFORM_ERROR, f"submission kind {sub.kind!r} is not installed",
+                       charge=False)
+            return True
+        if to_job is None:
+            self._score(sub, self.store.blob_path(sub.sha256))
+            return True
+        attempt = sub.attempts + 1
+        job = self._job_spec(sub, attempt, to_job)
+        reason = self.pm.hook.referee_dispatch_check(competition=self.comp, job=job, store=self.store)
+        if reason:
+            self.store.set_submission(sub.id, status="pending", claimed_by=None)
+            self.store.event("paused", reason, competition_id=self.comp.id, submission_id=sub.id)
+            self.summary.paused_reason = reason
+            return False
+        with self.store.tx() as c:
+            cur = c.execute("INSERT INTO jobs(submission_id, attempt, backend, state, gpus, cpu, memory, "
+                            "instance_type, spec_json, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                            (sub.id, attempt, self.backend.name, "queued", job.resources.gpus, job.resources.cpu,
+                             job.resources.memory, job.resources.instance_type, json.dumps(job.to_dict()),
+                             utcnow()))
+            job_row = int(cur.lastrowid)
+            c.execute("UPDATE submissions SET attempts=? WHERE id=?", (attempt, sub.id))
+        try:
+            handle = self.backend.submit(job)
+        except Exception as exc:  # the backend could not even take the job: infrastructure
+            self._finish_job(sub.id, job_row, job, None, JobStatus(
+                JobState.FAILED, FailureReason.PLATFORM_ERROR, f"submit failed: {type(exc).__name__}: {exc}"))
+            return True
+        self.store.execute("UPDATE jobs SET handle=?, state='running', started_at=? WHERE id=?",
+                           (handle, utcnow(), job_row))
+        self.in_flight[handle] = (sub.id, job_row, job)
+        self.pm.hook.referee_job_started(job=self._job_record(job_row), competition=self.comp)
+        self.on_progress("started", sub.id)
+        return True
+
+    def _job_spec(self, sub: SubmissionRow, attempt: int, to_job: Callable[..., dict]) -> JobSpec:
+        r = self.comp.resources
+        phase = self.comp.phase(sub.phase)
+        gpus = phase.gpus if phase.gpus is not None else r.gpus
+        work = self.store.work_dir(self.comp.id, f"s{sub.id}", f"a{attempt}")
+        out = work / "output"
+        out.mkdir(exist_ok=True)
+        extra = to_job(sub, self.comp, self.store) or {}
+        return JobSpec(
+            job_id=f"{self.comp.id}-s{sub.id}-a{attempt}", submission_id=sub.id, attempt=attempt,
+            competition_id=self.comp.id, output_dir=str(out),
+            output_file=f"predictions.{self.comp.prediction.format}",
+            input_dir=str(self.comp.input_path) if self.comp.input_path else None,
+            resources=Resources(cpu=r.cpu, memory=r.memory, gpus=gpus, instance_type=r.instance_type),
+            timeout_s=r.timeout, sandbox=dict(self.comp.sandbox), max_infra_retries=self.comp.backend.max_infra_retries,
+            labels={"referee.competition": self.comp.id, "referee.submission": str(sub.id)},
+            **extra)
+
+    def _poll_once(self) -> bool:
+        handles = list(self.in_flight)
+        try:
+            statuses = self.backend.poll(handles)
+        except Exception as exc:
+            self.store.event("poll_error", f"{type(exc).__name__}: {exc}", competition_id=self.comp.id)
+            return False
+        progressed = False
+        for h, st in statuses.items():
+            if h not in self.in_flight or not st.state.final:
+                continue
+            sid, job_row, job = self.in_flight.pop(h)
+            self._finish_job(sid, job_row, job, h, st)
+            progressed = True
+        return progressed
+
+    def _finish_job(self, sid: int, job_row: int, job: JobSpec, handle: str | None, st: JobStatus) -> None:
+        log_tail = ""
+        if handle is not None:
+            try:
+                log_tail = self.backend.logs(handle, LOG_TAIL_BYTES)
+            except Exception as exc:
+                log_tail = f"(logs unavailable: {exc})"
+        output_path: Path | None = None
+        if st.state == JobState.SUCCEEDED and handle is not None:
+            try:
+                output_path = Path(self.backend.collect(handle, job)) / job.output_file
+            except Exception as exc:
+                st = JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR, f"collecting output failed: {exc}",
+                               started_at=st.started_at, finished_at=st.finished_at, node=st.node)
+        self.store.execute("UPDATE jobs SET state=?, failure_reason=?, message=?, exit_code=?, node=?, "
+                           "instance_type=COALESCE(?, instance_type), started_at=COALESCE(?, started_at), "
+                           "finished_at=? WHERE id=?",
+                           (st.state.value, st.reason.value if st.reason else None, st.message, st.exit_code,
+                            st.node, st.instance_type, st.started_at.isoformat() if st.started_at else None,
+                            (st.finished_at.isoformat() if st.finished_at else utcnow()), job_row))
+        self.pm.hook.referee_job_finished(job=self._job_record(job_row), result=st, competition=self.comp)
+        sub = self.store.get_submission(sid)
+        if st.state == JobState.SUCCEEDED:
+            assert output_path is not None
+            if not output_path.is_file() or output_path.is_symlink():
+                why = "is a symlink (not followed)" if output_path.is_symlink() else "was not written"
+                self._fail(sid, FailureReason.NO_OUTPUT, f"{job.output_file} {why}", log_tail=log_tail)
+            else:
+                self._score(sub, output_path, log_tail=log_tail, from_job=True)
+        else:
+            decision = self.policy.on_failure(st.reason or FailureReason.EXITED_NONZERO, job.attempt, st.message)
+            if decision.retry:
+                self.store.set_submission(sid, status="pending", claimed_by=None, log_tail=log_tail)
+                self.store.event("retry", st.message, competition_id=self.comp.id, submission_id=sid,
+                                 job_id=job_row, attempt=job.attempt)
+                self.summary.retried += 1
+            else:
+                self._fail(sid, decision.reason, decision.message, log_tail=log_tail, charge=decision.charge)
+        if handle is not None:
+            try:
+                self.backend.cleanup(handle)
+            except Exception:
+                pass
+        self.on_progress("finished", sid)
+
+    def _job_record(self, job_row: int) -> Any:
+        from referee.platform.jobs import JobRecord
+        return JobRecord.load(self.store, job_row)
+
+    # -- outcomes ----------------------------------------------------------------------------------
+    def _score(self, sub: SubmissionRow, path: Path, *, log_tail: str | None = None,
+               from_job: bool = False) -> None:
+        try:
+            results = score_file(self.comp, path, submission_sha256=sub.sha256 if not from_job else None,
+                                 put_blob=self.store.put_blob_bytes, source=sub.filename or path.name)
+        except SubmissionRejected as exc:
+            reason = FailureReason.INVALID_OUTPUT
+            self._fail(sub.id, reason, str(exc), log_tail=log_tail)
+            return
+        except Exception as exc:
+            self.store.event("scoring_error", traceback.format_exc(), competition_id=self.comp.id,
+                             submission_id=sub.id)
+            self._fail(sub.id, FailureReason.PLATFORM_ERROR, f"scoring failed: {type(exc).__name__}: {exc}",
+                       log_tail=log_tail, charge=False)
+            return
+        self._store_scores(sub.id, results, log_tail)
+        self.summary.scored += 1
+        self.on_progress("scored", sub.id)
+
+    def _store_scores(self, sid: int, results: list[MetricResult], log_tail: str | None) -> None:
+        now = utcnow()
+        with self.store.tx() as c:
+            state = c.execute("SELECT status, claimed_by FROM submissions WHERE id=?", (sid,)).fetchone()
+            if state["status"] != "running" or state["claimed_by"] != self.owner:
+                return  # someone else finished or took it; never score twice
+            for r in results:
+                c.execute("INSERT INTO scores(submission_id, metric, split, value, ci_low, ci_high, n_items, "
+                          "stats_sha256, details_json, provenance_json, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+                          "ON CONFLICT(submission_id, metric, split) DO NOTHING",
+                          (sid, r.metric, r.split, r.value, r.ci_low, r.ci_high, r.n_items, r.stats_sha256,
+                           json.dumps(r.details, default=str), json.dumps(r.provenance, default=str), now))
+            c.execute("UPDATE submissions SET status='scored', claimed_by=NULL, failure_reason=NULL, "
+                      "failure_message=NULL, log_tail=COALESCE(?, log_tail), updated_at=? WHERE id=?",
+                      (log_tail, now, sid))
+
+    def _fail(self, sid: int, reason: FailureReason, message: str, *, log_tail: str | None = None,
+              charge: bool = True) -> None:
+        with self.store.tx() as c:
+            c.execute("UPDATE submissions SET status='failed', claimed_by=NULL, failure_reason=?, "
+                      "failure_message=?, log_tail=COALESCE(?, log_tail), counts_toward_quota=?, updated_at=? "
+                      "WHERE id=?", (reason.value, message, log_tail, 1 if charge else 0, utcnow(), sid))
+        self.store.event("failed", message, competition_id=self.comp.id, submission_id=sid, reason=reason.value)
+        self.summary.failed += 1
+        self.summary.failures[reason.value] = self.summary.failures.get(reason.value, 0) + 1
+        self.on_progress("failed", sid)
+
+    # -- cancellation ------------------------------------------------------------------------------
+    def cancel(self, sid: int) -> None:
+        """Cancel a pending or running submission (running jobs are cancelled on the backend)."""
+        sub = self.store.get_submission(sid)
+        if sub.status == "pending":
+            self.store.set_submission(sid, status="cancelled", failure_reason="cancelled",
+                                      failure_message="cancelled before it ran", counts_toward_quota=0)
+            return
+        for h, (s, job_row, job) in list(self.in_flight.items()):
+            if s == sid:
+                self.backend.cancel(h)
+
+
+def cancel_submission(store: Store, sid: int, backend: Backend | None = None) -> str:
+    """Cancel from outside a running scheduler: pending ones at once, running ones on their backend."""
+    sub = store.get_submission(sid)
+    if sub.status in ("scored", "failed", "cancelled"):
+        return sub.status
+    if sub.status == "pending":
+        store.set_submission(sid, status="cancelled", failure_reason="cancelled",
+                             failure_message="cancelled by the host", counts_toward_quota=0)
+        return "cancelled"
+    job = store.query("SELECT * FROM jobs WHERE submission_id=? ORDER BY attempt DESC LIMIT 1", (sid,))
+    if job and job[0]["handle"]:
+        comp = store.get_competition(sub.competition_id)
+        b = backend or make_backend(comp, store, job[0]["backend"])
+        b.cancel(job[0]["handle"])
+    store.set_submission(sid, status="cancelled", failure_reason="cancelled", claimed_by=None,
+                         failure_message="cancelled by the host", counts_toward_quota=0)
+    return "cancelled"
+

@@ -1,0 +1,15 @@
+"""Plugin system: hookspecs, typed records, and the plugin manager."""
+
+from referee.plugins.hookspecs import hookimpl, hookspec
+from referee.plugins.records import (
+    BackendInfo,
+    CostTrackerInfo,
+    PluginReport,
+    ScorerInfo,
+    SubmissionKindInfo,
+)
+
+__all__ = [
+    "hookimpl", "hookspec", "ScorerInfo", "BackendInfo", "CostTrackerInfo", "SubmissionKindInfo",
+    "PluginReport",
+]

@@ -1,0 +1,1 @@
+"""Scoring engine: scorer hooks, per-item statistics, intervals and significance."""

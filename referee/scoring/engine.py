@@ -1,0 +1,169 @@
+"""Scoring engine: validated predictions + references -> per-item statistics -> scores with provenance.
+
+Statistics are computed once over all items; each split's score is the scorer's aggregate of that
+split's column sums. Per-item statistics are kept as a blob so intervals, significance tests and
+re-scoring reuse them.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from referee import __version__
+from referee.platform.spec import Competition, MetricSpec
+from referee.plugins.manager import get_plugin_manager
+from referee.plugins.records import ScorerInfo
+from referee.scoring.reference import ReferenceData, load_reference, reference_values
+from referee.submissions.intake import Predictions, validate_predictions
+
+# Optional interval estimator: set by referee.scoring.stats when present.
+# Signature: (scorer, stats (n,k), params, settings) -> (low, high, signature_extra) | None
+IntervalFn = Callable[[ScorerInfo, np.ndarray, dict, dict], "tuple[float, float, str] | None"]
+_interval_fn: IntervalFn | None = None
+
+
+def set_interval_estimator(fn: IntervalFn | None) -> None:
+    global _interval_fn
+    _interval_fn = fn
+
+
+@dataclass
+class MetricResult:
+    metric: str
+    split: str
+    value: float
+    n_items: int
+    stats_sha256: str | None
+    provenance: dict[str, Any]
+    details: dict[str, Any] = field(default_factory=dict)
+    ci_low: float | None = None
+    ci_high: float | None = None
+
+
+def library_versions(names: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for n in ("numpy", *names):
+        try:
+            out[n] = md.version(n)
+        except md.PackageNotFoundError:
+            out[n] = "not installed"
+    return out
+
+
+def check_metric_params(comp: Competition) -> list[tuple[str, str]]:
+    """Problems with the metrics' scorers and parameters, as (field, message) pairs."""
+    pm = get_plugin_manager()
+    problems = []
+    scorers = pm.scorers()
+    for i, m in enumerate(comp.metrics):
+        s = scorers.get(m.scorer)
+        if s is None:
+            problems.append((f"metrics[{i}].scorer", f"no scorer named {m.scorer!r}; installed: {sorted(scorers)}"))
+            continue
+        if comp.prediction.type not in s.accepts:
+            problems.append((f"metrics[{i}].scorer", f"{m.scorer} scores {list(s.accepts)} predictions, but "
+                                                      f"prediction.type is {comp.prediction.type!r}"))
+        if s.validate_params is not None:
+            try:
+                s.validate_params(m.params)
+            except (ValueError, TypeError, KeyError) as exc:
+                problems.append((f"metrics[{i}].params", str(exc)))
+    return problems
+
+
+def compute_statistics(scorer: ScorerInfo, preds: Predictions, refs: Any, params: dict) -> np.ndarray:
+    stats = np.asarray(scorer.statistics(preds, refs, params), dtype=np.float64)
+    if stats.ndim != 2 or stats.shape[0] != len(preds):
+        raise ValueError(f"scorer {scorer.name} returned statistics of shape {stats.shape}, "
+                         f"expected ({len(preds)}, k)")
+    return stats
+
+
+def aggregate(scorer: ScorerInfo, stats: np.ndarray, mask: np.ndarray, params: dict) -> float:
+    return float(np.asarray(scorer.aggregate(stats[mask].sum(axis=0), params)))
+
+
+def score_predictions(comp: Competition, preds: Predictions, ref: ReferenceData, *,
+                      submission_sha256: str | None = None,
+                      put_blob: Callable[[bytes], str] | None = None) -> list[MetricResult]:
+    """Score every metric on every split. Pure apart from ``put_blob`` (stores per-item statistics)."""
+    pm = get_plugin_manager()
+    refs = reference_values(ref, comp)
+    results: list[MetricResult] = []
+    interval_settings = dict(comp.leaderboard.get("intervals", {}))
+    for m in comp.metrics:
+        scorer = pm.scorer(m.scorer)
+        params = dict(m.params)
+        stats = compute_statistics(scorer, preds, refs, params)
+        stats_sha = None
+        if put_blob is not None:
+            buf = io.BytesIO()
+            np.save(buf, stats, allow_pickle=False)
+            stats_sha = put_blob(buf.getvalue())
+        details = scorer.details(preds, refs, params) if scorer.details else {}
+        for split in ref.splits():
+            mask = ref.mask(split)
+            value = aggregate(scorer, stats, mask, params)
+            prov = provenance(scorer, m, comp, ref, submission_sha256, split, int(mask.sum()))
+            res = MetricResult(metric=m.key, split=split, value=value, n_items=int(mask.sum()),
+                               stats_sha256=stats_sha, provenance=prov,
+                               details=_split_details(details, split))
+            if _interval_fn is not None and interval_settings.get("enabled", True):
+                ci = _interval_fn(scorer, stats[mask], params, interval_settings)
+                if ci is not None:
+                    res.ci_low, res.ci_high, extra = ci
+                    prov["signature"] = f"{prov['signature']}|{extra}" if extra else prov["signature"]
+            results.append(res)
+    return results
+
+
+def _split_details(details: dict, split: str) -> dict:
+    # A scorer may return {"by_split": {"public": {...}}, ...}; keep what applies to this split.
+    if not details:
+        return {}
+    out = {k: v for k, v in details.items() if k != "by_split"}
+    out.update(details.get("by_split", {}).get(split, {}))
+    return out
+
+
+def provenance(scorer: ScorerInfo, m: MetricSpec, comp: Competition, ref: ReferenceData,
+               submission_sha256: str | None, split: str, n_items: int) -> dict[str, Any]:
+    sig = scorer.signature(m.params) if scorer.signature else _default_signature(scorer, m.params)
+    return {
+        "scorer": scorer.name,
+        "scorer_version": scorer.version,
+        "referee_version": __version__,
+        "libraries": library_versions(scorer.libraries),
+        "params": m.params,
+        "signature": sig,
+        "reference_sha256": ref.sha256,
+        "submission_sha256": submission_sha256,
+        "split": split,
+        "split_rule": comp.split.model_dump(),
+        "n_items": n_items,
+    }
+
+
+def _default_signature(scorer: ScorerInfo, params: dict) -> str:
+    parts = [scorer.name] + [f"{k}:{json.dumps(v, sort_keys=True)}" for k, v in sorted(params.items())]
+    parts.append(f"version:{scorer.version}")
+    return "|".join(parts)
+
+
+def score_file(comp: Competition, path: Path, *, submission_sha256: str | None = None,
+               put_blob: Callable[[bytes], str] | None = None, source: str | None = None) -> list[MetricResult]:
+    """Validate a prediction file and score it (raises SubmissionRejected on invalid predictions)."""
+    ref = load_reference(comp)
+    preds = validate_predictions(path, comp, ref, source=source)
+    return score_predictions(comp, preds, ref, submission_sha256=submission_sha256, put_blob=put_blob)
+
+
+def load_stats(store: Any, sha: str) -> np.ndarray:
+    return np.load(store.blob_path(sha), allow_pickle=False)

@@ -1,0 +1,108 @@
+"""Reference data: the hidden answers, their ids, and the public/private split."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from referee.errors import SpecError
+from referee.platform.spec import Competition, file_sha256
+from referee.submissions.formats import TXT_COLUMN, Table, guess_format, read_table
+from referee.errors import SubmissionRejected
+
+SPLITS = ("public", "private")
+
+
+@dataclass
+class ReferenceData:
+    ids: list[str]
+    index: dict[str, int]
+    columns: dict[str, list[str]]
+    split: np.ndarray  # bool mask: True = public
+    sha256: str
+    path: Path
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def mask(self, split: str) -> np.ndarray:
+        if split == "public":
+            return self.split
+        if split == "private":
+            return ~self.split
+        if split == "all":
+            return np.ones(len(self.ids), dtype=bool)
+        raise ValueError(f"unknown split {split!r}")
+
+    def splits(self) -> list[str]:
+        """Splits with at least one row."""
+        return [s for s in SPLITS if self.mask(s).any()]
+
+
+def load_reference(comp: Competition) -> ReferenceData:
+    path = comp.reference_path
+    return _load(str(path), path.stat().st_mtime_ns, comp.to_json())
+
+
+@functools.lru_cache(maxsize=8)
+def _load(path_s: str, mtime: int, comp_json: str) -> ReferenceData:
+    comp = Competition.from_json(comp_json)
+    path = Path(path_s)
+    fmt = comp.data.reference_format or guess_format(path)
+    src = comp.source_path or path
+    try:
+        table: Table = read_table(path, fmt, source=str(path), txt_column=comp.data.reference_columns[0])
+    except SubmissionRejected as exc:
+        raise SpecError(str(src), [("data.reference", str(exc))]) from None
+    if fmt == "txt":
+        ids = [str(i) for i in range(1, len(table) + 1)]
+    else:
+        id_col = comp.data.reference_id_column
+        if id_col not in table.columns:
+            raise SpecError(str(src), [("data.reference_id_column",
+                                        f"column {id_col!r} not in {path.name} (columns: {table.header})")])
+        ids = table.columns[id_col]
+    missing = [c for c in comp.data.reference_columns if c not in table.columns]
+    if missing:
+        raise SpecError(str(src), [("data.reference_columns", f"{missing} not in {path.name} "
+                                                               f"(columns: {table.header})")])
+    index = {i: k for k, i in enumerate(ids)}
+    if len(index) != len(ids):
+        seen: set[str] = set()
+        dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
+        raise SpecError(str(src), [("data.reference", f"duplicate id {dup!r} in {path.name}")])
+    split = _split_mask(comp, table, ids, src)
+    return ReferenceData(ids=ids, index=index, columns=table.columns, split=split,
+                         sha256=file_sha256(path), path=path)
+
+
+def _split_mask(comp: Competition, table: Table, ids: list[str], src: Path) -> np.ndarray:
+    s = comp.split
+    if s.column is not None:
+        if s.column not in table.columns:
+            raise SpecError(str(src), [("split.column", f"column {s.column!r} not in the reference file")])
+        values = [v.strip().lower() for v in table.columns[s.column]]
+        bad = sorted({v for v in values if v not in SPLITS})
+        if bad:
+            raise SpecError(str(src), [("split.column", f"values must be 'public' or 'private', found {bad[:5]}")])
+        return np.array([v == "public" for v in values], dtype=bool)
+    n = len(ids)
+    n_public = int(round(n * float(s.public_fraction or 0.0)))
+    order = np.random.default_rng(s.seed).permutation(n)
+    mask = np.zeros(n, dtype=bool)
+    mask[order[:n_public]] = True
+    return mask
+
+
+def reference_values(ref: ReferenceData, comp: Competition) -> list[str] | list[list[str]]:
+    """The reference column(s) in reference order: one list, or one list per item for multi-reference."""
+    cols = comp.data.reference_columns
+    if len(cols) == 1:
+        return ref.columns[cols[0]]
+    return [list(t) for t in zip(*(ref.columns[c] for c in cols))]
+
+
+__all__ = ["ReferenceData", "load_reference", "reference_values", "SPLITS", "TXT_COLUMN"]

@@ -1,0 +1,1 @@
+"""Submission kinds, intake validation and storage."""
