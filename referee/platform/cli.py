@@ -67,6 +67,7 @@ def cli(ctx: click.Context, workspace: str) -> None:
     """referee: batch evaluation for machine-learning competitions and leaderboards."""
     ctx.ensure_object(dict)
     ctx.obj["workspace"] = workspace
+    ctx.obj["workspace_is_default"] = ctx.get_parameter_source("workspace") == click.core.ParameterSource.DEFAULT
 
 
 # -- competitions ---------------------------------------------------------------------------------
@@ -177,13 +178,13 @@ def run(ctx: click.Context, competition_id: str, backend: str | None, max_in_fli
         sys.exit(3)
 
 
-def run_with_progress(store: Any, comp: Any, backend: Any = None, *, show: bool = True, **kw: Any) -> Any:
+def run_with_progress(store: Any, comp: Any, backend: Any = None, *, show: bool = True,
+                      limit: int | None = None, **kw: Any) -> Any:
     from referee.platform.scheduler import Scheduler
     pending = len(store.submissions(comp.id, status=("pending", "running")))
     if not show or pending == 0:
-        return Scheduler(store, comp, backend, **kw).run(limit=kw.pop("limit", None))
+        return Scheduler(store, comp, backend, **kw).run(limit=limit)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    limit = kw.pop("limit", None)
     with Progress(TextColumn(f"[bold]{comp.id}[/bold]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console(stderr=True), transient=False) as prog:
         task = prog.add_task("scoring", total=min(pending, limit) if limit else pending)
@@ -328,7 +329,7 @@ def demo(ctx: click.Context, keep: bool, with_containers: bool | None) -> None:
     """Build a fresh workspace, load the examples, submit the samples, run, print leaderboards."""
     from referee.platform.demo import run_demo
     ws = ctx.obj["workspace"]
-    if ctx.get_parameter_source("workspace").name == "DEFAULT":
+    if ctx.obj.get("workspace_is_default"):
         ws = "demo-workspace"
     run_demo(Path(ws), fresh=not keep, with_containers=with_containers)
 

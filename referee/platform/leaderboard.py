@@ -70,7 +70,7 @@ class Leaderboard:
                     cell += f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
                 cells.append(cell)
             cells += [_fmt(e.extra.get(c), digits) for c in self.columns_extra]
-            cells += [f"#{e.submission_id}", e.submitted_at[:19].replace("T", " ")]
+            cells += [f"#{e.submission_id}", e.submitted_at[:16].replace("T", " ")]
             out.append(cells)
         return out
 

@@ -1,0 +1,122 @@
+"""`referee demo`: a fresh workspace, the example competitions, their sample submissions, leaderboards."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from referee.errors import RefereeError
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
+
+
+def load_manifest(examples_dir: Path = EXAMPLES_DIR) -> list[dict[str, Any]]:
+    path = examples_dir / "manifest.yaml"
+    if not path.exists():
+        raise RefereeError(f"no example manifest at {path} (the demo needs referee's source checkout)")
+    return yaml.safe_load(path.read_text(encoding="utf-8"))["examples"]
+
+
+def prepare_example(entry: dict[str, Any], dest: Path, examples_dir: Path = EXAMPLES_DIR) -> Path:
+    """Copy one example to ``dest`` and run its deterministic generator there."""
+    src = examples_dir / entry["directory"]
+    target = dest / entry["directory"]
+    shutil.copytree(src, target, ignore=shutil.ignore_patterns("data", "submissions", "__pycache__"),
+                    dirs_exist_ok=True)
+    subprocess.run([sys.executable, str(target / "generate.py"), str(target)], check=True)
+    return target
+
+
+def _docker_ready() -> bool:
+    try:
+        import docker
+        docker.from_env(timeout=5).ping()
+        return True
+    except Exception:
+        return False
+
+
+def _base_image_cached() -> bool:
+    try:
+        import docker
+
+        from referee.platform.images import BASE_IMAGE
+        docker.from_env(timeout=5).images.get(BASE_IMAGE)
+        return True
+    except Exception:
+        return False
+
+
+def run_demo(workspace: Path, *, fresh: bool = True, with_containers: bool | None = None,
+             out: Any = None) -> dict[str, Any]:
+    """Run the whole demo; returns a summary (used by tests)."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from referee.platform import leaderboard as lbm
+    from referee.platform.cli import print_leaderboard
+    from referee.platform.competitions import load_into_store
+    from referee.platform.scheduler import Scheduler
+    from referee.platform.store import Store
+    from referee.submissions.submit import submit
+
+    con = out or Console(highlight=False)
+    t0 = time.perf_counter()
+    workspace = workspace.resolve()
+    if fresh and workspace.exists():
+        shutil.rmtree(workspace)
+    store = Store(workspace)
+    comps_dir = workspace / "competitions"
+    exports = workspace / "exports"
+    exports.mkdir(parents=True, exist_ok=True)
+    if with_containers is None:
+        with_containers = _docker_ready() and _base_image_cached()
+    summary: dict[str, Any] = {"workspace": str(workspace), "competitions": {}}
+    for entry in load_manifest():
+        target = prepare_example(entry, comps_dir)
+        comp = load_into_store(store, target / "competition.yaml")
+        con.rule(f"[bold]{escape(comp.title)}[/bold] ({comp.id})")
+        accepted, rejected = [], []
+        samples = list(entry.get("submissions", []))
+        if with_containers:
+            samples += list(entry.get("containers", []))
+        for s in samples:
+            path = target / s["file"]
+            try:
+                sid = submit(store, comp, s["team"], path, kind=s.get("kind"))
+                accepted.append(sid)
+                con.print(f"  submitted [green]#{sid}[/green] {s['team']:8} {escape(s['file'])}")
+            except RefereeError as exc:
+                rejected.append({"file": s["file"], "message": str(exc)})
+                con.print(f"  [yellow]rejected[/yellow]  {s['team']:8} {escape(str(exc))}")
+        result = Scheduler(store, comp).run()
+        boards = {}
+        for split in ("public", "private"):
+            lb = lbm.build(store, comp, split=split)
+            print_leaderboard(lb)
+            for ext, text in (("md", lb.to_markdown()), ("json", lb.to_json()), ("csv", lb.to_csv())):
+                (exports / f"{comp.id}-{split}.{ext}").write_text(text, encoding="utf-8")
+            boards[split] = lb
+        for sub in store.submissions(comp.id, status="failed"):
+            con.print(f"  [red]#{sub.id} failed[/red] ({sub.failure_reason}): {escape(sub.failure_message or '')}")
+        summary["competitions"][comp.id] = {"accepted": accepted, "rejected": rejected,
+                                            "scored": result.scored, "failed": result.failed,
+                                            "leaderboards": boards}
+    elapsed = time.perf_counter() - t0
+    summary["seconds"] = elapsed
+    con.rule("done")
+    con.print(f"demo finished in {elapsed:.1f}s")
+    con.print(f"workspace:     {workspace}  (SQLite database referee.db, submissions under blobs/)")
+    con.print(f"competitions:  {comps_dir}")
+    con.print(f"leaderboards:  {exports}  (Markdown, JSON, CSV for each split)")
+    if not with_containers:
+        con.print("[dim]container submissions skipped: run `make images` (needs a Docker engine), then "
+                  "`referee demo --with-containers`[/dim]")
+    con.print(f"try:  referee -w {workspace} leaderboard deepfake --split private")
+    return summary

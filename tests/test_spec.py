@@ -1,0 +1,116 @@
+"""Competition spec validation: errors name the file, the field and what is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from referee.errors import SpecError
+from referee.platform.competitions import load_into_store
+from referee.platform.spec import load_competition, parse_duration, parse_size
+
+
+def write_spec(tmp_path: Path, doc: dict | str) -> Path:
+    (tmp_path / "ref.csv").write_text("id,label\na,1\nb,0\n")
+    p = tmp_path / "competition.yaml"
+    p.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc))
+    return p
+
+
+BASE = {"id": "demo", "title": "Demo", "data": {"reference": "ref.csv"},
+        "metrics": [{"scorer": "accuracy"}], "prediction": {"type": "label", "columns": ["label"]}}
+
+
+def test_examples_load(example):
+    for name in ("deepfake", "asr", "translation"):
+        comp = load_competition(example(name) / "competition.yaml")
+        assert comp.id == name
+        assert comp.primary_metric.primary
+
+
+def test_unknown_field_names_file_and_field(tmp_path):
+    p = write_spec(tmp_path, {**BASE, "limits": {"per_team_per_dya": 3}})
+    with pytest.raises(SpecError) as e:
+        load_competition(p)
+    assert str(p) in str(e.value)
+    assert "limits.per_team_per_dya" in str(e.value)
+    assert "unknown field" in str(e.value)
+
+
+def test_missing_required_field(tmp_path):
+    doc = dict(BASE)
+    del doc["metrics"]
+    with pytest.raises(SpecError, match=r"metrics: required field is missing"):
+        load_competition(write_spec(tmp_path, doc))
+
+
+def test_two_primary_metrics(tmp_path):
+    doc = {**BASE, "metrics": [{"scorer": "accuracy", "primary": True},
+                               {"scorer": "accuracy", "name": "acc2", "primary": True}]}
+    with pytest.raises(SpecError, match="only one metric may be primary"):
+        load_competition(write_spec(tmp_path, doc))
+
+
+def test_bad_duration_and_size(tmp_path):
+    doc = {**BASE, "resources": {"timeout": "ten minutes", "memory": "lots"}}
+    with pytest.raises(SpecError) as e:
+        load_competition(write_spec(tmp_path, doc))
+    assert "resources.timeout" in str(e.value) and "resources.memory" in str(e.value)
+    assert parse_duration("9h") == 9 * 3600 and parse_size("2GiB") == 2 * 1024**3
+
+
+def test_yaml_syntax_error_has_line(tmp_path):
+    p = write_spec(tmp_path, "id: x\ntitle: [unclosed\nmetrics: []\n")
+    with pytest.raises(SpecError, match=r"line \d+, column \d+: YAML syntax error"):
+        load_competition(p)
+
+
+def test_missing_reference_file(tmp_path):
+    doc = {**BASE, "data": {"reference": "nope.csv"}}
+    with pytest.raises(SpecError, match=r"data.reference: file not found"):
+        load_competition(write_spec(tmp_path, doc))
+
+
+def test_bad_split_fraction(tmp_path):
+    with pytest.raises(SpecError, match="public_fraction"):
+        load_competition(write_spec(tmp_path, {**BASE, "split": {"public_fraction": 1.5}}))
+
+
+def test_unknown_scorer_and_bad_params_rejected_at_load(tmp_path, store):
+    p = write_spec(tmp_path, {**BASE, "metrics": [{"scorer": "nosuch"}]})
+    with pytest.raises(SpecError, match=r"metrics\[0\].scorer: no scorer named 'nosuch'"):
+        load_into_store(store, p)
+    p = write_spec(tmp_path, {**BASE, "prediction": {"type": "text", "columns": ["label"]},
+                              "metrics": [{"scorer": "bleu", "params": {"tokenize": "no-such-tokenizer"}}]})
+    with pytest.raises(SpecError, match=r"metrics\[0\].params"):
+        load_into_store(store, p)
+    assert store.list_competitions() == []
+
+
+def test_scorer_must_accept_prediction_type(tmp_path, store):
+    p = write_spec(tmp_path, {**BASE, "metrics": [{"scorer": "log_loss"}]})
+    with pytest.raises(SpecError, match="log_loss scores"):
+        load_into_store(store, p)
+
+
+def test_reference_column_errors(tmp_path, store):
+    p = write_spec(tmp_path, {**BASE, "data": {"reference": "ref.csv", "reference_columns": ["answer"]}})
+    with pytest.raises(SpecError, match=r"data.reference_columns: \['answer'\] not in ref.csv"):
+        load_into_store(store, p)
+
+
+def test_fraction_split_is_deterministic(tmp_path):
+    from referee.scoring.reference import load_reference
+    rows = "\n".join(f"r{i},{i % 2}" for i in range(1000))
+    (tmp_path / "ref.csv").write_text("id,label\n" + rows + "\n")
+    doc = {**BASE, "split": {"public_fraction": 0.25, "seed": 3}}
+    p = tmp_path / "competition.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    a = load_reference(load_competition(p)).split.copy()
+    assert a.sum() == 250
+    doc["split"]["seed"] = 4
+    p.write_text(yaml.safe_dump(doc))
+    b = load_reference(load_competition(p)).split
+    assert b.sum() == 250 and (a != b).any()
