@@ -75,7 +75,7 @@ def test_exports_round_trip(tmp_path, store, comp):
     assert [r["team"] for r in rows] == ["a", "b"] and float(rows[1]["accuracy"]) == 0.25
     md = lb.to_markdown()
     assert md.splitlines()[2].startswith("| rank | team | accuracy")
-    assert "| 1 | a | 1.00000 |" in md
+    assert "| 1 | a | 1.00000" in md
 
 
 def test_failed_and_rejected_never_ranked(tmp_path, store, comp):

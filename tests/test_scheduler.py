@@ -199,3 +199,39 @@ def test_killed_run_with_running_job_is_retried_not_charged(tmp_path, store):
     reasons = [r["failure_reason"] for r in store.query("SELECT failure_reason FROM jobs WHERE submission_id=? "
                                                         "ORDER BY attempt", (sid,))]
     assert reasons == ["platform_error", None]
+
+
+def test_rerun_gets_fresh_retries_and_replaces_scores(tmp_path, store):
+    from referee.platform.scheduler import rerun_submission
+    comp = job_comp(tmp_path, store, max_infra_retries=1)
+    (sid,) = submit_jobs(store, comp, ["a"])
+    fb = FakeBackend(script={sid: ["platform_error", "platform_error", "platform_error", "ok"]},
+                     output=fake_output)
+    Scheduler(store, comp, fb, poll_interval=0).run()
+    assert store.get_submission(sid).failure_reason == "platform_error"
+    rerun_submission(store, sid)
+    assert store.get_submission(sid).status == "pending"
+    Scheduler(store, comp, fb, poll_interval=0).run()
+    sub = store.get_submission(sid)
+    assert sub.status == "scored" and sub.attempts == 4 and len(store.scores(sid)) == 4
+    with pytest.raises(Exception, match="only a scored, failed or cancelled"):
+        store.set_submission(sid, status="running")
+        rerun_submission(store, sid)
+
+
+def test_cancel_while_running_stays_cancelled(tmp_path, store):
+    comp = job_comp(tmp_path, store)
+    (sid,) = submit_jobs(store, comp, ["a"], "import time\ntime.sleep(30)\n")
+    sched = Scheduler(store, comp, poll_interval=0.05)
+    import threading
+    t = threading.Thread(target=sched.run)
+    t.start()
+    deadline = time.time() + 20
+    while not store.query("SELECT 1 FROM jobs WHERE submission_id=? AND state='running'", (sid,)):
+        assert time.time() < deadline
+        time.sleep(0.02)
+    assert cancel_submission(store, sid, backend=sched.backend) == "cancelled"
+    t.join(timeout=20)
+    assert not t.is_alive()
+    sub = store.get_submission(sid)
+    assert sub.status == "cancelled" and not sub.counts_toward_quota

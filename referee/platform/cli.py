@@ -248,6 +248,16 @@ def cancel(ctx: click.Context, submission_id: int) -> None:
 
 
 @cli.command()
+@click.argument("submission_id", type=int)
+@click.pass_context
+def rerun(ctx: click.Context, submission_id: int) -> None:
+    """Put a finished submission back in the queue (old scores replaced atomically on the next run)."""
+    from referee.platform.scheduler import rerun_submission
+    rerun_submission(open_store(ctx), submission_id, by="cli")
+    click.echo(f"#{submission_id}: pending")
+
+
+@cli.command()
 @click.argument("competition_id")
 @click.option("--phase", default=None)
 @click.option("--split", type=click.Choice(["public", "private"]), default="public", show_default=True)

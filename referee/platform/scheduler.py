@@ -281,7 +281,9 @@ class Scheduler:
             else:
                 self._score(sub, output_path, log_tail=log_tail, from_job=True)
         else:
-            decision = self.policy.on_failure(st.reason or FailureReason.EXITED_NONZERO, job.attempt, st.message)
+            # attempts count from the last host re-run, so a re-run gets its own retries
+            decision = self.policy.on_failure(st.reason or FailureReason.EXITED_NONZERO,
+                                              job.attempt - sub.attempt_base, st.message)
             if decision.retry:
                 self.store.set_submission(sid, status="pending", claimed_by=None, log_tail=log_tail)
                 self.store.event("retry", st.message, competition_id=self.comp.id, submission_id=sid,
@@ -338,10 +340,11 @@ class Scheduler:
 
     def _fail(self, sid: int, reason: FailureReason, message: str, *, log_tail: str | None = None,
               charge: bool = True) -> None:
-        with self.store.tx() as c:
+        with self.store.tx() as c:  # a host's cancel (from another process) stays a cancel
             c.execute("UPDATE submissions SET status='failed', claimed_by=NULL, failure_reason=?, "
                       "failure_message=?, log_tail=COALESCE(?, log_tail), counts_toward_quota=?, updated_at=? "
-                      "WHERE id=?", (reason.value, message, log_tail, 1 if charge else 0, utcnow(), sid))
+                      "WHERE id=? AND status != 'cancelled'",
+                      (reason.value, message, log_tail, 1 if charge else 0, utcnow(), sid))
         self.store.event("failed", message, competition_id=self.comp.id, submission_id=sid, reason=reason.value)
         self.summary.failed += 1
         self.summary.failures[reason.value] = self.summary.failures.get(reason.value, 0) + 1
@@ -358,6 +361,25 @@ class Scheduler:
         for h, (s, job_row, job) in list(self.in_flight.items()):
             if s == sid:
                 self.backend.cancel(h)
+
+
+def rerun_submission(store: Store, sid: int, *, by: str = "host") -> None:
+    """Put a finished submission back in the queue; its old scores go in the same transaction."""
+    from referee.errors import RefereeError
+    with store.tx() as c:
+        row = c.execute("SELECT status, competition_id, attempts FROM submissions WHERE id=?", (sid,)).fetchone()
+        if row is None:
+            from referee.errors import NotFound
+            raise NotFound(f"no submission #{sid}")
+        if row["status"] not in ("scored", "failed", "cancelled"):
+            raise RefereeError(f"submission #{sid} is {row['status']}; only a scored, failed or cancelled "
+                               "submission can be re-run (cancel it first)")
+        n_scores = c.execute("DELETE FROM scores WHERE submission_id=?", (sid,)).rowcount
+        c.execute("UPDATE submissions SET status='pending', claimed_by=NULL, failure_reason=NULL, "
+                  "failure_message=NULL, log_tail=NULL, attempt_base=attempts, updated_at=? WHERE id=?",
+                  (utcnow(), sid))
+        store.event("rerun", f"re-run requested by {by}", competition_id=row["competition_id"], submission_id=sid,
+                    previous_status=row["status"], scores_removed=n_scores)
 
 
 def cancel_submission(store: Store, sid: int, backend: Backend | None = None) -> str:

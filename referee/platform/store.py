@@ -44,6 +44,7 @@ SCHEMA = [
         log_tail TEXT,
         counts_toward_quota INTEGER NOT NULL DEFAULT 1,
         attempts INTEGER NOT NULL DEFAULT 0,
+        attempt_base INTEGER NOT NULL DEFAULT 0,
         claimed_by TEXT,
         created_at TEXT NOT NULL,
         updated_at TEXT NOT NULL,
@@ -141,6 +142,7 @@ class SubmissionRow:
     log_tail: str | None
     counts_toward_quota: int
     attempts: int
+    attempt_base: int
     claimed_by: str | None
     created_at: str
     updated_at: str

@@ -1,0 +1,174 @@
+"""JSON API under ``/api``: submissions, status, leaderboards; host actions (re-run, cancel, export).
+
+Authentication is ``Authorization: Bearer <token>`` (``referee token create``). Errors are JSON
+``{"error": code, "message": text}`` with the HTTP status of ``access.error_status``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from referee.platform import leaderboard as lbm
+from referee.platform.store import Store
+from referee.platform.views import submission_detail, submission_table
+from referee.platform.web import access
+from referee.platform.web.auth import Principal
+from referee.platform.web.uploads import accept_upload
+
+router = APIRouter(prefix="/api", tags=["api"])
+bearer = HTTPBearer(auto_error=False, description="A team token or the host token (`referee token ...`).")
+
+Split = Literal["public", "private"]
+Mode = Literal["best", "latest", "all"]
+ExportFormat = Literal["json", "csv", "md", "html"]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "no token, or an unknown or revoked one"},
+    403: {"description": "the token may not do this (e.g. a team asking for a private leaderboard)"},
+    404: {"description": "no such competition or submission (or not yours)"},
+}
+
+UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary",
+                 "description": "a prediction file or a container image tarball (.tar)"},
+        "phase": {"type": "string", "description": "phase name (default: the open one)"},
+        "team": {"type": "string", "description": "host tokens only: the team to submit for"}}}}}}}
+
+
+def store_of(request: Request) -> Store:
+    return request.app.state.store
+
+
+def principal(request: Request, cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal | None:
+    """The caller (None when anonymous); a bad token is 401 rather than anonymous."""
+    return access.principal_from(store_of(request), cred.credentials if cred is not None else None)
+
+
+@router.get("/health", summary="Liveness and background scoring state")
+def health(request: Request) -> dict[str, Any]:
+    loop = getattr(request.app.state, "scoring_loop", None)
+    return {"ok": True, "scheduler": bool(loop and loop.alive), "scheduler_runs": loop.runs if loop else 0}
+
+
+@router.get("/me", summary="Who the presented token belongs to", responses=_ERRORS)
+def me(who: Principal | None = Depends(principal)) -> dict[str, Any]:
+    if who is None:
+        raise access.WebError(401, "unauthorized", "no token given")
+    return {"role": who.role, "team": who.team, "competition_id": who.competition_id, "token_id": who.token_id}
+
+
+@router.get("/competitions", summary="Loaded competitions")
+def competitions(request: Request) -> list[dict[str, Any]]:
+    store = store_of(request)
+    return [access.public_competition(store.get_competition(r["id"]), store) for r in store.list_competitions()]
+
+
+@router.get("/competitions/{cid}", summary="One competition: phases, metrics, format, limits", responses=_ERRORS)
+def competition(cid: str, request: Request) -> dict[str, Any]:
+    store = store_of(request)
+    return access.public_competition(access.get_competition(store, cid), store)
+
+
+@router.post("/competitions/{cid}/submissions", status_code=201, openapi_extra=UPLOAD_BODY,
+             summary="Upload a submission (multipart field 'file')",
+             responses={**_ERRORS, 413: {"description": "larger than the competition's upload limit"},
+                        415: {"description": "not multipart/form-data"},
+                        422: {"description": "rejected by validation (the message says where and why)"},
+                        429: {"description": "a submission limit (per day, total, concurrent) is reached"}})
+async def upload(cid: str, request: Request, who: Principal | None = Depends(principal)) -> dict[str, Any]:
+    store = store_of(request)
+    comp = access.get_competition(store, cid)
+    if who is None:
+        access.principal_from(store, None, required=True)
+    assert who is not None
+    sid = await accept_upload(request, store, comp, who, cap=request.app.state.max_upload_bytes)
+    loop = getattr(request.app.state, "scoring_loop", None)
+    if loop is not None:
+        loop.poke(cid)
+    sub = store.get_submission(sid)
+    return {"id": sid, "status": sub.status, "kind": sub.kind, "sha256": sub.sha256, "team": sub.team,
+            "phase": sub.phase, "url": f"/api/submissions/{sid}", "page": f"/submissions/{sid}"}
+
+
+@router.get("/competitions/{cid}/submissions", summary="Your team's submissions (all, for the host)",
+            responses=_ERRORS)
+def list_submissions(cid: str, request: Request, team: str | None = None,
+                     who: Principal | None = Depends(principal)) -> list[dict[str, Any]]:
+    store = store_of(request)
+    access.get_competition(store, cid)
+    if who is None:
+        access.principal_from(store, None, required=True)
+    assert who is not None
+    if not who.is_host:
+        if not who.member_of(cid):
+            raise access.WebError(403, "forbidden", f"this token belongs to competition {who.competition_id!r}")
+        team = who.team
+    return submission_table(store, cid, team=team)
+
+
+@router.get("/submissions/{sid}", summary="Status, failure reason, log tail and scores of a submission",
+            responses=_ERRORS)
+def get_submission(sid: int, request: Request, who: Principal | None = Depends(principal)) -> dict[str, Any]:
+    store = store_of(request)
+    access.visible_submission(store, who, sid)
+    assert who is not None
+    return access.redact_detail(submission_detail(store, sid), who)
+
+
+@router.get("/competitions/{cid}/leaderboard", summary="A leaderboard (private: host only)", responses=_ERRORS)
+def leaderboard(cid: str, request: Request, split: Split = "public", phase: str | None = None, mode: Mode = "best",
+                who: Principal | None = Depends(principal)) -> dict[str, Any]:
+    store = store_of(request)
+    comp = access.get_competition(store, cid)
+    access.check_split_visible(who, split)
+    return lbm.build(store, comp, phase=phase or None, split=split, mode=mode).to_dict()
+
+
+@router.post("/submissions/{sid}/rerun", summary="Host: score a finished submission again", responses=_ERRORS)
+def rerun(sid: int, request: Request, who: Principal | None = Depends(principal)) -> dict[str, Any]:
+    access.require_host(who)
+    store = store_of(request)
+    access.rerun_submission(store, sid)
+    loop = getattr(request.app.state, "scoring_loop", None)
+    if loop is not None:
+        loop.poke(store.get_submission(sid).competition_id)
+    return {"id": sid, "status": store.get_submission(sid).status}
+
+
+@router.post("/submissions/{sid}/cancel", summary="Host: cancel a pending or running submission",
+             responses=_ERRORS)
+def cancel(sid: int, request: Request, who: Principal | None = Depends(principal)) -> dict[str, Any]:
+    access.require_host(who)
+    return {"id": sid, "status": access.cancel(store_of(request), sid)}
+
+
+@router.get("/competitions/{cid}/export", summary="Host: export a leaderboard (json, csv, md, html)",
+            responses=_ERRORS)
+def export(cid: str, request: Request, format: ExportFormat = Query("json"), split: Split = "private",
+           phase: str | None = None, mode: Mode = "best", who: Principal | None = Depends(principal)) -> Response:
+    access.require_host(who)
+    store = store_of(request)
+    lb = lbm.build(store, access.get_competition(store, cid), phase=phase or None, split=split, mode=mode)
+    body, media = export_text(lb, format)
+    name = f"{cid}-{lb.phase}-{split}-{mode}.{format}"
+    return Response(body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+def export_text(lb: lbm.Leaderboard, fmt: str) -> tuple[str, str]:
+    """The leaderboard as text in ``fmt`` and its media type (html via the reports module when present)."""
+    if fmt == "csv":
+        return lb.to_csv(), "text/csv; charset=utf-8"
+    if fmt == "md":
+        return lb.to_markdown(), "text/markdown; charset=utf-8"
+    if fmt == "html":
+        try:
+            from referee.platform.reports import leaderboard_html
+        except ImportError:
+            raise access.WebError(400, "bad_request", "html export needs referee.platform.reports; "
+                                                      "use json, csv or md") from None
+        return leaderboard_html(lb), "text/html; charset=utf-8"
+    return lb.to_json() + "\n", "application/json"

@@ -1,0 +1,306 @@
+"""Server-rendered pages: competitions, leaderboards (with an SVG plot), submission pages, upload form.
+
+Browsers sign in by pasting their token once (``/login``); it is kept in an HttpOnly, SameSite=Strict
+cookie, and every state-changing form also carries a per-token CSRF value. No JavaScript is used.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from referee.errors import RefereeError
+from referee.platform import leaderboard as lbm
+from referee.platform.store import Store
+from referee.platform.views import submission_detail, submission_table
+from referee.platform.web import access, plots
+from referee.platform.web.auth import Principal, authenticate, check_csrf, csrf_token
+from referee.platform.web.uploads import accept_upload, upload_limit
+
+router = APIRouter(include_in_schema=False)
+TEMPLATES = Path(__file__).parent / "templates"
+REFRESH_SECONDS = 2
+
+
+@lru_cache(maxsize=1)
+def environment() -> Any:
+    import jinja2
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(num=fmt_number, when=fmt_time, size=fmt_size, cell=fmt_cell)
+    return env
+
+
+def fmt_number(v: Any, digits: int = 5) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}" if abs(v) < 1e6 else f"{v:.4g}"
+    return str(v)
+
+
+def fmt_cell(v: Any) -> str:
+    """An extra leaderboard column (cost, tier, p-value, failure rate...)."""
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(fmt_cell(x) for x in v)
+    return str(v)
+
+
+def fmt_time(s: str | None) -> str:
+    if not s:
+        return "—"
+    try:
+        t = dt.datetime.fromisoformat(s)
+    except ValueError:
+        return s
+    if t.tzinfo is not None:
+        t = t.astimezone(dt.timezone.utc)
+    return t.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def fmt_size(n: int | None) -> str:
+    if n is None:
+        return "—"
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def store_of(request: Request) -> Store:
+    return request.app.state.store
+
+
+def viewer(request: Request) -> tuple[Principal | None, str | None]:
+    """The signed-in principal (from the cookie) and its raw token; a stale cookie is anonymous."""
+    token = request.cookies.get(access.COOKIE)
+    who = authenticate(store_of(request), token) if token else None
+    return who, (token if who else None)
+
+
+def render(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+    who, token = viewer(request)
+    ctx.setdefault("title", "referee")
+    html = environment().get_template(name).render(request_path=request.url.path, who=who,
+                                                   csrf=csrf_token(token) if token else "", **ctx)
+    return HTMLResponse(html, status_code=status)
+
+
+def render_error(request: Request, status: int, code: str, message: str) -> HTMLResponse:
+    return render(request, "error.html.j2", status=status, title=f"{status} — referee", status_code=status,
+                  code=code, message=message)
+
+
+def login_redirect(request: Request) -> RedirectResponse:
+    return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+
+
+def safe_next(path: str | None) -> str:
+    """Only same-site paths: never '//host' or 'https://...' (open redirect)."""
+    if not path or not path.startswith("/") or path.startswith("//") or "\\" in path:
+        return "/"
+    return path
+
+
+def require_csrf(request: Request, presented: str | None) -> Principal:
+    who, token = viewer(request)
+    if who is None or token is None:
+        raise access.WebError(401, "unauthorized", "sign in first")
+    if not check_csrf(token, presented):
+        raise access.WebError(403, "forbidden", "the form is stale or came from another site; reload and retry")
+    return who
+
+
+# -- pages -----------------------------------------------------------------------------------------
+@router.get("/", response_class=HTMLResponse)
+def index(request: Request) -> HTMLResponse:
+    store = store_of(request)
+    comps = [access.public_competition(store.get_competition(r["id"]), store) for r in store.list_competitions()]
+    return render(request, "index.html.j2", competitions=comps)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, next: str = "/") -> HTMLResponse:
+    return render(request, "login.html.j2", title="Sign in — referee", next=safe_next(next), error=None)
+
+
+@router.post("/login")
+def login(request: Request, token: str = Form(""), next: str = Form("/")) -> Response:
+    token = token.strip()
+    who = authenticate(store_of(request), token)
+    if who is None:
+        return render(request, "login.html.j2", status=401, title="Sign in — referee", next=safe_next(next),
+                      error="That token is unknown or has been revoked. Ask the host for a new one.")
+    target = safe_next(next)
+    if target == "/" and who.competition_id:
+        target = f"/c/{who.competition_id}"
+    resp = RedirectResponse(target, status_code=303)
+    resp.set_cookie(access.COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https",
+                    max_age=30 * 86400, path="/")
+    return resp
+
+
+@router.post("/logout")
+def logout(request: Request, csrf: str = Form("")) -> Response:
+    require_csrf(request, csrf)
+    resp = RedirectResponse("/", status_code=303)
+    resp.delete_cookie(access.COOKIE, path="/")
+    return resp
+
+
+@router.get("/c/{cid}", response_class=HTMLResponse)
+def leaderboard_page(request: Request, cid: str, split: str = "public", mode: str = "best",
+                     phase: str | None = None) -> HTMLResponse:
+    store = store_of(request)
+    comp = access.get_competition(store, cid)
+    who, _ = viewer(request)
+    if split not in ("public", "private") or mode not in ("best", "latest", "all"):
+        raise access.WebError(400, "bad_request", "split must be public or private; mode best, latest or all")
+    access.check_split_visible(who, split)
+    lb = lbm.build(store, comp, phase=phase or None, split=split, mode=mode)
+    visible = {s.id for s in store.submissions(cid)} if who and who.is_host else \
+        {s.id for s in store.submissions(cid, team=who.team)} if who and who.member_of(cid) else set()
+    return render(request, "leaderboard.html.j2", title=f"{comp.title} — referee", comp=comp, lb=lb,
+                  info=access.public_competition(comp, store), splits=access.allowed_splits(who),
+                  visible=visible, interval_svg=plots.interval_plot(lb), cost_svg=plots.cost_plot(lb),
+                  tier_column="tier" in lb.columns_extra, can_submit=bool(who and (who.is_host or who.member_of(cid))))
+
+
+@router.get("/c/{cid}/export")
+def export_page(request: Request, cid: str, format: str = "csv", split: str = "private", mode: str = "best",
+                phase: str | None = None) -> Response:
+    """The host's download links (cookie-authenticated twin of ``GET /api/competitions/{cid}/export``)."""
+    from referee.platform.web.api import export_text
+    access.require_host(viewer(request)[0])
+    if format not in ("json", "csv", "md", "html") or split not in ("public", "private") \
+            or mode not in ("best", "latest", "all"):
+        raise access.WebError(400, "bad_request", "format: json, csv, md or html; split: public or private; "
+                                                  "mode: best, latest or all")
+    store = store_of(request)
+    lb = lbm.build(store, access.get_competition(store, cid), phase=phase or None, split=split, mode=mode)
+    body, media = export_text(lb, format)
+    return Response(body, media_type=media, headers={
+        "Content-Disposition": f'attachment; filename="{cid}-{lb.phase}-{split}-{mode}.{format}"'})
+
+
+@router.get("/c/{cid}/submit", response_class=HTMLResponse)
+def submit_form(request: Request, cid: str) -> Response:
+    store = store_of(request)
+    comp = access.get_competition(store, cid)
+    who, _ = viewer(request)
+    if who is None:
+        return login_redirect(request)
+    return _submit_page(request, comp, who)
+
+
+def _submit_page(request: Request, comp: Any, who: Principal, *, status: int = 200, error: str | None = None,
+                 error_code: str | None = None) -> HTMLResponse:
+    store = store_of(request)
+    if not who.is_host and not who.member_of(comp.id):
+        raise access.WebError(403, "forbidden", f"your token belongs to competition {who.competition_id!r}")
+    recent = submission_table(store, comp.id, team=None if who.is_host else who.team)[-10:][::-1]
+    return render(request, "submit.html.j2", status=status, title=f"Submit — {comp.title}", comp=comp,
+                  info=access.public_competition(comp, store), recent=recent,
+                  limit=upload_limit(comp, cap=request.app.state.max_upload_bytes),
+                  image_limit=upload_limit(comp, "image.tar", request.app.state.max_upload_bytes),
+                  error=error, error_code=error_code)
+
+
+@router.post("/c/{cid}/submit")
+async def submit_upload(request: Request, cid: str) -> Response:
+    store = store_of(request)
+    comp = access.get_competition(store, cid)
+    who, token = viewer(request)
+    if who is None or token is None:
+        raise access.WebError(401, "unauthorized", "sign in with your team token before uploading")
+
+    def check(fields: dict[str, str]) -> None:
+        if not check_csrf(token, fields.get("csrf")):
+            raise access.WebError(403, "forbidden", "the form is stale or came from another site; reload and retry")
+
+    try:
+        sid = await accept_upload(request, store, comp, who, check_fields=check,
+                                  cap=request.app.state.max_upload_bytes)
+    except RefereeError as exc:
+        status, code, _ = access.error_status(exc)
+        if status in (401, 403, 404):
+            raise
+        return _submit_page(request, comp, who, status=status, error=str(exc), error_code=code)
+    loop = getattr(request.app.state, "scoring_loop", None)
+    if loop is not None:
+        loop.poke(cid)
+    return RedirectResponse(f"/submissions/{sid}", status_code=303)
+
+
+@router.get("/c/{cid}/submissions", response_class=HTMLResponse)
+def submissions_page(request: Request, cid: str) -> Response:
+    store = store_of(request)
+    comp = access.get_competition(store, cid)
+    who, _ = viewer(request)
+    if who is None:
+        return login_redirect(request)
+    if not who.is_host and not who.member_of(cid):
+        raise access.WebError(403, "forbidden", f"your token belongs to competition {who.competition_id!r}")
+    rows = submission_table(store, cid, team=None if who.is_host else who.team)[::-1]
+    return render(request, "submissions.html.j2", title=f"Submissions — {comp.title}", comp=comp, rows=rows)
+
+
+@router.get("/submissions/{sid}", response_class=HTMLResponse)
+def submission_page(request: Request, sid: int) -> Response:
+    store = store_of(request)
+    who, _ = viewer(request)
+    if who is None:
+        return login_redirect(request)
+    sub = access.visible_submission(store, who, sid)
+    d = access.redact_detail(submission_detail(store, sid), who)
+    comp = store.get_competition(sub.competition_id)
+    return render(request, "submission.html.j2", title=f"Submission #{sid} — referee", comp=comp, d=d,
+                  refresh=REFRESH_SECONDS if d["status"] in ("pending", "running") else None,
+                  report_html=_submission_report(store, sid, who))
+
+
+def _submission_report(store: Store, sid: int, who: Principal) -> str:
+    """Extra per-submission HTML (e.g. the CheckList matrix) from the reports module, when it has one."""
+    try:
+        from referee.platform import reports
+    except ImportError:
+        return ""
+    fn = getattr(reports, "submission_fragment_html", None)
+    if fn is None:
+        return ""
+    try:
+        return str(fn(store, sid, include_private=who.is_host) or "")
+    except Exception:  # a report must never take the page down
+        return ""
+
+
+@router.post("/submissions/{sid}/rerun")
+def rerun_form(request: Request, sid: int, csrf: str = Form("")) -> Response:
+    access.require_host(require_csrf(request, csrf))
+    store = store_of(request)
+    access.rerun_submission(store, sid, by="host (web)")
+    loop = getattr(request.app.state, "scoring_loop", None)
+    if loop is not None:
+        loop.poke(store.get_submission(sid).competition_id)
+    return RedirectResponse(f"/submissions/{sid}", status_code=303)
+
+
+@router.post("/submissions/{sid}/cancel")
+def cancel_form(request: Request, sid: int, csrf: str = Form("")) -> Response:
+    access.require_host(require_csrf(request, csrf))
+    access.cancel(store_of(request), sid)
+    return RedirectResponse(f"/submissions/{sid}", status_code=303)
