@@ -8,6 +8,7 @@ re-scoring reuse them.
 from __future__ import annotations
 
 import importlib.metadata as md
+import importlib.util
 import io
 import json
 from dataclasses import dataclass, field
@@ -17,21 +18,12 @@ from typing import Any, Callable
 import numpy as np
 
 from referee import __version__
+from referee.errors import SpecError
 from referee.platform.spec import Competition, MetricSpec
 from referee.plugins.manager import get_plugin_manager
 from referee.plugins.records import ScorerInfo
 from referee.scoring.reference import ReferenceData, load_reference, reference_values
 from referee.submissions.intake import Predictions, validate_predictions
-
-# Optional interval estimator: set by referee.scoring.stats when present.
-# Signature: (scorer, stats (n,k), params, settings) -> (low, high, signature_extra) | None
-IntervalFn = Callable[[ScorerInfo, np.ndarray, dict, dict], "tuple[float, float, str] | None"]
-_interval_fn: IntervalFn | None = None
-
-
-def set_interval_estimator(fn: IntervalFn | None) -> None:
-    global _interval_fn
-    _interval_fn = fn
 
 
 @dataclass
@@ -75,7 +67,53 @@ def check_metric_params(comp: Competition) -> list[tuple[str, str]]:
                 s.validate_params(m.params)
             except (ValueError, TypeError, KeyError) as exc:
                 problems.append((f"metrics[{i}].params", str(exc)))
+    return problems + statistics_settings_problems(comp)
+
+
+# -- confidence intervals (bootstrap over per-item statistics; see referee.scoring.bootstrap) ------
+
+def statistics_settings_problems(comp: Competition) -> list[tuple[str, str]]:
+    """Problems with ``leaderboard.intervals`` and ``leaderboard.significance``, as (field, message)."""
+    from referee.scoring.bootstrap import IntervalSettings
+    from referee.scoring.significance import SignificanceSettings
+
+    problems = []
+    for key, settings in (("intervals", IntervalSettings), ("significance", SignificanceSettings)):
+        try:
+            parsed = settings.from_mapping(comp.leaderboard.get(key), where=f"leaderboard.{key}")
+        except ValueError as exc:
+            problems.append((f"leaderboard.{key}", str(exc).removeprefix(f"leaderboard.{key}: ")))
+            continue
+        if parsed.backend == "torch" and importlib.util.find_spec("torch") is None:
+            problems.append((f"leaderboard.{key}.backend", "'torch' needs PyTorch, which is not installed; "
+                                                           "install it or use 'numpy' or 'auto'"))
     return problems
+
+
+def interval_settings(comp: Competition) -> Any:
+    """The competition's ``IntervalSettings``, or None when intervals are switched off."""
+    from referee.scoring.bootstrap import IntervalSettings
+
+    try:
+        settings = IntervalSettings.from_mapping(comp.leaderboard.get("intervals"))
+    except ValueError as exc:
+        raise SpecError(str(comp.source_path or comp.id),
+                        [("leaderboard.intervals", str(exc).removeprefix("leaderboard.intervals: "))]) from None
+    return settings if settings.enabled else None
+
+
+def add_interval(result: MetricResult, scorer: ScorerInfo, stats: np.ndarray, params: dict,
+                 settings: Any) -> None:
+    """Fill ``result.ci_low/ci_high`` from a bootstrap of ``stats`` and record how in its provenance."""
+    from referee.scoring.bootstrap import confidence_interval
+
+    ci = confidence_interval(scorer, stats, params, settings)
+    if ci is None:
+        return
+    result.ci_low, result.ci_high, extra = ci
+    prov = result.provenance
+    prov["signature"] = f"{prov['signature']}|{extra}"
+    prov["interval"] = settings.record()
 
 
 def compute_statistics(scorer: ScorerInfo, preds: Predictions, refs: Any, params: dict) -> np.ndarray:
@@ -97,7 +135,7 @@ def score_predictions(comp: Competition, preds: Predictions, ref: ReferenceData,
     pm = get_plugin_manager()
     refs = reference_values(ref, comp)
     results: list[MetricResult] = []
-    interval_settings = dict(comp.leaderboard.get("intervals", {}))
+    intervals = interval_settings(comp)
     for m in comp.metrics:
         scorer = pm.scorer(m.scorer)
         params = dict(m.params)
@@ -115,11 +153,8 @@ def score_predictions(comp: Competition, preds: Predictions, ref: ReferenceData,
             res = MetricResult(metric=m.key, split=split, value=value, n_items=int(mask.sum()),
                                stats_sha256=stats_sha, provenance=prov,
                                details=_split_details(details, split))
-            if _interval_fn is not None and interval_settings.get("enabled", True):
-                ci = _interval_fn(scorer, stats[mask], params, interval_settings)
-                if ci is not None:
-                    res.ci_low, res.ci_high, extra = ci
-                    prov["signature"] = f"{prov['signature']}|{extra}" if extra else prov["signature"]
+            if intervals is not None:
+                add_interval(res, scorer, stats[mask], params, intervals)
             results.append(res)
     return results
 

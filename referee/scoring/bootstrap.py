@@ -1,0 +1,242 @@
+"""Resampling over per-item statistics, shared by confidence intervals and paired significance tests.
+
+A scorer's per-item statistics ``X`` (n items x k columns) and its vectorised ``aggregate`` make a
+resample cheap: a bootstrap resample is a row of multinomial counts ``w`` (how often each item was
+drawn) and its score is ``aggregate(w @ X)``. Many systems on the same items are one matrix
+``(n, systems * k)``, so every system sees the same resamples and one matmul resamples them all.
+
+Resample weights always come from NumPy's seeded ``Generator`` exactly as sacrebleu draws them
+(``rng.choice(n, size=(B, n))`` for the bootstrap, ``rng.integers(2, size=(B, n), dtype=bool)``
+for approximate randomization), in blocks of rows whose concatenation equals one big draw, so the
+numbers do not depend on the block size. The backend only does the matmul: ``numpy``, or ``torch``
+(float64, on CUDA when present); both give the same sums up to float rounding.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from referee.scoring.metrics import _common as c
+
+BACKENDS = ("numpy", "torch", "auto")
+CI_METHODS = ("percentile", "basic")
+KINDS = ("bootstrap", "randomization")
+# Bytes of one block of resample weights (b x n float64); the index and offset scratch arrays of a
+# block are the same size, so a block costs about three times this.
+BLOCK_BYTES = 32 * 2**20
+# Whole weight matrices up to this size are cached: every submission of a competition has the
+# same item count, so the scheduler reuses them for every metric, split and submission.
+CACHE_BYTES = 32 * 2**20
+
+INTERVAL_PARAMS: c.ParamSpec = {
+    "enabled": (True, c.boolean),
+    "resamples": (1000, c.integer(1, 10**7)),
+    "seed": (12345, c.integer(0, 2**63 - 1)),
+    "confidence": (0.95, c.number(0.0, 1.0, open_lo=True, open_hi=True)),
+    "method": ("percentile", c.choice(CI_METHODS)),
+    "backend": ("numpy", c.choice(BACKENDS)),
+}
+
+
+@dataclass(frozen=True)
+class IntervalSettings:
+    """How bootstrap confidence intervals are computed (``leaderboard.intervals`` in the YAML)."""
+
+    enabled: bool = True
+    resamples: int = 1000
+    seed: int = 12345
+    confidence: float = 0.95
+    method: str = "percentile"
+    backend: str = "numpy"
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any] | None,
+                     where: str = "leaderboard.intervals") -> "IntervalSettings":
+        """Checked settings with defaults filled in; ValueError names the bad field."""
+        if raw is not None and not isinstance(raw, Mapping):
+            raise ValueError(f"{where}: must be a mapping, got {type(raw).__name__}")
+        return cls(**c.resolve_params(where, raw, INTERVAL_PARAMS))
+
+    def signature(self) -> str:
+        """What goes after the scorer's signature, e.g. ``bootstrap:1000|seed:12345|ci:95%``."""
+        sig = f"bootstrap:{self.resamples}|seed:{self.seed}|ci:{self.confidence * 100:g}%"
+        return sig if self.method == "percentile" else f"{sig}|ci-method:{self.method}"
+
+    def record(self) -> dict[str, Any]:
+        return {"method": self.method, "resamples": self.resamples, "seed": self.seed,
+                "confidence": self.confidence}
+
+
+# ------------------------------------------------------------------------- resample weights
+
+@dataclass(frozen=True)
+class Resampler:
+    """Seeded resample weights over ``n`` items, drawn in blocks of rows.
+
+    ``kind="bootstrap"``: row b holds how often each item was drawn (multinomial counts summing to n).
+    ``kind="randomization"``: row b is 1 where item i keeps its system and 0 where the pair swaps.
+    """
+
+    n: int
+    resamples: int
+    seed: int
+    kind: str = "bootstrap"
+    block_bytes: int = BLOCK_BYTES
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"resampling kind must be one of {KINDS}, not {self.kind!r}")
+        if self.n < 1 or self.resamples < 1:
+            raise ValueError(f"need at least one item and one resample (n={self.n}, "
+                             f"resamples={self.resamples})")
+
+    @property
+    def block_rows(self) -> int:
+        rows = max(1, self.block_bytes // (8 * self.n))
+        if self.kind == "randomization":
+            # NumPy draws booleans 32 to a word and drops the rest of the word at the end of a call;
+            # blocks of whole words keep the block-wise draw equal to one big draw.
+            unit = 32 // math.gcd(self.n, 32)
+            rows = max(unit, rows - rows % unit)
+        return min(rows, self.resamples)
+
+    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first_row, weights)`` with weights of shape (rows, n), float64, in order."""
+        if self.resamples * self.n * 8 <= CACHE_BYTES:
+            yield 0, _cached_weights(self.n, self.resamples, self.seed, self.kind)
+            return
+        yield from _generate(self.n, self.resamples, self.seed, self.kind, self.block_rows)
+
+    def weights(self) -> np.ndarray:
+        """All weights at once, shape (resamples, n) (small problems and tests)."""
+        return np.concatenate([w for _, w in self.blocks()], axis=0)
+
+
+def _generate(n: int, resamples: int, seed: int, kind: str, block_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    for start in range(0, resamples, block_rows):
+        rows = min(block_rows, resamples - start)
+        if kind == "bootstrap":
+            idx = rng.choice(n, size=(rows, n), replace=True)
+            idx += (np.arange(rows, dtype=np.int64) * n)[:, None]
+            counts = np.bincount(idx.ravel(), minlength=rows * n).reshape(rows, n)
+            del idx
+            yield start, counts.astype(np.float64)
+        else:
+            yield start, rng.integers(2, size=(rows, n), dtype=bool).astype(np.float64)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_weights(n: int, resamples: int, seed: int, kind: str) -> np.ndarray:
+    w = np.concatenate([b for _, b in _generate(n, resamples, seed, kind, resamples)], axis=0)
+    w.setflags(write=False)
+    return w
+
+
+# ------------------------------------------------------------------------- backends
+
+def resolve_backend(name: str) -> str:
+    """``auto`` is torch when torch is installed and sees a CUDA device, else numpy."""
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {name!r}")
+    if name != "auto":
+        return name
+    import importlib.util
+    if importlib.util.find_spec("torch") is None:
+        return "numpy"
+    import torch
+    return "torch" if torch.cuda.is_available() else "numpy"
+
+
+class _Matmul:
+    """``weights @ X`` for a fixed X on one backend."""
+
+    def __init__(self, x: np.ndarray, backend: str):
+        self.backend = resolve_backend(backend)
+        self.x = np.ascontiguousarray(x, dtype=np.float64)
+        if self.backend == "torch":
+            try:
+                import torch
+            except ImportError as exc:
+                raise ValueError("backend 'torch' needs PyTorch; install it or use backend 'numpy'") from exc
+            self._torch = torch
+            self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            self.x_t = torch.from_numpy(self.x).to(self.device)
+
+    def __call__(self, weights: np.ndarray) -> np.ndarray:
+        if self.backend == "numpy":
+            return weights @ self.x
+        w = self._torch.tensor(weights, dtype=self._torch.float64, device=self.device)
+        return (w @ self.x_t).cpu().numpy()
+
+
+def resampled_sums(x: np.ndarray, resampler: Resampler, backend: str = "numpy") -> np.ndarray:
+    """``weights @ x`` for every resample: shape (resamples, m) for ``x`` of shape (n, m)."""
+    if x.ndim != 2 or x.shape[0] != resampler.n:
+        raise ValueError(f"statistics of shape {x.shape} do not match {resampler.n} items")
+    matmul = _Matmul(x, backend)
+    out = np.empty((resampler.resamples, x.shape[1]), dtype=np.float64)
+    for start, w in resampler.blocks():
+        out[start:start + len(w)] = matmul(w)
+    return out
+
+
+# ------------------------------------------------------------------------- intervals
+
+Aggregate = Callable[[np.ndarray, Mapping[str, Any]], Any]
+
+
+def bootstrap_scores(aggregate: Aggregate, stats: np.ndarray, params: Mapping[str, Any], *,
+                     resamples: int = 1000, seed: int = 12345, backend: str = "numpy") -> np.ndarray:
+    """The score of each bootstrap resample of ``stats`` (n, k): shape (resamples,)."""
+    stats = np.asarray(stats, dtype=np.float64)
+    sums = resampled_sums(stats, Resampler(len(stats), resamples, seed), backend)
+    return np.asarray(aggregate(sums, params), dtype=np.float64).reshape(resamples)
+
+
+def interval_from_samples(samples: np.ndarray, observed: float, confidence: float = 0.95,
+                          method: str = "percentile") -> tuple[float, float] | None:
+    """Two-sided interval from resampled scores; None when no resample has a finite score.
+
+    ``percentile``: the (1-c)/2 and (1+c)/2 quantiles of the resampled scores.
+    ``basic``: those quantiles reflected around the observed score (2*observed - q).
+    """
+    samples = np.asarray(samples, dtype=np.float64)
+    samples = samples[np.isfinite(samples)]
+    if samples.size == 0:
+        return None
+    tail = (1.0 - confidence) / 2.0
+    lo, hi = (float(q) for q in np.quantile(samples, [tail, 1.0 - tail]))
+    if method == "basic":
+        lo, hi = 2.0 * observed - hi, 2.0 * observed - lo
+    elif method != "percentile":
+        raise ValueError(f"interval method must be one of {CI_METHODS}, not {method!r}")
+    return lo, hi
+
+
+def confidence_interval(scorer: Any, stats: np.ndarray, params: Mapping[str, Any],
+                        settings: IntervalSettings) -> tuple[float, float, str] | None:
+    """Bootstrap interval of ``scorer`` on ``stats`` (n, k): ``(low, high, signature_extra)``.
+
+    None when there are no items or no resample has a finite score.
+    """
+    stats = np.asarray(stats, dtype=np.float64)
+    if stats.ndim != 2 or len(stats) == 0:
+        return None
+    samples = bootstrap_scores(scorer.aggregate, stats, params, resamples=settings.resamples,
+                               seed=settings.seed, backend=settings.backend)
+    observed = float(np.asarray(scorer.aggregate(stats.sum(axis=0), params)))
+    ci = interval_from_samples(samples, observed, settings.confidence, settings.method)
+    if ci is None:
+        return None
+    return ci[0], ci[1], settings.signature()
+
+
+__all__ = ["BACKENDS", "IntervalSettings", "Resampler", "bootstrap_scores", "confidence_interval",
+           "interval_from_samples", "resampled_sums", "resolve_backend"]
