@@ -41,11 +41,17 @@ class SchedulingPolicy:
         self.max_infra_retries = max_infra_retries
         self.per_team_in_flight = per_team_in_flight
 
+    def claim_window(self, free: int) -> int:
+        """How many of the oldest pending submissions to look at when filling ``free`` slots."""
+        return max(256, free * 8)
+
     def free_slots(self, in_flight: int) -> int:
         return max(0, self.max_in_flight - in_flight)
 
-    def order(self, pending: Iterable[Candidate], running_by_team: dict[str, int] | None = None) -> list[Candidate]:
-        """Oldest first within a team, teams interleaved so one team's burst cannot starve the rest."""
+    def order(self, pending: Iterable[Candidate], running_by_team: dict[str, int] | None = None,
+              limit: int | None = None) -> list[Candidate]:
+        """Oldest first within a team, teams interleaved so one team's burst cannot starve the rest.
+        Stops after ``limit`` candidates."""
         running_by_team = dict(running_by_team or {})
         queues: dict[str, list[Candidate]] = {}
         for c in sorted(pending, key=lambda c: (c.created_at, c.key)):
@@ -53,8 +59,10 @@ class SchedulingPolicy:
         out: list[Candidate] = []
         teams = sorted(queues, key=lambda t: (running_by_team.get(t, 0), queues[t][0].created_at))
         depth = 0
-        while queues:
+        while queues and (limit is None or len(out) < limit):
             for t in list(teams):
+                if limit is not None and len(out) >= limit:
+                    break
                 q = queues.get(t)
                 if not q:
                     continue
@@ -71,7 +79,8 @@ class SchedulingPolicy:
 
     def pick(self, pending: Sequence[Candidate], in_flight: int,
              running_by_team: dict[str, int] | None = None) -> list[Candidate]:
-        return self.order(pending, running_by_team)[: self.free_slots(in_flight)]
+        free = self.free_slots(in_flight)
+        return self.order(pending, running_by_team, limit=free) if free else []
 
     def on_failure(self, reason: FailureReason, attempt: int, message: str = "") -> FailureDecision:
         """Infrastructure failures are retried up to the limit and never charged; the rest are final."""

@@ -126,7 +126,7 @@ class Scheduler:
         if free == 0:
             return []
         rows = self.store.query("SELECT id, team, created_at FROM submissions WHERE competition_id=? "
-                                "AND status='pending' ORDER BY id LIMIT ?", (self.comp.id, max(256, free * 8)))
+                                "AND status='pending' ORDER BY id LIMIT ?", (self.comp.id, self.policy.claim_window(free)))
         running: dict[str, int] = {}
         for sid, _, _ in self.in_flight.values():
             team = self._team_of.get(sid)
@@ -190,7 +190,8 @@ class Scheduler:
             return True
         attempt = sub.attempts + 1
         job = self._job_spec(sub, attempt, to_job)
-        reason = self.pm.hook.referee_dispatch_check(competition=self.comp, job=job, store=self.store)
+        reason = self.pm.hook.referee_dispatch_check(competition=self.comp, job=job, store=self.store,
+                                                     backend=self.backend.name)
         if reason:
             self.store.set_submission(sub.id, status="pending", claimed_by=None)
             self.store.event("paused", reason, competition_id=self.comp.id, submission_id=sub.id)
@@ -213,7 +214,7 @@ class Scheduler:
         self.store.execute("UPDATE jobs SET handle=?, state='running', started_at=? WHERE id=?",
                            (handle, utcnow(), job_row))
         self.in_flight[handle] = (sub.id, job_row, job)
-        self.pm.hook.referee_job_started(job=self._job_record(job_row), competition=self.comp)
+        self.pm.hook.referee_job_started(job=self._job_record(job_row), competition=self.comp, store=self.store)
         self.on_progress("started", sub.id)
         return True
 
@@ -271,7 +272,8 @@ class Scheduler:
                            (st.state.value, st.reason.value if st.reason else None, st.message, st.exit_code,
                             st.node, st.instance_type, st.started_at.isoformat() if st.started_at else None,
                             (st.finished_at.isoformat() if st.finished_at else utcnow()), job_row))
-        self.pm.hook.referee_job_finished(job=self._job_record(job_row), result=st, competition=self.comp)
+        self.pm.hook.referee_job_finished(job=self._job_record(job_row), result=st, competition=self.comp,
+                                          store=self.store)
         sub = self.store.get_submission(sid)
         if st.state == JobState.SUCCEEDED:
             assert output_path is not None

@@ -79,37 +79,38 @@ def referee_submission_kinds() -> list:
 
 
 @hookspec
-def referee_job_started(job: Any, competition: Any) -> None:
-    """Called when a backend job starts running (``job`` is a ``JobRecord``).
+def referee_job_started(job: Any, competition: Any, store: Any) -> None:
+    """Called when a backend job starts running (``job`` is a ``JobRecord``; ``store`` the workspace).
 
     Example::
 
         @hookimpl
-        def referee_job_started(job, competition):
+        def referee_job_started(job, competition, store):
             print("started", job.job_id, job.backend)
     """
 
 
 @hookspec
-def referee_job_finished(job: Any, result: Any, competition: Any) -> None:
+def referee_job_finished(job: Any, result: Any, competition: Any, store: Any) -> None:
     """Called when a backend job reaches a final state (``result`` is a ``JobStatus``).
 
     Example::
 
         @hookimpl
-        def referee_job_finished(job, result, competition):
+        def referee_job_finished(job, result, competition, store):
             print(job.job_id, result.state, result.duration_s)
     """
 
 
 @hookspec(firstresult=True)
-def referee_dispatch_check(competition: Any, job: Any, store: Any) -> str | None:
+def referee_dispatch_check(competition: Any, job: Any, store: Any, backend: str) -> str | None:
     """Return a reason string to hold ``job`` back (for example a budget), or None to allow it.
+    ``backend`` is the name of the backend the job would run on.
 
     Example::
 
         @hookimpl
-        def referee_dispatch_check(competition, job, store):
+        def referee_dispatch_check(competition, job, store, backend):
             return "maintenance window" if is_maintenance() else None
     """
 

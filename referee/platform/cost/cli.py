@@ -1,0 +1,279 @@
+"""``referee cost``: plan a fleet, simulate it, report what a competition spent, show score vs cost."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import click
+
+from referee.platform.cli import console, emit_json, open_store
+
+DAY = 86400.0
+HOUR = 3600.0
+
+
+class Duration(click.ParamType):
+    """A duration such as 9h, 90m, 21d or a number of seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        from referee.platform.spec import parse_duration
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if seconds <= 0:
+            self.fail(f"{value!r} is not a positive duration", param, ctx)
+        return seconds
+
+
+DURATION = Duration()
+PRICING = click.Choice(["on_demand", "spot"])
+
+
+def _money(v: float | None) -> str:
+    return "" if v is None else f"${v:,.2f}" if v < 1000 else f"${v:,.0f}"
+
+
+def _competition_cost(ctx: click.Context, competition_id: str | None) -> Any:
+    from referee.platform.cost.config import CostConfig, cost_config
+    if competition_id is None:
+        return CostConfig()
+    return cost_config(open_store(ctx).get_competition(competition_id))
+
+
+@click.group()
+def cost() -> None:
+    """Cost: fleet planning, simulation, spend reports and score-versus-cost."""
+
+
+# -- plan -------------------------------------------------------------------------------------------
+@cost.command("plan")
+@click.option("-n", "--submissions", type=click.IntRange(min=1), required=True, help="Submissions to run.")
+@click.option("--deadline", type=DURATION, required=True, help="Wall time available, e.g. 21d or 504h.")
+@click.option("--pilot", "pilot_opts", multiple=True, metavar="TYPE=RUNTIME[,RUNTIME...]",
+              help="Pilot runtimes on one instance type, e.g. p3.2xlarge=9h,8.5h (repeatable).")
+@click.option("--pilots", "pilot_file", type=click.Path(exists=True, dir_okay=False),
+              help="YAML ({type: [9h, 8.5h]}) or CSV (instance_type,runtime) of pilot runtimes.")
+@click.option("--fleet", type=click.IntRange(min=1), default=None, help="Instances available (default: as needed).")
+@click.option("--restart-margin", type=float, default=0.5, show_default=True,
+              help="Extra instances for restarts (0.5 = +50%).")
+@click.option("--pricing", type=PRICING, default=None, help="on_demand (default) or spot.")
+@click.option("--failure-rate", type=float, default=0.0, show_default=True,
+              help="Probability an attempt is lost to the infrastructure (spot reclaim, node loss).")
+@click.option("--estimator", type=click.Choice(["mean", "median", "p90", "max"]), default="mean", show_default=True,
+              help="How pilot runtimes become one runtime.")
+@click.option("--gpus", type=click.IntRange(min=0), default=None, help="GPUs per job (packs jobs per instance).")
+@click.option("--cpu", type=float, default=None, help="vCPUs per job (packs jobs per instance).")
+@click.option("--memory", default=None, help="Memory per job, e.g. 8GiB (packs jobs per instance).")
+@click.option("--competition", "competition_id", default=None,
+              help="Use this loaded competition's price overrides and pricing.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def plan_cmd(ctx: click.Context, submissions: int, deadline: float, pilot_opts: tuple[str, ...],
+             pilot_file: str | None, fleet: int | None, restart_margin: float, pricing: str | None,
+             failure_rate: float, estimator: str, gpus: int | None, cpu: float | None, memory: str | None,
+             competition_id: str | None, as_json: bool) -> None:
+    """Project cost and wall time per instance type from pilot runtimes; recommend the cheapest in time."""
+    from referee.platform.cost.planner import PlanRequest, load_pilot_file, parse_pilot_option, plan
+    from referee.platform.spec import parse_size
+
+    cfg = _competition_cost(ctx, competition_id)
+    pilots: dict[str, list[float]] = load_pilot_file(pilot_file) if pilot_file else {}
+    for opt in pilot_opts:
+        name, runs = parse_pilot_option(opt)
+        pilots.setdefault(name, []).extend(runs)
+    try:
+        mem = parse_size(memory) if memory is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--memory") from None
+    req = PlanRequest(submissions=submissions, deadline_s=deadline, pilots=pilots, fleet=fleet,
+                      restart_margin=restart_margin, pricing=pricing or cfg.pricing, failure_rate=failure_rate,
+                      estimator=estimator, cpu=cpu, memory=mem, gpus=gpus)  # type: ignore[arg-type]
+    result = plan(req, cfg.catalog)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    from rich.table import Table
+    t = Table(title=f"{submissions:,} submissions, deadline {deadline / DAY:.1f} days ({req.pricing})",
+              caption="instances: needed for the deadline -> with the restart margin")
+    for col in ("instance type", "h/run", "$/h", "GPU-h", "cost", "instances", "days", "in time"):
+        t.add_column(col, justify="left" if col == "instance type" else "right")
+    for o in result.options:
+        t.add_row(o.instance_type, f"{o.runtime_s / HOUR:.2f}", f"{o.hourly:.3f}", f"{o.gpu_hours:,.0f}",
+                  _money(o.cost), "-" if o.instances_needed is None else
+                  f"{o.instances_needed} -> {o.instances_with_margin}",
+                  "-" if o.makespan_s is None else f"{o.makespan_s / DAY:.1f}", "yes" if o.meets_deadline else "no")
+    c = console()
+    c.print(t)
+    for o in result.options:
+        if o.note:
+            c.print(f"  {o.instance_type}: {o.note}")
+    c.print(("[green]recommended:[/green] " if result.recommended else "[red]no option:[/red] ") + result.message)
+    c.print("[dim]prices: public list prices, us-east-1 (`referee cost prices` shows the table and its source)[/dim]")
+
+
+# -- simulate ---------------------------------------------------------------------------------------
+@cost.command("simulate")
+@click.option("-n", "--submissions", type=click.IntRange(min=1), default=4200, show_default=True)
+@click.option("--runtime", type=DURATION, default="9h", show_default=True, help="Mean runtime per submission.")
+@click.option("--runtime-cv", type=click.FloatRange(min=0), default=0.1, show_default=True,
+              help="Spread of runtimes (coefficient of variation).")
+@click.option("--instance-type", default="p3.2xlarge", show_default=True)
+@click.option("--fleet", type=click.IntRange(min=1), default=None,
+              help="Instances (default: planned for --deadline with --restart-margin).")
+@click.option("--deadline", type=DURATION, default="21d", show_default=True)
+@click.option("--restart-margin", type=float, default=0.5, show_default=True)
+@click.option("--jobs-per-instance", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--teams", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--pricing", type=PRICING, default=None)
+@click.option("--failure-rate", type=click.FloatRange(0, 1, max_open=True), default=0.05, show_default=True,
+              help="Probability an attempt is lost (spot reclaim, node loss); it is retried.")
+@click.option("--restart-delay", type=DURATION, default="5m", show_default=True,
+              help="How long a slot that lost its job takes to come back.")
+@click.option("--max-infra-retries", type=click.IntRange(min=0), default=3, show_default=True)
+@click.option("--timeout", type=DURATION, default=None, help="Job timeout (longer runs fail, charged).")
+@click.option("--budget", type=click.FloatRange(min=0), default=None, help="Competition budget in USD.")
+@click.option("--team-budget", type=click.FloatRange(min=0), default=None, help="Per-team budget in USD.")
+@click.option("--competition", "competition_id", default=None,
+              help="Use this loaded competition's prices, pricing and budgets.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def simulate_cmd(ctx: click.Context, submissions: int, runtime: float, runtime_cv: float, instance_type: str,
+                 fleet: int | None, deadline: float, restart_margin: float, jobs_per_instance: int, teams: int,
+                 pricing: str | None, failure_rate: float, restart_delay: float, max_infra_retries: int,
+                 timeout: float | None, budget: float | None, team_budget: float | None,
+                 competition_id: str | None, seed: int, as_json: bool) -> None:
+    """Simulate the run on a fleet (real scheduling policy and budget check, simulated clock)."""
+    from referee.platform.cost.planner import PlanRequest, plan
+    from referee.platform.cost.simulation import SimulationConfig, simulate
+
+    cfg = _competition_cost(ctx, competition_id)
+    updates = {k: v for k, v in (("pricing", pricing), ("budget", budget), ("team_budget", team_budget))
+               if v is not None}
+    cfg = cfg.model_copy(update=updates) if updates else cfg
+    cfg.catalog.get(instance_type)  # an unknown type is an error naming the known ones
+    planned = ""
+    if fleet is None:
+        p = plan(PlanRequest(submissions=submissions, deadline_s=deadline, pilots={instance_type: [runtime]},
+                             restart_margin=restart_margin, pricing=cfg.pricing), cfg.catalog)
+        option = p.options[0]
+        if option.instances_with_margin is None:
+            raise click.UsageError(f"one {runtime / HOUR:g} h submission does not fit in the deadline; give --fleet")
+        fleet = math.ceil(option.instances_with_margin / jobs_per_instance)
+        planned = f" (planned for {deadline / DAY:g} days with a {restart_margin:.0%} restart margin)"
+    r = simulate(SimulationConfig(submissions=submissions, runtime_s=runtime, fleet=fleet, instance_type=instance_type,
+                                  jobs_per_instance=jobs_per_instance, runtime_cv=runtime_cv, teams=teams,
+                                  failure_rate=failure_rate, restart_delay_s=restart_delay,
+                                  max_infra_retries=max_infra_retries, timeout_s=timeout, cost=cfg, seed=seed))
+    if as_json:
+        emit_json(r.to_dict())
+        return
+    c = console()
+    c.print(f"[bold]{submissions:,} submissions[/bold] x {runtime / HOUR:g} h on {fleet} x {instance_type}"
+            f"{planned}, {cfg.pricing}, failure rate {failure_rate:g}")
+    c.print(f"  makespan     {r.makespan_s / HOUR:,.1f} h ({r.makespan_s / DAY:.1f} days)")
+    c.print(f"  cost         {_money(r.cost)} used; {_money(r.provisioned_cost)} if the fleet stays on throughout")
+    c.print(f"  utilisation  {r.utilisation:.1%} of {fleet * jobs_per_instance} slots; peak in flight "
+            f"{r.peak_in_flight}")
+    c.print(f"  outcomes     {r.completed:,} completed, {r.retries:,} retried (not charged), {r.gave_up} gave up, "
+            f"{r.timed_out} timed out; {r.lost_hours:,.0f} h lost to failures")
+    if r.pending:
+        c.print(f"  [yellow]paused[/yellow] with {r.pending:,} pending: {r.paused_reason}")
+    c.print(f"[dim]{r.events:,} events, {r.dispatch_rounds:,} dispatch rounds in {r.wall_s:.2f} s[/dim]")
+
+
+# -- report -----------------------------------------------------------------------------------------
+@cost.command("report")
+@click.argument("competition_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def report_cmd(ctx: click.Context, competition_id: str, as_json: bool) -> None:
+    """Totals per competition, team, submission and instance type (USD, GPU-hours, instance-hours)."""
+    from referee.platform.cost.config import cost_config
+    from referee.platform.cost.ledger import report
+
+    store = open_store(ctx)
+    comp = store.get_competition(competition_id)
+    data = report(store, comp.id, cost_config(comp))
+    if as_json:
+        emit_json(data)
+        return
+    from rich.table import Table
+    c = console()
+    tot, b = data["total"], data["budget"]
+    c.print(f"[bold]{comp.title}[/bold] ({comp.id}): {_money(tot.get('USD', 0.0))}, "
+            f"{tot.get('gpu-hours', 0.0):,.2f} GPU-hours, {tot.get('instance-hours', 0.0):,.2f} instance-hours, "
+            f"{tot['jobs']} jobs")
+    if b["budget"] is not None:
+        c.print(f"budget {_money(b['budget'])}, remaining {_money(b['remaining'])}")
+    for title, key, rows in (("per team", "team", data["teams"]),
+                             ("per submission", "submission", data["submissions"]),
+                             ("per instance type", "instance_type", data["instance_types"])):
+        t = Table(title=title)
+        extra = ["team", "status"] if key == "submission" else []
+        units = ["USD", "instance-h"] if key == "instance_type" else ["USD", "GPU-h", "instance-h"]
+        for col in (key, *extra, *units, "jobs"):
+            t.add_column(col, justify="left" if col in (key, "team", "status") else "right")
+        for r in rows:
+            cells = {"USD": _money(r.get("USD", 0.0)), "GPU-h": f"{r.get('gpu-hours', 0.0):,.2f}",
+                     "instance-h": f"{r.get('instance-hours', 0.0):,.2f}"}
+            name = f"#{r[key]}" if key == "submission" else str(r[key])
+            t.add_row(name, *[str(r[x]) for x in extra], *[cells[u] for u in units], str(r.get("jobs", "")))
+        c.print(t)
+
+
+# -- score versus cost ------------------------------------------------------------------------------
+@cost.command("pareto")
+@click.argument("competition_id")
+@click.option("--phase", default=None)
+@click.option("--split", type=click.Choice(["public", "private"]), default="public", show_default=True)
+@click.option("--mode", type=click.Choice(["best", "latest", "all"]), default="all", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def pareto_cmd(ctx: click.Context, competition_id: str, phase: str | None, split: str, mode: str,
+               as_json: bool) -> None:
+    """Score versus cost, cheapest first, with the Pareto front marked."""
+    from referee.platform import leaderboard as lbm
+    from referee.platform.cost.ledger import submission_totals
+    from referee.platform.cost.pareto import score_cost_view
+
+    store = open_store(ctx)
+    comp = store.get_competition(competition_id)
+    lb = lbm.build(store, comp, phase=phase, split=split, mode=mode, enrich=False)
+    view = score_cost_view(lb.entries, submission_totals(store, comp.id), lb.primary, lb.direction == "maximize")
+    if as_json:
+        emit_json({"primary": lb.primary, "direction": lb.direction,
+                   "points": [r.__dict__ for r in view]})
+        return
+    from rich.table import Table
+    t = Table("submission", "team", "cost", lb.primary, "front",
+              title=f"{comp.title}: {lb.primary} ({lb.direction}) vs cost — {lb.split}, {lb.mode}")
+    for r in view:
+        t.add_row(f"#{r.submission_id}", r.team, _money(r.cost), "" if r.score is None else f"{r.score:.5f}",
+                  "*" if r.on_front else "")
+    console().print(t)
+
+
+# -- prices -----------------------------------------------------------------------------------------
+@cost.command("prices")
+@click.option("--competition", "competition_id", default=None, help="Include this competition's overrides.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def prices_cmd(ctx: click.Context, competition_id: str | None, as_json: bool) -> None:
+    """The instance price table (on-demand and typical spot, vCPU, memory, GPUs)."""
+    cat = _competition_cost(ctx, competition_id).catalog
+    rows = [it.to_dict() for it in sorted(cat, key=lambda it: (it.family, it.on_demand))]
+    if as_json:
+        emit_json({"source": cat.source, "as_of": cat.as_of, "instances": rows})
+        return
+    from rich.table import Table
+    t = Table("instance type", "on-demand $/h", "spot $/h", "vCPU", "GiB", "GPUs", "GPU", caption=cat.source)
+    for r in rows:
+        t.add_row(r["name"], f"{r['on_demand']:.4f}", f"{r['spot']:.4f}", f"{r['vcpu']:g}", f"{r['memory_gib']:g}",
+                  str(r["gpus"]), r["gpu_model"] or "")
+    console().print(t)
+    console().print(f"[dim]{cat.as_of}[/dim]")

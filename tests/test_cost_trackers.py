@@ -1,0 +1,311 @@
+"""Cost trackers: real Scheduler runs (fake backend on a fake clock, and the local backend) record cost rows
+per job; totals per submission, team and competition; the leaderboard's cost and Pareto columns."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from referee.errors import SpecError
+from referee.platform.backends.base import JobSpec, JobStatus
+from referee.platform.backends.fake import FakeBackend
+from referee.platform.competitions import load_into_store
+from referee.platform.cost.ledger import report, submission_totals
+from referee.platform.cost.pareto import pareto_front
+from referee.platform.scheduler import Scheduler
+from referee.plugins import hookimpl
+from referee.plugins.manager import PluginManager, set_plugin_manager
+from referee.plugins.records import CostTrackerInfo, SubmissionKindInfo
+from referee.submissions.submit import submit
+
+P3 = 3.06  # p3.2xlarge on-demand, USD per hour, from the shipped price table
+
+
+# -- shared helpers (test_budget.py imports these) --------------------------------------------------------
+class ScriptKind:
+    """A submission kind for tests: a Python script run as the job's command."""
+
+    @staticmethod
+    def _ingest(source, comp, store, filename=None):
+        sha, size = store.put_blob_file(Path(source))
+        return {"sha256": sha, "size": size, "filename": filename or Path(source).name, "metadata": {}}
+
+    @staticmethod
+    def _to_job(sub, comp, store):
+        return {"command": [sys.executable, str(store.blob_path(sub.sha256))]}
+
+    @hookimpl
+    def referee_submission_kinds(self):
+        return [SubmissionKindInfo(name="script", detect=lambda p: str(p).endswith(".py"), ingest=self._ingest,
+                                   to_job=self._to_job)]
+
+
+class ClockedFake(FakeBackend):
+    """The fake backend on a fake clock: each job reports having run ``hours[submission id]`` hours."""
+
+    def __init__(self, hours: dict[int, float] | None = None, default_hours: float = 1.0, **kw):
+        super().__init__(**kw)
+        self.hours = hours or {}
+        self.default_hours = default_hours
+
+    def _finish(self, job: JobSpec) -> JobStatus:
+        st = super()._finish(job)
+        st.started_at = st.finished_at - dt.timedelta(hours=self.hours.get(job.submission_id, self.default_hours))
+        return st
+
+
+@pytest.fixture
+def script_plugins():
+    pm = PluginManager(entrypoints=False, extra=[ScriptKind()])
+    set_plugin_manager(pm)
+    return pm
+
+
+def make_competition(store, root: Path, *, name: str, backend: str = "fake", cost: dict | None = None,
+                     resources: dict | None = None, max_in_flight: int = 4):
+    """The deepfake example (generated under ``root``) as a competition of script submissions."""
+    doc = yaml.safe_load((root / "competition.yaml").read_text())
+    doc.update(id=name, backend={"name": backend, "max_in_flight": max_in_flight},
+               resources={"cpu": 1, "memory": "512m", "timeout": "1h", **(resources or {})}, cost=cost or {})
+    doc.pop("limits", None)
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return load_into_store(store, path)
+
+
+def submit_scripts(store, comp, root: Path, plan: list[tuple[str, str]]) -> dict[int, str]:
+    """Submit one script per (team, prediction file); each copies that file to the job's output.
+    Returns submission id -> prediction text (what the fake backend writes)."""
+    out = {}
+    for k, (team, pred) in enumerate(plan):
+        src = root / "submissions" / pred
+        script = root / f"job_{comp.id}_{k}.py"
+        script.write_text(
+            "import os, shutil, time\n"
+            "time.sleep(0.3)\n"
+            f"shutil.copy({str(src)!r}, os.path.join(os.environ['REFEREE_OUTPUT'], "
+            "os.environ['REFEREE_OUTPUT_FILE']))\n")
+        sid = submit(store, comp, team, script)
+        out[sid] = src.read_text()
+    return out
+
+
+def fake_output(texts: dict[int, str]):
+    return lambda job: texts[job.submission_id]
+
+
+def cost_rows(store, comp_id: str) -> list[dict]:
+    return [dict(r) for r in store.query("SELECT * FROM costs WHERE competition_id=? ORDER BY job_id, tracker, unit",
+                                         (comp_id,))]
+
+
+# -- fake backend, fake clock --------------------------------------------------------------------------
+class CountingTracker:
+    """A third-party tracker: sees every start and finish, charges a flat fee per finished job."""
+
+    name = "flat-fee"
+
+    def __init__(self):
+        self.started: list[int] = []
+        self.finished: list[int] = []
+
+    def job_started(self, job):
+        self.started.append(job.id)
+
+    def job_finished(self, job, result):
+        from referee.platform.cost.ledger import CostEntry
+        self.finished.append(job.id)
+        return [CostEntry(0.25, "fee", {"state": result.state.value})]
+
+
+class BrokenTracker:
+    name = "broken"
+
+    def job_started(self, job):
+        raise RuntimeError("tracker bug")
+
+    def job_finished(self, job, result):
+        raise RuntimeError("tracker bug")
+
+
+def test_scheduler_run_records_costs_per_job_and_totals(store, example, tmp_path):
+    root = example("deepfake")
+    counting = CountingTracker()
+
+    class ExtraTrackers:
+        @hookimpl
+        def referee_cost_trackers(self):
+            return [CostTrackerInfo("flat-fee", factory=lambda comp, st: counting),
+                    CostTrackerInfo("broken", factory=lambda comp, st: BrokenTracker())]
+
+    set_plugin_manager(PluginManager(entrypoints=False, extra=[ScriptKind(), ExtraTrackers()]))
+    comp = make_competition(store, root, name="costs", resources={"gpus": 1, "instance_type": "p3.2xlarge"},
+                            cost={"local_backends": []})  # price the fake backend like a cloud one
+    texts = submit_scripts(store, comp, root, [("alpha", "alpha__good.csv"), ("alpha", "charlie__baseline.csv"),
+                                               ("bravo", "bravo__mediocre.csv"), ("charlie", "charlie__baseline.csv"),
+                                               ("delta", "delta__overconfident.csv")])
+    a1, a2, b1, c1, d1 = sorted(texts)
+    hours = {a1: 3.0, a2: 1.5, b1: 0.5, c1: 0.25, d1: 2.0}
+    backend = ClockedFake(hours=hours, script={b1: ["platform_error", "ok"]}, output=fake_output(texts))
+    summary = Scheduler(store, comp, backend, poll_interval=0.01).run()
+    assert summary.scored == 5 and summary.retried == 1
+
+    rows = cost_rows(store, comp.id)
+    jobs = store.query("SELECT j.id, j.submission_id FROM jobs j JOIN submissions s ON s.id=j.submission_id "
+                       "WHERE s.competition_id=?", (comp.id,))
+    assert len(jobs) == 6  # bravo ran twice
+    for j in jobs:
+        mine = {(r["tracker"], r["unit"]): r for r in rows if r["job_id"] == j["id"]}
+        h = hours[j["submission_id"]]
+        assert mine[("instance-time", "USD")]["amount"] == pytest.approx(h * P3, rel=1e-6)
+        assert mine[("instance-time", "instance-hours")]["amount"] == pytest.approx(h, rel=1e-6)
+        assert mine[("gpu-hours", "gpu-hours")]["amount"] == pytest.approx(h, rel=1e-6)  # one GPU per job
+        assert mine[("flat-fee", "fee")]["amount"] == 0.25
+        assert ("broken", "fee") not in mine
+    # the third-party tracker saw every start and finish; the broken one was reported, not fatal
+    assert sorted(counting.started) == sorted(counting.finished) == sorted(j["id"] for j in jobs)
+    errors = store.query("SELECT message FROM events WHERE kind='cost_tracker_error' AND competition_id=?",
+                         (comp.id,))
+    assert len(errors) == 12 and all("tracker bug" in e["message"] for e in errors)
+
+    per_sub = submission_totals(store, comp.id)
+    assert per_sub[b1] == pytest.approx(2 * 0.5 * P3)  # the failed attempt costs the host money too
+    data = report(store, comp.id)
+    teams = {t["team"]: t for t in data["teams"]}
+    assert teams["alpha"]["USD"] == pytest.approx(4.5 * P3) and teams["alpha"]["jobs"] == 2
+    assert teams["bravo"]["gpu-hours"] == pytest.approx(1.0)
+    total_h = sum(hours.values()) + hours[b1]
+    assert data["total"]["USD"] == pytest.approx(total_h * P3)
+    assert data["total"]["jobs"] == 6
+    assert data["instance_types"] == [{"instance_type": "p3.2xlarge", "USD": pytest.approx(total_h * P3),
+                                       "instance-hours": pytest.approx(total_h), "jobs": 6}]
+
+    # leaderboard: a cost column per entry and the score-vs-cost Pareto front
+    from referee.platform import leaderboard as lbm
+    lb = lbm.build(store, comp, mode="best")
+    assert {"cost", "pareto"} <= set(lb.columns_extra)
+    by_team = {e.team: e for e in lb.entries}
+    assert by_team["alpha"].submission_id == a1 and by_team["alpha"].extra["cost"] == pytest.approx(3 * P3, abs=1e-3)
+    pts = [(e.metrics["log_loss"], e.extra["cost"]) for e in lb.entries]
+    dominated = [any(c2 <= c and s2 <= s and (c2, s2) != (c, s) for s2, c2 in pts) for s, c in pts]
+    assert [e.extra["pareto"] == "yes" for e in lb.entries] == [not d for d in dominated]
+    assert by_team["alpha"].extra["pareto"] == "yes"  # the best score is always on the front
+    assert by_team["charlie"].extra["pareto"] == "yes"  # and so is the cheapest entry
+    assert "| cost | pareto |" in lb.to_markdown()
+
+    # A resumed scheduler re-finishing a job replaces its rows instead of counting the job twice.
+    from referee.platform.jobs import JobRecord
+    from referee.plugins.manager import get_plugin_manager
+    job_row = jobs[0]["id"]
+    store.execute("DELETE FROM costs WHERE job_id=? AND tracker='instance-time'", (job_row,))
+    record = JobRecord.load(store, job_row)
+    for _ in range(2):
+        get_plugin_manager().hook.referee_job_finished(job=record, result=None,
+                                                       competition=store.get_competition(comp.id), store=store)
+    again = [r for r in cost_rows(store, comp.id) if r["job_id"] == job_row and r["tracker"] == "instance-time"]
+    assert len(again) == 2  # USD and instance-hours, once each
+    assert report(store, comp.id)["total"]["USD"] == pytest.approx(total_h * P3)
+
+    # the same totals and the score-vs-cost view from the command line
+    import json
+    from click.testing import CliRunner
+    from referee.platform.cli import cli
+    runner = CliRunner()
+    out = runner.invoke(cli, ["-w", str(store.root), "cost", "report", comp.id, "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["total"]["USD"] == pytest.approx(total_h * P3)
+    table = runner.invoke(cli, ["-w", str(store.root), "cost", "report", comp.id], env={"COLUMNS": "120"})
+    assert table.exit_code == 0 and "per team" in table.output and "alpha" in table.output
+    out = runner.invoke(cli, ["-w", str(store.root), "cost", "pareto", comp.id, "--mode", "best", "--json"])
+    assert out.exit_code == 0, out.output
+    front = {p["team"] for p in json.loads(out.output)["points"] if p["on_front"]}
+    assert front == {e.team for e in lb.entries if e.extra["pareto"] == "yes"}
+
+
+def test_pareto_front_cases():
+    # (score, cost), higher score is better
+    pts = [(0.9, 10.0), (0.8, 5.0), (0.85, 20.0), (0.8, 5.0), (0.7, 1.0), (None, 0.5), (0.95, None), (0.6, 1.0)]
+    assert pareto_front(pts, higher_is_better=True) == [True, True, False, True, True, False, False, False]
+    # lower is better (log loss): the same points mirrored
+    assert pareto_front([(-s if s is not None else None, c) for s, c in pts], higher_is_better=False) == \
+        [True, True, False, True, True, False, False, False]
+    assert pareto_front([], higher_is_better=True) == []
+
+
+# -- local backend (real subprocesses) ----------------------------------------------------------------
+@pytest.mark.parametrize("equivalent", ["c5.large", None])
+def test_local_backend_run_is_priced_by_its_equivalent_or_as_zero_cost_time(store, example, script_plugins,
+                                                                            equivalent):
+    root = example("deepfake")
+    comp = make_competition(store, root, name="local-costs", backend="local",
+                            resources={"instance_type": "p3.2xlarge"},  # ignored for local runs
+                            cost={"local_equivalent": equivalent, "share": "reserved"})
+    texts = submit_scripts(store, comp, root, [("alpha", "alpha__good.csv"), ("bravo", "bravo__mediocre.csv")])
+    summary = Scheduler(store, comp, poll_interval=0.05).run()
+    assert summary.scored == 2, store.query("SELECT message FROM events")
+
+    rows = cost_rows(store, comp.id)
+    usd = {r["submission_id"]: r for r in rows if r["unit"] == "USD"}
+    inst_h = {r["submission_id"]: r["amount"] for r in rows if r["unit"] == "instance-hours"}
+    assert sorted(usd) == sorted(texts)
+    import json
+    for sid, r in usd.items():
+        job = store.query("SELECT started_at, finished_at FROM jobs WHERE submission_id=?", (sid,))[0]
+        seconds = (dt.datetime.fromisoformat(job["finished_at"]) -
+                   dt.datetime.fromisoformat(job["started_at"])).total_seconds()
+        assert seconds >= 0.3  # the script sleeps that long
+        details = json.loads(r["details_json"])
+        assert details["hours"] == pytest.approx(seconds / 3600)
+        if equivalent is None:
+            assert r["amount"] == 0.0 and details["basis"] == "local"
+            assert inst_h[sid] == pytest.approx(seconds / 3600)  # zero-cost, but the time is reported
+        else:
+            # c5.large: 2 vCPU, 4 GiB -> two 1-vCPU/512 MiB jobs fit, so a job pays half of $0.085/h
+            assert details["instance_type"] == "c5.large" and details["share"] == 0.5
+            assert r["amount"] == pytest.approx(seconds / 3600 * 0.085 / 2, rel=1e-6)
+            assert r["amount"] > 0
+    assert report(store, comp.id)["total"]["jobs"] == 2
+
+
+def test_rates_whole_instance_or_reserved_share_spot_and_reported_types():
+    from referee.platform.cost.config import CostConfig
+    whole, reserved = CostConfig(), CostConfig(share="reserved")
+    one_gpu = {"cpu": 4, "memory": 8 * 2**30, "gpus": 1}
+    assert whole.rate("aws-batch", requested="p3.8xlarge", **one_gpu).per_hour == pytest.approx(12.24)
+    assert reserved.rate("aws-batch", requested="p3.8xlarge", **one_gpu).per_hour == pytest.approx(12.24 / 4)
+    # the instance the backend reports wins over the requested one; spot takes the family's discount
+    spot = CostConfig(pricing="spot")
+    rate = spot.rate("aws-batch", requested="p3.2xlarge", reported="g4dn.xlarge", gpus=1)
+    assert (rate.instance_type, rate.basis) == ("g4dn.xlarge", "reported")
+    assert rate.per_hour == pytest.approx(0.526 * (1 - 0.70))
+    assert CostConfig(pricing="spot", prices={"g4dn.xlarge": {"spot": 0.2}}).rate(
+        "aws-batch", reported="g4dn.xlarge").per_hour == pytest.approx(0.2)
+    # an unknown reported type, or no type at all, is priced at zero with a note (never a crash mid-run)
+    odd = whole.rate("aws-batch", reported="z9.mega")
+    assert odd.per_hour == 0 and odd.basis == "unpriced" and "z9.mega" in odd.note
+    assert whole.rate("ray").basis == "unpriced"
+
+
+# -- the cost section is validated at load time, naming the field -------------------------------------
+def test_invalid_cost_section_is_a_spec_error_naming_the_field(store, example):
+    root = example("deepfake")
+    with pytest.raises(SpecError) as err:
+        make_competition(store, root, name="bad1", cost={"budget": -5, "pricing": "reserved", "budjet": 3})
+    text = str(err.value)
+    assert "cost.budget" in text and "cost.pricing" in text and "cost.budjet: unknown field" in text
+    with pytest.raises(SpecError) as err:
+        make_competition(store, root, name="bad2", cost={"instance_type": "p9.enormous"})
+    assert "cost.instance_type" in str(err.value) and "p3.2xlarge" in str(err.value)
+    with pytest.raises(SpecError) as err:
+        make_competition(store, root, name="bad3", cost={"prices": {"x1.custom": {"on_demand": 1.0}}})
+    assert "cost.prices" in str(err.value) and "vcpu" in str(err.value)
+    assert [r["id"] for r in store.list_competitions()] == []  # nothing half-loaded
+    ok = make_competition(store, root, name="good", cost={"prices": {"x1.custom": {
+        "on_demand": 1.0, "vcpu": 4, "memory_gib": 8, "gpus": 1}}, "instance_type": "x1.custom", "pricing": "spot",
+        "spot_discount": 0.5})
+    from referee.platform.cost.config import cost_config
+    assert cost_config(ok).catalog.get("x1.custom").hourly("spot") == pytest.approx(0.5)
