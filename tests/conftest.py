@@ -75,3 +75,14 @@ def docker_client():
     except Exception as exc:  # noqa: BLE001
         need(False, f"Docker engine ({exc})")
     return client
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client):
+    """referee/base-python, built once from Debian packages (cached by tag and recipe)."""
+    from referee.errors import BackendError
+    from referee.platform.images import ensure_base_image
+    try:
+        return ensure_base_image(docker_client)
+    except BackendError as exc:
+        need(False, f"the base image ({exc})")

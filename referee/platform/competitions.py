@@ -14,9 +14,12 @@ def validate(comp: Competition) -> None:
     from referee.scoring.engine import check_metric_params
     from referee.scoring.reference import load_reference
 
+    from referee.platform.sandbox import SandboxPolicy
+
     problems = check_metric_params(comp)
     if problems:
         raise SpecError(str(comp.source_path), problems)
+    SandboxPolicy.for_competition(comp)  # bad sandbox settings fail at load, naming sandbox.<field>
     load_reference(comp)
 
 

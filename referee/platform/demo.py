@@ -95,7 +95,11 @@ def run_demo(workspace: Path, *, fresh: bool = True, with_containers: bool | Non
             except RefereeError as exc:
                 rejected.append({"file": s["file"], "message": str(exc)})
                 con.print(f"  [yellow]rejected[/yellow]  {s['team']:8} {escape(str(exc))}")
-        result = Scheduler(store, comp).run()
+        backend = None
+        if with_containers and entry.get("containers"):
+            from referee.platform.scheduler import make_backend
+            backend = make_backend(comp, store, "docker")
+        result = Scheduler(store, comp, backend).run()
         boards = {}
         for split in ("public", "private"):
             lb = lbm.build(store, comp, split=split)

@@ -309,7 +309,8 @@ class Scheduler:
                from_job: bool = False) -> None:
         try:
             results = score_file(self.comp, path, submission_sha256=sub.sha256 if not from_job else None,
-                                 put_blob=self.store.put_blob_bytes, source=sub.filename or path.name)
+                                 put_blob=self.store.put_blob_bytes,
+                                 source=path.name if from_job else (sub.filename or path.name))
         except SubmissionRejected as exc:
             reason = FailureReason.INVALID_OUTPUT
             self._fail(sub.id, reason, str(exc), log_tail=log_tail)

@@ -7,6 +7,7 @@ re-scoring reuse them.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata as md
 import importlib.util
 import io
@@ -39,14 +40,19 @@ class MetricResult:
     ci_high: float | None = None
 
 
-def library_versions(names: tuple[str, ...]) -> dict[str, str]:
-    out = {}
+@functools.lru_cache(maxsize=64)
+def _library_versions(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    out = []
     for n in ("numpy", *names):
         try:
-            out[n] = md.version(n)
+            out.append((n, md.version(n)))
         except md.PackageNotFoundError:
-            out[n] = "not installed"
-    return out
+            out.append((n, "not installed"))
+    return tuple(out)
+
+
+def library_versions(names: tuple[str, ...]) -> dict[str, str]:
+    return dict(_library_versions(tuple(names)))
 
 
 def check_metric_params(comp: Competition) -> list[tuple[str, str]]:

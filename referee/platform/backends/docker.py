@@ -1,0 +1,182 @@
+"""Docker backend: sandboxed containers on one Docker engine, N at a time.
+
+Each job runs ``run_job_in_docker`` on one of ``slots`` worker threads, so ``poll`` only reads state.
+The handle is the container's name, which is stable and unique per attempt; a scheduler that restarts
+hands its old handles to ``poll`` and the backend re-attaches to those containers through their labels
+(the job spec and deadline travel with the container).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from referee.platform.backends.base import (
+    Backend, FailureReason, JobSpec, JobState, JobStatus, lost_handle, now_utc,
+)
+from referee.platform.sandbox import (
+    attach_job_in_docker, container_name, job_of_container, log_path_for, read_log_tail, run_job_in_docker,
+    sweep_stale_outputs,
+)
+
+
+@dataclass
+class _Task:
+    handle: str
+    job: JobSpec | None  # None until a re-attached container's spec is read
+    attach: bool = False
+    cancel: threading.Event = field(default_factory=threading.Event)
+    started_at: Any = None
+    result: JobStatus | None = None
+    log_path: Path | None = None
+
+
+class DockerBackend(Backend):
+    """Runs container jobs on a Docker engine with at most ``slots`` containers at once."""
+
+    name = "docker"
+
+    def __init__(self, workspace: Any = None, *, slots: int = 4, base_url: str | None = None,
+                 client: Any = None, timeout: float = 120.0):
+        if slots < 1:
+            raise ValueError("slots must be at least 1")
+        self.slots = int(slots)
+        self._base_url = base_url
+        self._timeout = timeout
+        self._client = client
+        self._tasks: dict[str, _Task] = {}
+        self._queue: queue.Queue[_Task | None] = queue.Queue()
+        self._workers: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._swept = False
+
+    @property
+    def client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                import docker
+                pool = self.slots * 2 + 8
+                self._client = (docker.DockerClient(base_url=self._base_url, timeout=self._timeout, max_pool_size=pool)
+                                if self._base_url else docker.from_env(timeout=self._timeout, max_pool_size=pool))
+            return self._client
+
+    # -- the Backend interface -----------------------------------------------------------------------
+    def submit(self, job: JobSpec) -> str:
+        if not job.image:
+            raise ValueError(f"the docker backend runs container images; job {job.job_id} has none "
+                             "(prediction files are scored directly)")
+        task = _Task(handle=container_name(job), job=job, log_path=log_path_for(job))
+        self._enqueue(task)
+        return task.handle
+
+    def poll(self, handles: list[str]) -> dict[str, JobStatus]:
+        out: dict[str, JobStatus] = {}
+        for h in handles:
+            task = self._tasks.get(h) or self._reattach(h)
+            if task is None:
+                out[h] = lost_handle(h, self.name)
+            elif task.result is not None:
+                out[h] = task.result
+            elif task.started_at is not None:
+                out[h] = JobStatus(JobState.RUNNING, started_at=task.started_at)
+            else:
+                out[h] = JobStatus(JobState.QUEUED)
+        return out
+
+    def cancel(self, handle: str) -> None:
+        task = self._tasks.get(handle)
+        if task is not None:
+            if task.result is not None:
+                return
+            task.cancel.set()
+        try:  # wake the worker at once (or stop a container this process does not know)
+            self.client.api.kill(handle)
+        except Exception:  # noqa: BLE001 - not running, or already gone
+            pass
+        if task is None:
+            try:
+                self.client.api.remove_container(handle, force=True)
+            except Exception:  # noqa: BLE001
+                pass
+
+    def logs(self, handle: str, tail: int = 65536) -> str:
+        task = self._tasks.get(handle)
+        if task is not None and task.result is not None and task.log_path is not None:
+            return read_log_tail(task.log_path, tail)
+        try:  # still running: ask the engine
+            data = self.client.api.logs(handle, stdout=True, stderr=True, tail=200)
+            return data[-tail:].decode("utf-8", "replace")
+        except Exception:  # noqa: BLE001
+            return read_log_tail(task.log_path, tail) if task and task.log_path else ""
+
+    def collect(self, handle: str, job: JobSpec) -> Path:
+        return Path(job.output_dir)  # run_job_in_docker already copied the prediction file there
+
+    def cleanup(self, handle: str) -> None:
+        with self._lock:
+            self._tasks.pop(handle, None)
+
+    def close(self) -> None:
+        """Let the workers exit once idle (a later submit starts fresh ones). Containers still running
+        keep running; a new backend re-attaches to them by handle."""
+        with self._lock:
+            old, n = self._queue, len(self._workers)
+            self._queue, self._workers = queue.Queue(), []
+        for _ in range(n):
+            old.put(None)
+
+    # -- internals -----------------------------------------------------------------------------------
+    def _enqueue(self, task: _Task) -> None:
+        with self._lock:
+            self._tasks[task.handle] = task
+            if not self._swept:  # once: output mounts of runs that died with their process
+                self._swept = True
+                threading.Thread(target=self._sweep, daemon=True, name="referee-docker-sweep").start()
+            if len(self._workers) < self.slots:
+                t = threading.Thread(target=self._work, args=(self._queue,), daemon=True,
+                                     name=f"referee-docker-{len(self._workers)}")
+                self._workers.append(t)
+                t.start()
+            self._queue.put(task)
+
+    def _sweep(self) -> None:
+        try:
+            sweep_stale_outputs(self.client)
+        except Exception:  # noqa: BLE001 - housekeeping only
+            pass
+
+    def _reattach(self, handle: str) -> _Task | None:
+        """A handle from an earlier process: adopt its container if it still exists."""
+        job = job_of_container(self.client, handle)
+        if job is None:
+            return None
+        task = _Task(handle=handle, job=job, attach=True, log_path=log_path_for(job), started_at=now_utc())
+        self._enqueue(task)
+        return task
+
+    def _work(self, jobs: "queue.Queue[_Task | None]") -> None:
+        while True:
+            task = jobs.get()
+            if task is None:
+                return
+            try:
+                task.result = self._run(task)
+            except Exception as exc:  # noqa: BLE001 - never lose a job to a worker crash
+                task.result = JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR,
+                                        f"docker backend error: {type(exc).__name__}: {exc}", finished_at=now_utc())
+
+    def _run(self, task: _Task) -> JobStatus:
+        def started(_cid: str) -> None:
+            task.started_at = task.started_at or now_utc()
+
+        if task.cancel.is_set():
+            return JobStatus(JobState.CANCELLED, FailureReason.CANCELLED, "cancelled before it started")
+        if task.attach:
+            status = attach_job_in_docker(task.handle, client=self.client, cancel_event=task.cancel,
+                                          on_started=started)
+            return status or lost_handle(task.handle, self.name)
+        assert task.job is not None
+        return run_job_in_docker(task.job, client=self.client, cancel_event=task.cancel, on_started=started)
