@@ -29,13 +29,14 @@ class FakeBackend(Backend):
         self._polls: dict[str, int] = {}
         self._status: dict[str, JobStatus] = {}
         self.max_seen_in_flight = 0
+        self._running = 0  # submitted and not yet final
 
     def submit(self, job: JobSpec) -> str:
         self.jobs[job.job_id] = job
         self.submitted.append(job)
         self._polls[job.job_id] = 0
-        running = sum(1 for h in self.jobs if h not in self._status)
-        self.max_seen_in_flight = max(self.max_seen_in_flight, running)
+        self._running += 1
+        self.max_seen_in_flight = max(self.max_seen_in_flight, self._running)
         return job.job_id
 
     def poll(self, handles: list[str]) -> dict[str, JobStatus]:
@@ -52,6 +53,7 @@ class FakeBackend(Backend):
                 out[h] = JobStatus(JobState.RUNNING, started_at=now_utc())
                 continue
             out[h] = self._status[h] = self._finish(self.jobs[h])
+            self._running -= 1
         return out
 
     def _finish(self, job: JobSpec) -> JobStatus:
@@ -73,6 +75,7 @@ class FakeBackend(Backend):
         self.cancelled.append(handle)
         if handle in self.jobs and handle not in self._status:
             self._status[handle] = JobStatus(JobState.CANCELLED, FailureReason.CANCELLED, "cancelled")
+            self._running -= 1
 
     def logs(self, handle: str, tail: int = 65536) -> str:
         return f"fake log for {handle}\n"[-tail:]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import signal
 import subprocess
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from typing import Any
 from referee.platform.backends.base import (
     Backend, FailureReason, JobSpec, JobState, JobStatus, lost_handle, now_utc,
 )
+
+_PRLIMIT = shutil.which("prlimit")
 
 
 @dataclass
@@ -54,16 +57,19 @@ class LocalBackend(Backend):
         log_path = out.parent / f"{job.job_id}.log"
         env = {**os.environ, **job.env, "REFEREE_INPUT": job.input_dir or "", "REFEREE_OUTPUT": str(out),
                "REFEREE_OUTPUT_FILE": job.output_file}
-        mem = job.resources.memory
-
-        def limits() -> None:  # runs in the child before exec
-            resource.setrlimit(resource.RLIMIT_AS, (mem * 2, mem * 2))  # address space, with slack
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        address_space = job.resources.memory * 2  # with slack: runtimes reserve more than they touch
+        command, preexec = list(job.command), None
+        if _PRLIMIT:  # util-linux's prlimit keeps the fast (vfork) process start
+            command = [_PRLIMIT, f"--as={address_space}", "--core=0", "--", *command]
+        else:
+            def preexec() -> None:  # runs in the child before exec
+                resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+                resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
         log = open(log_path, "wb")
         try:
-            popen = subprocess.Popen(job.command, cwd=str(out.parent), env=env, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=limits)
+            popen = subprocess.Popen(command, cwd=str(out.parent), env=env, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=preexec)
         finally:
             log.close()
         import time

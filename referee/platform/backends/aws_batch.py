@@ -1,0 +1,492 @@
+"""AWS Batch backend (boto3): each job is a Batch job on a configured job queue.
+
+A job definition carries the image, the resource requests (VCPU, MEMORY, GPU), the attempt timeout,
+a retryStrategy that retries infrastructure failures only (evaluateOnExit), and the sandbox settings
+Batch understands (non-root user, read-only root file system, no privileges, tmpfs, ulimits).
+
+Data moves one of two ways (option ``data``):
+
+* ``shared-fs`` (default): the job's input and output directories live on a file system that the fleet
+  mounts too (EFS, NFS, or this machine for moto); the job definition mounts the input read-only at
+  ``/input`` and the job's own output directory at ``/output``. No network is needed by the job.
+* ``s3``: inputs are uploaded once, content-addressed, to an S3 artifact store; the job receives one
+  presigned URL to a staging manifest, and a small stager (``python3`` in the image) downloads the inputs,
+  runs the submission and uploads its prediction file. The job holds no AWS credentials.
+
+The handle is the Batch ``jobId``; everything poll needs (timeout, instance type) travels as job tags,
+so a restarted scheduler re-attaches to running jobs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from referee.errors import BackendError
+from referee.platform.backends.base import (
+    Backend, FailureReason, JobSpec, JobState, JobStatus, lost_handle, now_utc,
+)
+
+DESCRIBE_BATCH = 100  # describe_jobs takes at most 100 job ids
+MIN_ATTEMPT_SECONDS = 60  # Batch refuses shorter attempt timeouts; referee enforces shorter ones itself
+CANCEL_REASON = "referee: cancelled"
+TIMEOUT_REASON = "referee: timed out"
+TAG_TIMEOUT = "referee.timeout_s"
+TAG_INSTANCE = "referee.instance_type"
+TAG_JOB = "referee.job_id"
+
+# Infrastructure failures, as Batch reports them. The same table builds the retryStrategy (Batch allows
+# five evaluateOnExit rules; the fifth exits on everything else) and referee's own failure mapping.
+INFRA_RULES: tuple[tuple[str, str], ...] = (
+    ("onStatusReason", "Host EC2*"),  # spot reclaim, instance terminated or unhealthy
+    ("onReason", "Cannot*"),  # CannotPullContainerError, CannotStartContainerError, CannotCreate...
+    ("onReason", "DockerTimeoutError*"),
+    ("onReason", "ResourceInitializationError*"),
+)
+_QUEUED = {"SUBMITTED", "PENDING", "RUNNABLE", "STARTING"}
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_-]")
+
+# Runs inside the job container in s3 mode: stdlib only, so any image with python3 works.
+STAGER = r"""
+import json, os, shutil, subprocess, sys, urllib.request
+from pathlib import Path, PurePosixPath
+def get(url):
+    return urllib.request.urlopen(url, timeout=600)
+stage = json.load(get(os.environ.pop("REFEREE_STAGE_URL")))
+base = Path(os.environ.get("REFEREE_STAGE_DIR", "/tmp/referee"))
+inp, out = base / "input", base / "output"
+for rel, url in stage["inputs"].items():
+    parts = PurePosixPath(rel).parts
+    if PurePosixPath(rel).is_absolute() or ".." in parts:
+        sys.exit("referee stager: unsafe input path " + rel)
+    dest = inp.joinpath(*parts)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with get(url) as r, open(dest, "wb") as f:
+        shutil.copyfileobj(r, f)
+out.mkdir(parents=True, exist_ok=True)
+env = dict(os.environ, REFEREE_INPUT=str(inp), REFEREE_OUTPUT=str(out))
+rc = subprocess.call(sys.argv[1:], env=env)
+result = out / stage["output_name"]
+if rc == 0 and result.is_file() and not result.is_symlink():
+    with open(result, "rb") as f:
+        req = urllib.request.Request(stage["output_url"], data=f.read(), method="PUT",
+                                     headers={"Content-Type": "application/octet-stream"})
+    urllib.request.urlopen(req, timeout=600).close()
+sys.exit(rc if rc >= 0 else 128 - rc)
+"""
+
+
+def retry_strategy(attempts: int) -> dict[str, Any]:
+    """Batch retries infrastructure failures (up to ``attempts`` in all); a submission's failure exits."""
+    rules = [{key: pattern, "action": "RETRY"} for key, pattern in INFRA_RULES]
+    return {"attempts": max(1, min(10, attempts)), "evaluateOnExit": rules + [{"onExitCode": "*", "action": "EXIT"}]}
+
+
+def resource_requirements(job: JobSpec) -> list[dict[str, str]]:
+    """VCPU (whole vCPUs on EC2), MEMORY (MiB) and GPU, as Batch's resourceRequirements."""
+    r = job.resources
+    reqs = [{"type": "VCPU", "value": str(max(1, math.ceil(r.cpu)))},
+            {"type": "MEMORY", "value": str(max(4, r.memory_mib))}]
+    if r.gpus:
+        reqs.append({"type": "GPU", "value": str(int(r.gpus))})
+    return reqs
+
+
+def sandbox_policy(job: JobSpec) -> Any:
+    """The job's sandbox settings (validated); a bad setting is a BackendError naming the field."""
+    from referee.errors import SpecError
+    from referee.platform.sandbox import SandboxPolicy
+    try:
+        return SandboxPolicy.from_mapping(job.sandbox, where=f"job {job.job_id}")
+    except SpecError as exc:
+        raise BackendError(str(exc)) from None
+
+
+def batch_user(policy: Any) -> str:
+    """A numeric uid:gid for Batch (``auto`` is the sandbox user the base images create)."""
+    if policy.user != "auto":
+        return str(policy.user)
+    from referee.platform.images import SANDBOX_UID
+    return f"{SANDBOX_UID}:{SANDBOX_UID}"
+
+
+def scratch_dir(job: JobSpec) -> Path:
+    """What the container writes (shared-fs mode): next to the job's output directory, as in the sandbox."""
+    from referee.platform.sandbox import SCRATCH_DIR
+    return Path(job.output_dir).parent / SCRATCH_DIR
+
+
+def _ms(v: Any) -> dt.datetime | None:
+    if not v:
+        return None
+    return dt.datetime.fromtimestamp(int(v) / 1000, tz=dt.timezone.utc)
+
+
+def _matches(value: str | None, pattern: str) -> bool:
+    return bool(value) and fnmatch.fnmatchcase(value, pattern)  # type: ignore[arg-type]
+
+
+def batch_status(desc: dict[str, Any], now: float | None = None) -> JobStatus:
+    """Map one describe_jobs entry to referee's JobStatus (and a failure's reason)."""
+    state = desc.get("status", "")
+    attempts = desc.get("attempts") or [{}]
+    container = {**(attempts[-1].get("container") or {}), **(desc.get("container") or {})}
+    started, stopped = _ms(desc.get("startedAt")), _ms(desc.get("stoppedAt"))
+    node = container.get("containerInstanceArn")
+    tags = desc.get("tags") or {}
+    common = dict(started_at=started, node=node, instance_type=tags.get(TAG_INSTANCE) or None)
+    if state in _QUEUED:
+        return JobStatus(JobState.QUEUED, **common)
+    if state == "RUNNING":
+        return JobStatus(JobState.RUNNING, **common)
+    if state == "SUCCEEDED":
+        return JobStatus(JobState.SUCCEEDED, exit_code=0, finished_at=stopped, **common)
+    status_reason = desc.get("statusReason") or ""
+    reason_text = container.get("reason") or ""
+    exit_code = container.get("exitCode")
+    done = dict(exit_code=exit_code, finished_at=stopped or now_utc(), **common)
+    if status_reason.startswith(CANCEL_REASON):
+        return JobStatus(JobState.CANCELLED, FailureReason.CANCELLED, status_reason, **done)
+    if status_reason.startswith(TIMEOUT_REASON) or "attempt duration exceeded" in status_reason.lower():
+        return JobStatus(JobState.FAILED, FailureReason.TIMED_OUT, status_reason, **done)
+    for key, pattern in INFRA_RULES:
+        if _matches(status_reason if key == "onStatusReason" else reason_text, pattern):
+            return JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR,
+                             f"AWS Batch: {status_reason or reason_text}", **done)
+    if "OutOfMemoryError" in reason_text:
+        return JobStatus(JobState.FAILED, FailureReason.OUT_OF_MEMORY, f"AWS Batch: {reason_text}", **done)
+    limit = (desc.get("timeout") or {}).get("attemptDurationSeconds")
+    if exit_code is None and limit and started and stopped and (stopped - started).total_seconds() >= limit - 1:
+        return JobStatus(JobState.FAILED, FailureReason.TIMED_OUT, f"ran past attemptDurationSeconds={limit}",
+                         **done)
+    if exit_code is None:  # a submission's failure unless Batch says otherwise (no free retries)
+        why = status_reason or reason_text or "AWS Batch reported no exit code"
+        return JobStatus(JobState.FAILED, FailureReason.EXITED_NONZERO, f"the job failed: {why}", **done)
+    return JobStatus(JobState.FAILED, FailureReason.EXITED_NONZERO, f"exited with status {exit_code}", **done)
+
+
+class AwsBatchBackend(Backend):
+    """Submit jobs to an AWS Batch job queue; poll, cancel and read logs through boto3."""
+
+    name = "aws-batch"
+
+    def __init__(self, workspace: Any = None, *, job_queue: str = "referee", gpu_job_queue: str | None = None,
+                 region: str | None = None, endpoint_url: str | None = None, data: str = "shared-fs",
+                 shared_root: str | None = None, fleet_root: str | None = None,
+                 efs_file_system_id: str | None = None, s3_bucket: str | None = None,
+                 s3_prefix: str = "referee", log_group: str = "/aws/batch/job", batch_attempts: int = 2,
+                 create_queue: bool | dict[str, Any] = False,
+                 url_expiry_s: int = 7 * 24 * 3600, session: Any = None):
+        if data not in ("shared-fs", "s3"):
+            raise BackendError(f"aws-batch backend: option data must be 'shared-fs' or 's3', not {data!r}")
+        if data == "s3" and not s3_bucket:
+            raise BackendError("aws-batch backend: data: s3 needs option s3_bucket (the artifact bucket)")
+        import boto3
+        self.session = session or boto3.session.Session(region_name=region)
+        kw = {"endpoint_url": endpoint_url} if endpoint_url else {}
+        self.batch = self.session.client("batch", **kw)
+        self.logs_client = self.session.client("logs", **kw)
+        self.job_queue, self.gpu_job_queue = job_queue, gpu_job_queue
+        self.data, self.log_group = data, log_group
+        self.batch_attempts = batch_attempts
+        self.shared_root = Path(shared_root).resolve() if shared_root else None
+        self.fleet_root = fleet_root or (str(self.shared_root) if self.shared_root else None)
+        self.efs_file_system_id = efs_file_system_id
+        self.url_expiry_s = min(int(url_expiry_s), 7 * 24 * 3600)
+        self.artifacts = None
+        if data == "s3":
+            from referee.platform.artifacts import S3ArtifactStore
+            self.artifacts = S3ArtifactStore(s3_bucket, s3_prefix,  # type: ignore[arg-type]
+                                             client=self.session.client("s3", **kw))
+        self._trees: dict[str, str] = {}  # input dir -> uploaded tree sha
+        self._defs: dict[str, str] = {}  # job definition name -> arn
+        self._log_streams: dict[str, str] = {}
+        self._per_job_defs: dict[str, str] = {}  # handle -> job definition arn to deregister on cleanup
+        self._jobs: dict[str, JobSpec] = {}  # handle -> spec, for jobs submitted by this process
+        self._final: dict[str, JobStatus] = {}  # settled final statuses (output copied out)
+        if create_queue:
+            opts = create_queue if isinstance(create_queue, dict) else {}
+            ensure_job_queue(self.session, job_queue, endpoint_url=endpoint_url, **opts)
+
+    # -- job definitions ---------------------------------------------------------------------------
+    def _fleet_path(self, local: str) -> str:
+        """The path of a local directory as the fleet's instances see it (shared file system)."""
+        p = Path(local).resolve()
+        if self.shared_root is None:
+            return str(p)
+        try:
+            rel = p.relative_to(self.shared_root)
+        except ValueError:
+            raise BackendError(f"aws-batch backend: {p} is not under shared_root {self.shared_root}; put "
+                               "the workspace and the competition's input on the shared file system") from None
+        return str(Path(self.fleet_root or "/") / rel)
+
+    def _volume(self, name: str, local: str) -> dict[str, Any]:
+        if self.efs_file_system_id:
+            rel = Path(self._fleet_path(local)).relative_to(self.fleet_root or "/")
+            return {"name": name, "efsVolumeConfiguration": {"fileSystemId": self.efs_file_system_id,
+                                                             "rootDirectory": "/" + rel.as_posix(),
+                                                             "transitEncryption": "ENABLED"}}
+        return {"name": name, "host": {"sourcePath": self._fleet_path(local)}}
+
+    def container_properties(self, job: JobSpec) -> dict[str, Any]:
+        """The containerProperties of the job definition for ``job``: the sandbox, as far as Batch goes.
+
+        Batch carries the non-root user, read-only root, no privileges, tmpfs scratch, shared memory and
+        ulimits; it cannot take a container off the network (the shared-fs mode needs none).
+        """
+        if not job.image:
+            raise BackendError(f"aws-batch backend runs container images; job {job.job_id} has none "
+                               "(submit a container submission, or use the local backend for commands)")
+        policy = sandbox_policy(job)
+        mib = 2**20
+        props: dict[str, Any] = {
+            "image": job.image,
+            "resourceRequirements": resource_requirements(job),
+            "readonlyRootFilesystem": policy.read_only_root,
+            "privileged": False,
+            "user": batch_user(policy),
+            "linuxParameters": {"initProcessEnabled": True, "sharedMemorySize": max(1, policy.shm_size // mib),
+                                "tmpfs": [{"containerPath": "/tmp", "size": max(1, policy.tmp_size // mib),
+                                           "mountOptions": ["rw", "nosuid", "nodev"]}]},
+            "ulimits": [{"name": "nproc", "softLimit": policy.pids_limit, "hardLimit": policy.pids_limit},
+                        {"name": "nofile", "softLimit": policy.nofile, "hardLimit": policy.nofile},
+                        {"name": "core", "softLimit": 0, "hardLimit": 0}],
+        }
+        command = list(job.command or policy.command or [])
+        if self.data == "s3":
+            props["command"] = ["python3", "-c", STAGER, *(command or image_command(job.image))]
+            return props
+        if command:
+            props["command"] = command
+        props["volumes"] = [self._volume("output", str(scratch_dir(job)))]
+        props["mountPoints"] = [{"sourceVolume": "output", "containerPath": policy.output_mount, "readOnly": False}]
+        if job.input_dir:
+            props["volumes"].append(self._volume("input", job.input_dir))
+            props["mountPoints"].append({"sourceVolume": "input", "containerPath": policy.input_mount,
+                                         "readOnly": True})
+        return props
+
+    def _job_definition(self, job: JobSpec) -> tuple[str, bool]:
+        """Register (or reuse) the job definition; returns (arn, whether it is specific to this job)."""
+        props = self.container_properties(job)
+        body = {"containerProperties": props, "retryStrategy": retry_strategy(self.batch_attempts),
+                "timeout": {"attemptDurationSeconds": max(MIN_ATTEMPT_SECONDS, math.ceil(job.timeout_s))}}
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+        name = f"referee-{_SAFE_NAME.sub('-', job.competition_id)[:80]}-{digest}"
+        arn = self._defs.get(name)
+        if arn is None:
+            found = self.batch.describe_job_definitions(jobDefinitionName=name, status="ACTIVE")["jobDefinitions"]
+            if found:
+                arn = max(found, key=lambda d: d["revision"])["jobDefinitionArn"]
+            else:
+                arn = self.batch.register_job_definition(
+                    jobDefinitionName=name, type="container", platformCapabilities=["EC2"],
+                    tags={"referee.competition": job.competition_id}, propagateTags=True,
+                    **body)["jobDefinitionArn"]
+            self._defs[name] = arn
+        return arn, "volumes" in props
+
+    # -- Backend interface -------------------------------------------------------------------------
+    def submit(self, job: JobSpec) -> str:
+        if not job.image:
+            raise BackendError(f"aws-batch backend runs container images; job {job.job_id} has none "
+                               "(submit a container submission, or use the local backend for commands)")
+        out = Path(job.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        env = {**job.env, "REFEREE_OUTPUT_FILE": job.output_file}
+        if self.data == "s3":
+            assert self.artifacts is not None
+            tree = None
+            if job.input_dir:
+                tree = self._trees.get(job.input_dir)
+                if tree is None:
+                    tree = self._trees[job.input_dir] = self.artifacts.put_tree(Path(job.input_dir))
+            env["REFEREE_STAGE_URL"] = self.artifacts.stage_manifest(job.job_id, tree, job.output_file,
+                                                                     self.url_expiry_s)
+        else:  # the container writes a scratch directory; only the prediction file is copied out
+            policy = sandbox_policy(job)
+            scratch = scratch_dir(job)
+            shutil.rmtree(scratch, ignore_errors=True)
+            scratch.mkdir(parents=True)
+            os.chmod(scratch, 0o777)  # the job runs as an unprivileged user the host does not know
+            env.update(REFEREE_INPUT=policy.input_mount, REFEREE_OUTPUT=policy.output_mount)
+        env["HOME"] = "/tmp"
+        arn, per_job = self._job_definition(job)
+        queue = self.gpu_job_queue if job.resources.gpus and self.gpu_job_queue else self.job_queue
+        resp = self.batch.submit_job(
+            jobName=_SAFE_NAME.sub("-", job.job_id)[:128], jobQueue=queue, jobDefinition=arn,
+            containerOverrides={"environment": [{"name": k, "value": str(v)} for k, v in sorted(env.items())]},
+            tags={TAG_JOB: job.job_id, TAG_TIMEOUT: f"{job.timeout_s:g}",
+                  TAG_INSTANCE: job.resources.instance_type or "", **job.labels},
+            propagateTags=True)
+        handle = resp["jobId"]
+        self._jobs[handle] = job
+        if per_job:
+            self._per_job_defs[handle] = arn
+        return handle
+
+    def describe(self, handles: list[str]) -> dict[str, dict[str, Any]]:
+        """describe_jobs in batches of 100; handles Batch does not know are left out."""
+        found: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(handles), DESCRIBE_BATCH):
+            for d in self.batch.describe_jobs(jobs=handles[i:i + DESCRIBE_BATCH])["jobs"]:
+                found[d["jobId"]] = d
+        return found
+
+    def poll(self, handles: list[str]) -> dict[str, JobStatus]:
+        found = self.describe(handles)
+        out: dict[str, JobStatus] = {}
+        now = time.time()
+        for h in handles:
+            if h in self._final:
+                out[h] = self._final[h]
+                continue
+            d = found.get(h)
+            if d is None:
+                out[h] = lost_handle(h, self.name)
+                continue
+            st = batch_status(d)
+            limit = float((d.get("tags") or {}).get(TAG_TIMEOUT) or 0)
+            if st.state == JobState.RUNNING and limit and st.started_at and \
+                    now - st.started_at.timestamp() > limit:
+                reason = f"{TIMEOUT_REASON} after {limit:g}s"
+                self.batch.terminate_job(jobId=h, reason=reason)
+                st = JobStatus(JobState.FAILED, FailureReason.TIMED_OUT, f"killed after {limit:g}s",
+                               started_at=st.started_at, finished_at=now_utc(), node=st.node,
+                               instance_type=st.instance_type)
+            container = {**((d.get("attempts") or [{}])[-1].get("container") or {}), **(d.get("container") or {})}
+            if container.get("logStreamName"):
+                self._log_streams[h] = container["logStreamName"]
+            if st.state.final and h in self._jobs:
+                st = self._final[h] = self._settle(self._jobs[h], st)
+            out[h] = st
+        return out
+
+    def _settle(self, job: JobSpec, st: JobStatus) -> JobStatus:
+        """Copy the prediction file out of a finished job (checked as the sandbox checks it)."""
+        reason, message = self._copy_out(job) if st.state == JobState.SUCCEEDED else (None, "")
+        if reason is not None:
+            return JobStatus(JobState.FAILED, reason, message, exit_code=st.exit_code, started_at=st.started_at,
+                             finished_at=st.finished_at, node=st.node, instance_type=st.instance_type)
+        return st
+
+    def _copy_out(self, job: JobSpec) -> tuple[FailureReason | None, str]:
+        policy = sandbox_policy(job)
+        out = Path(job.output_dir)
+        if self.data == "s3":
+            assert self.artifacts is not None
+            size = self.artifacts.output_size(job.job_id, job.output_file)
+            if size is None:
+                return FailureReason.NO_OUTPUT, f"the job did not write {job.output_file}"
+            if size > policy.max_output_bytes:
+                return (FailureReason.INVALID_OUTPUT, f"{job.output_file} is larger than the output cap of "
+                        f"{policy.max_output_bytes} bytes")
+            self.artifacts.get_output(job.job_id, job.output_file, out / job.output_file)
+            return None, ""
+        from referee.platform.sandbox import OutputScratch
+        scratch = OutputScratch(scratch_dir(job), policy)
+        if not scratch.path.is_dir():
+            return None, ""  # copied out earlier
+        try:
+            return scratch.collect(job.output_file, out)
+        finally:
+            scratch.release()
+
+    def cancel(self, handle: str) -> None:
+        from botocore.exceptions import ClientError
+        try:
+            self.batch.terminate_job(jobId=handle, reason=CANCEL_REASON)
+        except ClientError as exc:  # already gone: cancelling is idempotent
+            if "does not exist" not in str(exc) and "not found" not in str(exc).lower():
+                raise
+
+    def logs(self, handle: str, tail: int = 65536) -> str:
+        """The job's CloudWatch Logs stream (its last ``tail`` bytes)."""
+        from botocore.exceptions import ClientError
+        stream = self._log_streams.get(handle)
+        if stream is None:
+            d = self.describe([handle]).get(handle, {})
+            container = {**((d.get("attempts") or [{}])[-1].get("container") or {}), **(d.get("container") or {})}
+            stream = container.get("logStreamName")
+        if not stream:
+            return ""
+        try:
+            events = self.logs_client.get_log_events(logGroupName=self.log_group, logStreamName=stream,
+                                                     startFromHead=False, limit=10000)["events"]
+        except ClientError:
+            return ""
+        text = "".join(e["message"] + "\n" for e in events)
+        return text.encode()[-tail:].decode("utf-8", "replace")
+
+    def collect(self, handle: str, job: JobSpec) -> Path:
+        if handle not in self._final:  # submitted by an earlier process: copy out now
+            self._copy_out(job)
+        return Path(job.output_dir)
+
+    def cleanup(self, handle: str) -> None:
+        self._final.pop(handle, None)
+        job = self._jobs.pop(handle, None)
+        if job is not None and self.artifacts is not None:
+            self.artifacts.delete_outputs(job.job_id)
+        elif job is not None:
+            shutil.rmtree(scratch_dir(job), ignore_errors=True)
+        arn = self._per_job_defs.pop(handle, None)
+        if arn:
+            self.batch.deregister_job_definition(jobDefinition=arn)
+            self._defs = {k: v for k, v in self._defs.items() if v != arn}
+        self._log_streams.pop(handle, None)
+
+
+def image_command(image: str) -> list[str]:
+    """An image's ENTRYPOINT + CMD, read from the local Docker engine (needed to wrap it in s3 mode)."""
+    try:
+        import docker
+        cfg = docker.from_env().images.get(image).attrs.get("Config") or {}
+    except Exception as exc:
+        raise BackendError(f"aws-batch s3 mode must know the command of image {image!r} to wrap it, and the "
+                           f"local Docker engine cannot tell ({exc}); give the job an explicit command") from None
+    command = list(cfg.get("Entrypoint") or []) + list(cfg.get("Cmd") or [])
+    if not command:
+        raise BackendError(f"image {image!r} has neither ENTRYPOINT nor CMD; give the job an explicit command")
+    return command
+
+
+def ensure_job_queue(session: Any, job_queue: str, *, endpoint_url: str | None = None,
+                     compute_environment: str | None = None, compute_resources: dict[str, Any] | None = None,
+                     service_role: str | None = None) -> str:
+    """Quick start: create a compute environment and job queue named after ``job_queue`` if missing.
+
+    With ``compute_resources`` (e.g. ``{"type": "SPOT", "instanceTypes": ["g4dn.xlarge"], "maxvCpus": 64,
+    "subnets": [...], "securityGroupIds": [...], "instanceRole": "ecsInstanceRole"}``) the environment is
+    MANAGED; without, UNMANAGED. ``service_role`` defaults to Batch's service-linked role. Returns the
+    queue's ARN.
+    """
+    kw = {"endpoint_url": endpoint_url} if endpoint_url else {}
+    batch = session.client("batch", **kw)
+    queues = batch.describe_job_queues(jobQueues=[job_queue])["jobQueues"]
+    if queues:
+        return queues[0]["jobQueueArn"]
+    env_name = compute_environment or f"{job_queue}-env"
+    envs = batch.describe_compute_environments(computeEnvironments=[env_name])["computeEnvironments"]
+    if not envs:
+        args: dict[str, Any] = {"computeEnvironmentName": env_name, "state": "ENABLED"}
+        if service_role:  # without one, Batch uses its service-linked role (AWSServiceRoleForBatch)
+            args["serviceRole"] = service_role
+        if compute_resources:
+            args.update(type="MANAGED", computeResources=compute_resources)
+        else:
+            args["type"] = "UNMANAGED"
+        batch.create_compute_environment(**args)
+    return batch.create_job_queue(jobQueueName=job_queue, state="ENABLED", priority=1,
+                                  computeEnvironmentOrder=[{"order": 1, "computeEnvironment": env_name}]
+                                  )["jobQueueArn"]
