@@ -33,6 +33,18 @@ def need(condition: bool, what: str) -> None:
     pytest.skip(f"{what} not available")
 
 
+def wait_final(backend, handles: list[str], limit: float = 90, interval: float = 0.1) -> dict:
+    """Poll a backend until every handle is final; fail the test after ``limit`` seconds."""
+    import time
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        st = backend.poll(handles)
+        if all(s.state.final for s in st.values()):
+            return st
+        time.sleep(interval)
+    raise AssertionError(f"jobs not final after {limit}s: {backend.poll(handles)}")
+
+
 @pytest.fixture(autouse=True)
 def isolated_plugins():
     """Each test sees only referee's built-in plugins."""

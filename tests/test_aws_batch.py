@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import EXAMPLES, need, prepare_example
+from conftest import EXAMPLES, need, prepare_example, wait_final
 from referee.errors import BackendError
 from referee.platform.artifacts import LocalArtifactStore, S3ArtifactStore, blob_key
 from referee.platform.backends.aws_batch import (
@@ -92,12 +92,6 @@ def moto_aws(docker_client) -> MotoAws:
     return start_moto()
 
 
-@pytest.fixture(scope="module")
-def base_image(docker_client):
-    from referee.platform.images import ensure_base_image
-    return ensure_base_image(docker_client)
-
-
 def job_spec(tmp: Path, name: str, image: str, code: str, *, timeout: float = 60, gpus: int = 0,
              input_dir: Path | None = None) -> JobSpec:
     out = tmp / name / "output"
@@ -108,14 +102,6 @@ def job_spec(tmp: Path, name: str, image: str, code: str, *, timeout: float = 60
                    resources=Resources(cpu=2, memory=1024 * 2**20, gpus=gpus), timeout_s=timeout)
 
 
-def wait_final(backend: Any, handles: list[str], limit: float = 90) -> dict:
-    end = time.monotonic() + limit
-    while time.monotonic() < end:
-        st = backend.poll(handles)
-        if all(s.state.final for s in st.values()):
-            return st
-        time.sleep(0.3)
-    raise AssertionError(f"jobs not final after {limit}s: {backend.poll(handles)}")
 
 
 # -- Batch states and failures (real describe_jobs shapes) -------------------------------------------

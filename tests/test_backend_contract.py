@@ -56,8 +56,7 @@ def _local(request: Any) -> Subject:
 
 
 def _image(request: Any) -> str:
-    from referee.platform.images import ensure_base_image
-    return ensure_base_image(request.getfixturevalue("docker_client"))
+    return request.getfixturevalue("base_image")
 
 
 def _docker(request: Any) -> Subject:

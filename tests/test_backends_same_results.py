@@ -23,12 +23,10 @@ TEAMS = {"alpha": "good", "bravo": "poor", "charlie": "crash"}
 
 
 @pytest.fixture(scope="module")
-def engines(docker_client) -> dict[str, Any]:
+def engines(docker_client, base_image) -> dict[str, Any]:
     from test_aws_batch import start_moto
     from test_ray_backend import start_local_ray
 
-    from referee.platform.images import ensure_base_image
-    ensure_base_image(docker_client)
     start_local_ray()
     moto = start_moto()
     moto.client("s3").create_bucket(Bucket="referee-same")

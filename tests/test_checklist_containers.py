@@ -28,9 +28,7 @@ def _results(store: Store, sid: int) -> dict:
     return out
 
 
-def test_container_submissions_score_like_their_files(tmp_path, tmp_path_factory, docker_client):
-    from referee.platform.images import ensure_base_image
-    ensure_base_image(docker_client)
+def test_container_submissions_score_like_their_files(tmp_path, tmp_path_factory, docker_client, base_image):
     scored = scored_example(tmp_path_factory)
     doc = yaml.safe_load((scored.directory / "competition.yaml").read_text())
     doc.update(id="sentiment-docker", backend={"name": "docker", "max_in_flight": 2})

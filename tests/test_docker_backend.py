@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import EXAMPLES, ROOT, need, prepare_example
+from conftest import EXAMPLES, ROOT, need, prepare_example, wait_final
 from referee.platform.backends.base import FailureReason, JobSpec, JobState, Resources
 from referee.platform.backends.docker import DockerBackend
 from referee.platform.competitions import load_into_store
@@ -26,17 +26,6 @@ from referee.submissions.submit import submit
 
 pytestmark = pytest.mark.docker
 CODE = EXAMPLES / "deepfake" / "code"
-
-
-@pytest.fixture(scope="module")
-def base_image(docker_client):
-    """referee/base-python, built once from Debian packages (cached by tag) when missing."""
-    from referee.errors import BackendError
-    from referee.platform.images import ensure_base_image
-    try:
-        return ensure_base_image(docker_client)
-    except BackendError as exc:
-        need(False, f"the base image ({exc})")
 
 
 def docker_competition(root: Path, *, slots: int = 3, retries: int = 3, timeout: str = "60s") -> tuple[Store, object]:
@@ -80,14 +69,6 @@ def sleep_job(tmp: Path, name: str, image: str, seconds: float, timeout: float =
                    resources=Resources(cpu=0.5, memory=128 * 2**20), timeout_s=timeout)
 
 
-def wait_final(backend: DockerBackend, handles: list[str], limit: float = 60) -> dict:
-    end = time.monotonic() + limit
-    while time.monotonic() < end:
-        st = backend.poll(handles)
-        if all(s.state.final for s in st.values()):
-            return st
-        time.sleep(0.05)
-    raise AssertionError(f"jobs did not finish: {st}")
 
 
 def test_slots_bound_concurrency_and_poll_does_not_block(tmp_path, docker_client, base_image):

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from conftest import need
+from conftest import need, wait_final
 from referee.errors import BackendError
 from referee.platform.backends.base import FailureReason, JobSpec, JobState, Resources
 
@@ -73,14 +73,6 @@ def py_job(tmp: Path, name: str, code: str, *, image: str | None = None, cpu: fl
 WRITE = "import os; open(os.path.join(os.environ['REFEREE_OUTPUT'], os.environ['REFEREE_OUTPUT_FILE']), 'w').write({})"
 
 
-def wait_final(backend: Any, handles: list[str], limit: float = 90) -> dict:
-    end = time.monotonic() + limit
-    while time.monotonic() < end:
-        st = backend.poll(handles)
-        if all(s.state.final for s in st.values()):
-            return st
-        time.sleep(0.1)
-    raise AssertionError(f"not final after {limit}s: {backend.poll(handles)}")
 
 
 def test_resources_reach_ray_and_a_gpu_task_gets_its_gpu(ray_cluster, tmp_path):

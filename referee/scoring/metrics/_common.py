@@ -75,6 +75,15 @@ def resolve_params(scorer: str, params: Mapping[str, Any] | None, spec: ParamSpe
     return out
 
 
+def resolve_binary_params(scorer: str, params: Mapping[str, Any] | None, spec: ParamSpec) -> dict[str, Any]:
+    """``resolve_params`` for scorers with ``positive_label`` / ``negative_label``, which must differ."""
+    resolved = resolve_params(scorer, params, spec)
+    if resolved["positive_label"] == resolved["negative_label"]:
+        raise ValueError(f"{scorer}: positive_label and negative_label must differ, both are "
+                         f"{resolved['positive_label']!r}")
+    return resolved
+
+
 def format_signature(scorer: str, resolved: Mapping[str, Any], version: str) -> str:
     """``name:<scorer>|param:value|...|version:<version>``, booleans as yes/no (like sacrebleu)."""
     parts = [f"name:{scorer}"]

@@ -30,11 +30,7 @@ PARAMS: c.ParamSpec = {
 
 def resolve(params: Mapping[str, Any] | None) -> dict[str, Any]:
     """Checked parameters with defaults filled in; ValueError names an unknown or bad one."""
-    resolved = c.resolve_params(NAME, params, PARAMS)
-    if resolved["positive_label"] == resolved["negative_label"]:
-        raise ValueError(f"{NAME}: positive_label and negative_label must differ, both are "
-                         f"{resolved['positive_label']!r}")
-    return resolved
+    return c.resolve_binary_params(NAME, params, PARAMS)
 
 
 def validate_params(params: Mapping[str, Any]) -> None:
