@@ -130,15 +130,15 @@ def test_inputs_staged_through_the_object_store(ray_cluster, tmp_path):
 def test_gpu_device_requests_reach_docker_pinned_to_rays_gpu(ray_cluster, tmp_path, base_image, docker_client):
     """The sandbox asks Docker for the GPUs Ray assigned. Without a GPU engine, Docker refuses that very
     request; with one, the container really sees its GPU."""
-    from referee.platform.backends.ray import RayBackend, pin_gpus
+    from referee.platform.backends.ray import RayBackend
     from referee.platform.sandbox import SandboxPolicy, container_config
     job = py_job(tmp_path, "dgpu", WRITE.format("' '.join(sorted(d for d in os.listdir('/dev') "
                                                  "if d.startswith('nvidia')))"), image=base_image, gpus=1, cpu=1)
     cfg = container_config(job, SandboxPolicy(), output_source=tmp_path)
     assert [dict(r) for r in cfg["device_requests"]] == [{"Driver": "", "Count": 1, "DeviceIDs": [],
                                                           "Capabilities": [["gpu"]], "Options": {}}]
-    pinned = pin_gpus(cfg["device_requests"], ["0"])
-    assert pinned[0]["DeviceIDs"] == ["0"] and not pinned[0].get("Count")
+    pinned = container_config(job, SandboxPolicy(), output_source=tmp_path, gpu_device_ids=["0"])
+    assert pinned["device_requests"][0]["DeviceIDs"] == ["0"] and not pinned["device_requests"][0].get("Count")
     backend = RayBackend()
     h = backend.submit(job)
     st = wait_final(backend, [h])[h]

@@ -95,11 +95,7 @@ def run_demo(workspace: Path, *, fresh: bool = True, with_containers: bool | Non
             except RefereeError as exc:
                 rejected.append({"file": s["file"], "message": str(exc)})
                 con.print(f"  [yellow]rejected[/yellow]  {s['team']:8} {escape(str(exc))}")
-        backend = None
-        if with_containers and entry.get("containers"):
-            from referee.platform.scheduler import make_backend
-            backend = make_backend(comp, store, "docker")
-        result = Scheduler(store, comp, backend).run()
+        result = Scheduler(store, comp).run()  # container examples declare the docker backend
         boards = {}
         for split in ("public", "private"):
             lb = lbm.build(store, comp, split=split)

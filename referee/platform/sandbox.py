@@ -152,10 +152,13 @@ def container_name(job: JobSpec) -> str:
 
 def container_config(job: JobSpec, policy: SandboxPolicy, *, output_source: str | Path,
                      image_volumes: tuple[str, ...] | list[str] = (), deadline: float | None = None,
-                     output_on_disk: bool = False, engine_cpus: int | None = None) -> dict[str, Any]:
+                     output_on_disk: bool = False, engine_cpus: int | None = None,
+                     gpu_device_ids: list[str] | None = None) -> dict[str, Any]:
     """Keyword arguments for ``client.containers.create``: the sandbox as Docker settings.
 
     Exactly two host paths are mounted: the inputs read-only and ``output_source`` read-write.
+    GPUs are requested only when the job asks for them: ``gpu_device_ids`` names the exact devices
+    (a cluster scheduler's assignment), otherwise any ``resources.gpus`` of them.
     """
     from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
@@ -211,7 +214,10 @@ def container_config(job: JobSpec, policy: SandboxPolicy, *, output_source: str 
     if job.resources.cpu > 0:  # the engine refuses more CPUs than it has, and less than 0.01
         cpus = min(job.resources.cpu, engine_cpus) if engine_cpus else job.resources.cpu
         cfg["nano_cpus"] = max(10_000_000, int(cpus * 1e9))
-    if job.resources.gpus > 0:
+    if job.resources.gpus > 0 and gpu_device_ids:
+        cfg["device_requests"] = [DeviceRequest(driver=policy.gpu_driver, device_ids=list(gpu_device_ids),
+                                                capabilities=[["gpu"]])]
+    elif job.resources.gpus > 0:
         cfg["device_requests"] = [DeviceRequest(driver=policy.gpu_driver, count=int(job.resources.gpus),
                                                 capabilities=[["gpu"]])]
     return cfg
@@ -422,7 +428,8 @@ def _volumes_of(client: Any, image: str) -> list[str]:
 
 
 def run_job_in_docker(job: JobSpec, *, client: Any = None, cancel_event: threading.Event | None = None,
-                      on_started: Callable[[str], None] | None = None) -> JobStatus:
+                      on_started: Callable[[str], None] | None = None,
+                      gpu_device_ids: list[str] | None = None) -> JobStatus:
     """Run one sandboxed container to completion and return its final status.
 
     Handles the wall-clock timeout (kill), OOM detection, capped log capture (to ``log_path_for(job)``),
@@ -451,7 +458,8 @@ def run_job_in_docker(job: JobSpec, *, client: Any = None, cancel_event: threadi
             return _failed(FailureReason.PLATFORM_ERROR, f"image {job.image} is not on this Docker engine")
         deadline = time.time() + job.timeout_s
         cfg = container_config(job, policy, output_source=scratch.path, image_volumes=volumes, deadline=deadline,
-                               output_on_disk=not scratch.on_tmpfs, engine_cpus=_engine_cpus(client))
+                               output_on_disk=not scratch.on_tmpfs, engine_cpus=_engine_cpus(client),
+                               gpu_device_ids=gpu_device_ids)
         if cancel_event is not None and cancel_event.is_set():
             return _failed(FailureReason.CANCELLED, "cancelled before it started")
         cid = _create(client, cfg)
@@ -541,8 +549,6 @@ def _create(client: Any, cfg: dict[str, Any]) -> str:
 
 
 def _create_once(client: Any, cfg: dict[str, Any]) -> str:
-    # Through ``client.containers.create`` on purpose: it is the seam a wrapping client may hook
-    # (the Ray backend pins the GPUs Ray assigned there).
     return client.containers.create(**cfg).id
 
 

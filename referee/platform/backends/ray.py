@@ -84,10 +84,7 @@ def _run_process(job: JobSpec, cancel: threading.Event) -> tuple[JobStatus, str]
 def _run_docker(job: JobSpec, cancel: threading.Event, gpu_ids: list[str]) -> tuple[JobStatus, str]:
     from referee.platform.sandbox import default_client, log_path_for, read_log_tail, run_job_in_docker
 
-    client = default_client()
-    if gpu_ids and job.resources.gpus:
-        client = _PinnedGpuClient(client, gpu_ids)
-    status = run_job_in_docker(job, client=client, cancel_event=cancel)
+    status = run_job_in_docker(job, client=default_client(), cancel_event=cancel, gpu_device_ids=gpu_ids or None)
     return status, read_log_tail(log_path_for(job), LOG_TAIL_BYTES)
 
 
@@ -155,39 +152,6 @@ def remove_container(name: str) -> bool:
         return False  # never touch a container referee did not start
     client.api.remove_container(name, force=True)
     return True
-
-
-class _PinnedGpuClient:
-    """A Docker client whose containers get exactly the GPUs Ray assigned to the task (not any N)."""
-
-    def __init__(self, client: Any, gpu_ids: list[str]):
-        self._client = client
-        self._gpu_ids = gpu_ids
-        self.containers = self._Containers(client.containers, gpu_ids)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
-
-    class _Containers:
-        def __init__(self, containers: Any, gpu_ids: list[str]):
-            self._containers = containers
-            self._gpu_ids = gpu_ids
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._containers, name)
-
-        def create(self, **cfg: Any) -> Any:
-            cfg["device_requests"] = pin_gpus(cfg.get("device_requests"), self._gpu_ids)
-            return self._containers.create(**cfg)
-
-
-def pin_gpus(requests: list[Any] | None, gpu_ids: list[str]) -> list[Any] | None:
-    """Rewrite GPU device requests (count=N) to name the GPUs Ray assigned (device_ids)."""
-    if not requests:
-        return requests
-    from docker.types import DeviceRequest
-    return [DeviceRequest(driver=r.get("Driver", ""), device_ids=list(gpu_ids), capabilities=r.get("Capabilities"))
-            for r in requests]
 
 
 # -- the driver side --------------------------------------------------------------------------------
