@@ -259,6 +259,32 @@ def rerun(ctx: click.Context, submission_id: int) -> None:
 
 @cli.command()
 @click.argument("competition_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def verify(ctx: click.Context, competition_id: str, as_json: bool) -> None:
+    """Re-score every scored submission from its stored predictions and compare (exit 1 on a difference)."""
+    from referee.platform.verify import verdicts_json, verify_competition
+    store = open_store(ctx)
+    verdicts = verify_competition(store, store.get_competition(competition_id))
+    bad = [v for v in verdicts if v.status != "same"]
+    if as_json:
+        emit_json(verdicts_json(verdicts))
+    else:
+        c = console()
+        for v in verdicts:
+            colour = "green" if v.status == "same" else "red"
+            c.print(f"#{v.submission_id} {v.team}: [{colour}]{v.status}[/{colour}]")
+            for d in v.differences:
+                c.print(f"    {d['split']} {d['metric']}: stored {d['stored']!r}, now {d['now']!r}")
+            for n in v.notes:
+                c.print(f"    [dim]{n}[/dim]")
+        c.print(f"{len(verdicts) - len(bad)} of {len(verdicts)} scored submissions re-score identically")
+    if bad:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("competition_id")
 @click.option("--phase", default=None)
 @click.option("--split", type=click.Choice(["public", "private"]), default="public", show_default=True)
 @click.option("--mode", type=click.Choice(["best", "latest", "all"]), default="best", show_default=True)

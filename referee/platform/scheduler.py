@@ -307,8 +307,12 @@ class Scheduler:
     # -- outcomes ----------------------------------------------------------------------------------
     def _score(self, sub: SubmissionRow, path: Path, *, log_tail: str | None = None,
                from_job: bool = False) -> None:
+        predictions_sha = sub.sha256
+        if from_job and path.stat().st_size <= self.comp.prediction.max_bytes:
+            # keep what the container wrote, content-addressed, so `referee verify` can re-score it
+            predictions_sha, _ = self.store.put_blob_file(path)
         try:
-            results = score_file(self.comp, path, submission_sha256=sub.sha256 if not from_job else None,
+            results = score_file(self.comp, path, submission_sha256=sub.sha256, predictions_sha256=predictions_sha,
                                  put_blob=self.store.put_blob_bytes,
                                  source=path.name if from_job else (sub.filename or path.name))
         except SubmissionRejected as exc:

@@ -135,13 +135,14 @@ def aggregate(scorer: ScorerInfo, stats: np.ndarray, mask: np.ndarray, params: d
 
 
 def score_predictions(comp: Competition, preds: Predictions, ref: ReferenceData, *,
-                      submission_sha256: str | None = None,
-                      put_blob: Callable[[bytes], str] | None = None) -> list[MetricResult]:
+                      submission_sha256: str | None = None, predictions_sha256: str | None = None,
+                      put_blob: Callable[[bytes], str] | None = None,
+                      intervals_enabled: bool = True) -> list[MetricResult]:
     """Score every metric on every split. Pure apart from ``put_blob`` (stores per-item statistics)."""
     pm = get_plugin_manager()
     refs = reference_values(ref, comp)
     results: list[MetricResult] = []
-    intervals = interval_settings(comp)
+    intervals = interval_settings(comp) if intervals_enabled else None
     for m in comp.metrics:
         scorer = pm.scorer(m.scorer)
         params = dict(m.params)
@@ -156,6 +157,7 @@ def score_predictions(comp: Competition, preds: Predictions, ref: ReferenceData,
             mask = ref.mask(split)
             value = aggregate(scorer, stats, mask, params)
             prov = provenance(scorer, m, comp, ref, submission_sha256, split, int(mask.sum()))
+            prov["predictions_sha256"] = predictions_sha256 or submission_sha256
             res = MetricResult(metric=m.key, split=split, value=value, n_items=int(mask.sum()),
                                stats_sha256=stats_sha, provenance=prov,
                                details=_split_details(details, split))
@@ -199,11 +201,14 @@ def _default_signature(scorer: ScorerInfo, params: dict) -> str:
 
 
 def score_file(comp: Competition, path: Path, *, submission_sha256: str | None = None,
-               put_blob: Callable[[bytes], str] | None = None, source: str | None = None) -> list[MetricResult]:
+               predictions_sha256: str | None = None, put_blob: Callable[[bytes], str] | None = None,
+               source: str | None = None, intervals_enabled: bool = True) -> list[MetricResult]:
     """Validate a prediction file and score it (raises SubmissionRejected on invalid predictions)."""
     ref = load_reference(comp)
     preds = validate_predictions(path, comp, ref, source=source)
-    return score_predictions(comp, preds, ref, submission_sha256=submission_sha256, put_blob=put_blob)
+    return score_predictions(comp, preds, ref, submission_sha256=submission_sha256,
+                             predictions_sha256=predictions_sha256, put_blob=put_blob,
+                             intervals_enabled=intervals_enabled)
 
 
 def load_stats(store: Any, sha: str) -> np.ndarray:
