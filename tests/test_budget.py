@@ -58,21 +58,27 @@ def test_scheduler_pauses_before_exceeding_the_competition_budget(store, example
     assert total == pytest.approx(6 * P3)
 
 
-def test_team_budget_and_pilot_estimate(store, example, script_plugins):
+def test_team_budget_holds_only_that_team(store, example, script_plugins):
     root = example("deepfake")
     # The pilot estimate (30 min) replaces the 1 h timeout in projections: a team may have 3 x $1.53 running.
     cost = {"team_budget": 5.0, "local_backends": [], "estimated_runtime": "30m"}
     comp = make_competition(store, root, name="team-budget", cost=cost,
                             resources={"gpus": 1, "instance_type": "p3.2xlarge"}, max_in_flight=1)
-    texts = submit_scripts(store, comp, root, [("alpha", p) for p in PREDICTIONS[:4]] + [("bravo", PREDICTIONS[4])])
+    plan = [("alpha", p) for p in PREDICTIONS[:4]] + [("bravo", PREDICTIONS[4]), ("bravo", PREDICTIONS[0])]
+    texts = submit_scripts(store, comp, root, plan)
     backend = ClockedFake(default_hours=0.5, output=fake_output(texts))
     summary = Scheduler(store, comp, backend, poll_interval=0.01).run()
     # alpha: 3 jobs at $1.53 = $4.59 spent; a fourth would make $6.12 > $5
-    alpha_jobs = [j for j in backend.submitted if store.get_submission(j.submission_id).team == "alpha"]
-    assert len(alpha_jobs) == 3
-    assert "team 'alpha' budget of $5.00 would be exceeded: spent $4.59" in summary.paused_reason
-    assert "up to 0.5 h" in summary.paused_reason
-    assert summary.paused_reason.startswith("team 'alpha'")  # no competition budget was set
+    teams = [store.get_submission(j.submission_id).team for j in backend.submitted]
+    assert teams.count("alpha") == 3
+    assert teams.count("bravo") == 2  # bravo is not held back by alpha's budget
+    assert summary.paused_reason is None
+    reason = summary.held_teams["alpha"]
+    assert "team 'alpha' budget of $5.00 would be exceeded: spent $4.59" in reason and "up to 0.5 h" in reason
+    assert "submissions are held; other teams keep running" in reason
+    (held,) = store.submissions(comp.id, status="pending")
+    assert held.team == "alpha"
+    assert store.query("SELECT kind, message FROM events WHERE kind='held'")
 
 
 def test_budget_reason_is_the_single_rule():

@@ -173,8 +173,12 @@ def run(ctx: click.Context, competition_id: str, backend: str | None, max_in_fli
         if summary.failures:
             msg += " (" + ", ".join(f"{k}: {v}" for k, v in sorted(summary.failures.items())) + ")"
         click.echo(msg)
+    from rich.markup import escape
+    for team, why in summary.held_teams.items():
+        console(stderr=True).print(f"[yellow]held team {escape(team)}:[/yellow] {escape(why)}")
     if summary.paused_reason:
-        console(stderr=True).print(f"[yellow]paused:[/yellow] {summary.paused_reason}")
+        console(stderr=True).print(f"[yellow]paused:[/yellow] {escape(summary.paused_reason)}")
+    if summary.paused_reason or summary.held_teams:
         sys.exit(3)
 
 

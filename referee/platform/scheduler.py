@@ -25,6 +25,7 @@ from referee.platform.policy import Candidate, SchedulingPolicy
 from referee.platform.spec import Competition
 from referee.platform.store import Store, SubmissionRow, utcnow
 from referee.plugins.manager import get_plugin_manager
+from referee.plugins.records import Hold
 from referee.scoring.engine import MetricResult, score_file
 
 LOG_TAIL_BYTES = 8192
@@ -36,11 +37,12 @@ class RunSummary:
     failed: int = 0
     retried: int = 0
     paused_reason: str | None = None
+    held_teams: dict[str, str] = field(default_factory=dict)  # team -> why its submissions wait
     failures: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"scored": self.scored, "failed": self.failed, "retried": self.retried,
-                "paused_reason": self.paused_reason, "failures": self.failures}
+                "paused_reason": self.paused_reason, "held_teams": self.held_teams, "failures": self.failures}
 
 
 def _owner_alive(owner: str | None) -> bool:
@@ -125,8 +127,10 @@ class Scheduler:
         free = self.policy.free_slots(len(self.in_flight))
         if free == 0:
             return []
+        held, args = self._held_filter()
         rows = self.store.query("SELECT id, team, created_at FROM submissions WHERE competition_id=? "
-                                "AND status='pending' ORDER BY id LIMIT ?", (self.comp.id, self.policy.claim_window(free)))
+                                f"AND status='pending'{held} ORDER BY id LIMIT ?",
+                                (self.comp.id, *args, self.policy.claim_window(free)))
         running: dict[str, int] = {}
         for sid, _, _ in self.in_flight.values():
             team = self._team_of.get(sid)
@@ -173,9 +177,14 @@ class Scheduler:
                 self._backend.close()
         return self.summary
 
+    def _held_filter(self) -> tuple[str, tuple[str, ...]]:
+        teams = tuple(self.summary.held_teams)
+        return (f" AND team NOT IN ({','.join('?' * len(teams))})", teams) if teams else ("", ())
+
     def _has_pending(self) -> bool:
-        return bool(self.store.query("SELECT 1 FROM submissions WHERE competition_id=? AND status='pending' "
-                                     "LIMIT 1", (self.comp.id,)))
+        held, args = self._held_filter()
+        return bool(self.store.query(f"SELECT 1 FROM submissions WHERE competition_id=? AND status='pending'{held} "
+                                     "LIMIT 1", (self.comp.id, *args)))
 
     def _start(self, sub: SubmissionRow) -> bool:
         """Score a file submission now, or dispatch a job. Returns False when dispatch is paused."""
@@ -193,10 +202,15 @@ class Scheduler:
         reason = self.pm.hook.referee_dispatch_check(competition=self.comp, job=job, store=self.store,
                                                      backend=self.backend.name)
         if reason:
+            hold = reason if isinstance(reason, Hold) else Hold(str(reason))
             self.store.set_submission(sub.id, status="pending", claimed_by=None)
-            self.store.event("paused", reason, competition_id=self.comp.id, submission_id=sub.id)
-            self.summary.paused_reason = reason
-            return False
+            self.store.event("paused" if hold.team is None else "held", hold.reason, competition_id=self.comp.id,
+                             submission_id=sub.id, team=hold.team)
+            if hold.team is None:
+                self.summary.paused_reason = hold.reason
+                return False
+            self.summary.held_teams[hold.team] = hold.reason  # the other teams keep running
+            return True
         with self.store.tx() as c:
             cur = c.execute("INSERT INTO jobs(submission_id, attempt, backend, state, gpus, cpu, memory, "
                             "instance_type, spec_json, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",

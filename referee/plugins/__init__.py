@@ -4,12 +4,13 @@ from referee.plugins.hookspecs import hookimpl, hookspec
 from referee.plugins.records import (
     BackendInfo,
     CostTrackerInfo,
+    Hold,
     PluginReport,
     ScorerInfo,
     SubmissionKindInfo,
 )
 
 __all__ = [
-    "hookimpl", "hookspec", "ScorerInfo", "BackendInfo", "CostTrackerInfo", "SubmissionKindInfo",
+    "hookimpl", "hookspec", "ScorerInfo", "BackendInfo", "CostTrackerInfo", "SubmissionKindInfo", "Hold",
     "PluginReport",
 ]

@@ -104,8 +104,9 @@ def referee_job_finished(job: Any, result: Any, competition: Any, store: Any) ->
 
 @hookspec(firstresult=True)
 def referee_dispatch_check(competition: Any, job: Any, store: Any, backend: str) -> str | None:
-    """Return a reason string to hold ``job`` back (for example a budget), or None to allow it.
-    ``backend`` is the name of the backend the job would run on.
+    """Return a reason to hold ``job`` back (for example a budget), or None to allow it.
+    ``backend`` is the name of the backend the job would run on. A plain string pauses all
+    dispatching; ``Hold(reason, team=...)`` holds back only that team's submissions.
 
     Example::
 

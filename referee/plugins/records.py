@@ -69,6 +69,18 @@ class SubmissionKindInfo:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class Hold:
+    """What ``referee_dispatch_check`` may return instead of a plain reason string.
+
+    ``team=None`` pauses all dispatching for the competition; a team name holds back only that
+    team's submissions while the others keep running.
+    """
+
+    reason: str
+    team: str | None = None
+
+
 @dataclass
 class PluginReport:
     """What `referee plugins list` shows for one plugin."""

@@ -57,6 +57,10 @@ def budget_reason(cfg: CostConfig, competition_id: str, outlay: Outlay, *, team:
         problems.append(_line(f"team {team!r}", cfg.team_budget, team_outlay, what))
     if not problems:
         return None
+    if len(problems) == 1 and team is not None and problems[0].startswith(f"team {team!r}"):
+        return (problems[0] + f". Team {team!r}'s submissions are held; other teams keep running: raise "
+                "cost.team_budget in the competition spec and load it again, or cancel the team's pending "
+                f"submissions (`referee cost report {competition_id}` shows what was spent).")
     return ("; ".join(problems) + ". Dispatch paused, nothing more was started: raise cost.budget / "
             "cost.team_budget in the competition spec and load it again, or cancel pending submissions "
             f"(`referee cost report {competition_id}` shows what was spent).")
@@ -67,8 +71,9 @@ def _spec_rate(cfg: CostConfig, backend: str, resources: dict[str, Any]) -> Rate
                     memory=resources.get("memory"), gpus=resources.get("gpus") or 0)
 
 
-def check_dispatch(store: Any, competition: Any, job: Any, backend: str | None = None) -> str | None:
-    """The dispatch check for one ``JobSpec`` on ``backend``: None to go ahead, or the reason to pause."""
+def check_dispatch(store: Any, competition: Any, job: Any, backend: str | None = None) -> Any:
+    """The dispatch check for one ``JobSpec`` on ``backend``: None to go ahead, the reason to pause
+    everything (competition budget), or a team-scoped ``Hold`` (only the team's budget is exceeded)."""
     cfg = cost_config(competition)
     if cfg.budget is None and cfg.team_budget is None:
         return None
@@ -92,4 +97,11 @@ def check_dispatch(store: Any, competition: Any, job: Any, backend: str | None =
         team_outlay = Outlay(spent(store, competition.id, team), team_committed, team_running, projected)
     where = rate.instance_type or "unpriced"
     what = f"submission #{job.submission_id} ({where}, {rate.pricing}, up to {projected_hours(cfg, job.timeout_s):g} h)"
-    return budget_reason(cfg, competition.id, outlay, team=team, team_outlay=team_outlay, what=what)
+    reason = budget_reason(cfg, competition.id, outlay, what=what)
+    if reason:
+        return reason  # the competition's budget: nothing more may start
+    reason = budget_reason(cfg, competition.id, outlay, team=team, team_outlay=team_outlay, what=what)
+    if reason:
+        from referee.plugins.records import Hold
+        return Hold(reason, team=team)  # only this team's budget: the others keep running
+    return None
