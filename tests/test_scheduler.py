@@ -235,3 +235,63 @@ def test_cancel_while_running_stays_cancelled(tmp_path, store):
     assert not t.is_alive()
     sub = store.get_submission(sid)
     assert sub.status == "cancelled" and not sub.counts_toward_quota
+
+
+DEAD = f"{__import__('socket').gethostname()}:4190000:dead"  # a scheduler process that no longer exists
+
+
+def test_reclaim_applies_a_finished_jobs_outcome_without_dispatching_again(tmp_path, store):
+    comp = job_comp(tmp_path, store)
+    (sid,) = submit_jobs(store, comp, ["a"])
+    fb = FakeBackend(output=fake_output)
+    sched = Scheduler(store, comp, fb, poll_interval=0)
+    (sub,) = sched._claim_batch()
+    sched._start(sub)
+    (handle,) = sched.in_flight
+    fb.poll([handle])  # the job finished and wrote its output ...
+    store.execute("UPDATE jobs SET state='succeeded', finished_at=started_at WHERE submission_id=?", (sid,))
+    store.execute("UPDATE submissions SET claimed_by=? WHERE id=?", (DEAD, sid))  # ... then the scheduler died
+    fresh = FakeBackend(output=fake_output)
+    summary = Scheduler(store, comp, fresh, poll_interval=0).run()
+    assert summary.scored == 1 and fresh.submitted == []  # scored from the finished job, not run again
+    assert store.get_submission(sid).status == "scored" and store.get_submission(sid).attempts == 1
+
+
+def test_only_one_scheduler_reclaims_a_submission(tmp_path, store):
+    comp = job_comp(tmp_path, store)
+    (sid,) = submit_jobs(store, comp, ["a"])
+    store.execute("UPDATE submissions SET status='running', claimed_by=? WHERE id=?", (DEAD, sid))
+    first, second = Scheduler(store, comp, FakeBackend()), Scheduler(store, comp, FakeBackend())
+    assert first.reclaim() == 1 and second.reclaim() == 0
+    assert store.get_submission(sid).status == "pending"  # it had no job yet: back in the queue, once
+
+
+def test_outside_cancel_is_not_undone_by_a_late_platform_error(tmp_path, store):
+    comp = job_comp(tmp_path, store)
+    (sid,) = submit_jobs(store, comp, ["a"])
+    fb = FakeBackend(script={sid: ["platform_error"]}, polls_to_finish=3)
+    sched = Scheduler(store, comp, fb, poll_interval=0)
+    (sub,) = sched._claim_batch()
+    sched._start(sub)
+    store.execute("UPDATE submissions SET status='cancelled', claimed_by=NULL WHERE id=?", (sid,))  # host, elsewhere
+    sched.run()
+    sub = store.get_submission(sid)
+    assert sub.status == "cancelled" and len(fb.submitted) == 1 and sched.summary.retried == 0
+
+
+def test_a_broken_submission_fails_alone(tmp_path, store):
+    comp = job_comp(tmp_path, store)
+    (bad,) = submit_jobs(store, comp, ["a"], GOOD + "# a different program\n")
+    (good,) = submit_jobs(store, comp, ["b"])
+    store.blob_path(store.get_submission(bad).sha256).unlink()  # its stored code is gone
+    summary = Scheduler(store, comp, FakeBackend(output=fake_output), poll_interval=0).run()
+    b, g = store.get_submission(bad), store.get_submission(good)
+    assert b.status == "failed" and b.failure_reason == "platform_error" and not b.counts_toward_quota
+    assert "could not start" in b.failure_message and g.status == "scored" and summary.scored == 1
+
+
+def test_limit_claims_exactly_that_many(tmp_path, store):
+    comp = job_comp(tmp_path, store)
+    submit_jobs(store, comp, ["a", "b", "c", "d"])
+    Scheduler(store, comp, FakeBackend(output=fake_output), poll_interval=0).run(limit=1)
+    assert [s.status for s in store.submissions(comp.id)] == ["scored", "pending", "pending", "pending"]

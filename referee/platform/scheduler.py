@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from referee.errors import SubmissionRejected
+from referee.errors import BackendError, SubmissionRejected
 from referee.platform.backends.base import (
     Backend, FailureReason, JobSpec, JobState, JobStatus, Resources,
 )
@@ -29,6 +29,19 @@ from referee.plugins.records import Hold
 from referee.scoring.engine import MetricResult, score_file
 
 LOG_TAIL_BYTES = 8192
+MAX_POLL_ERRORS = 10  # consecutive failed polls before a run gives up (its jobs stay claimed)
+
+
+def _status_of(job: Any) -> JobStatus:
+    """A final JobStatus rebuilt from a job row."""
+    import datetime as dt
+
+    def t(v: str | None) -> dt.datetime | None:
+        return dt.datetime.fromisoformat(v) if v else None
+
+    reason = FailureReason(job["failure_reason"]) if job["failure_reason"] else None
+    return JobStatus(JobState(job["state"]), reason, job["message"] or "", exit_code=job["exit_code"],
+                     started_at=t(job["started_at"]), finished_at=t(job["finished_at"]), node=job["node"])
 
 
 @dataclass
@@ -86,6 +99,8 @@ class Scheduler:
         self.policy = SchedulingPolicy(max_in_flight=self.max_in_flight,
                                        max_infra_retries=comp.backend.max_infra_retries)
         self._team_of: dict[int, str] = {}
+        self._unsettled: list[tuple[int, int, JobSpec, str, JobStatus]] = []  # finished jobs found by reclaim
+        self._poll_errors = 0
         self.summary = RunSummary()
         self._kinds = self.pm.submission_kinds()
         self._trackers: list[Any] = []
@@ -98,17 +113,20 @@ class Scheduler:
 
     # -- claiming ----------------------------------------------------------------------------------
     def reclaim(self) -> int:
-        """Take over submissions whose scheduler died; re-attach their running jobs by handle."""
+        """Take over submissions whose scheduler died. Running jobs are re-attached by handle; a job
+        that had already finished has its outcome applied now (never dispatched twice)."""
         n = 0
         for sub in self.store.submissions(self.comp.id, status="running"):
             if sub.claimed_by == self.owner or _owner_alive(sub.claimed_by):
                 continue
             with self.store.tx() as c:
-                c.execute("UPDATE submissions SET claimed_by=?, updated_at=? WHERE id=? AND claimed_by IS ?",
-                          (self.owner, utcnow(), sub.id, sub.claimed_by))
-                job = c.execute("SELECT * FROM jobs WHERE submission_id=? AND state IN ('queued','running') "
-                                "ORDER BY attempt DESC LIMIT 1", (sub.id,)).fetchone()
-                if job is None or not job["handle"]:
+                took = c.execute("UPDATE submissions SET claimed_by=?, updated_at=? WHERE id=? AND status='running' "
+                                 "AND claimed_by IS ?", (self.owner, utcnow(), sub.id, sub.claimed_by)).rowcount
+                if not took:
+                    continue  # another scheduler took it first
+                job = c.execute("SELECT * FROM jobs WHERE submission_id=? AND attempt=?",
+                                (sub.id, sub.attempts)).fetchone() if sub.attempts else None
+                if job is None or (job["state"] in ("queued", "running") and not job["handle"]):
                     c.execute("UPDATE submissions SET status='pending', claimed_by=NULL WHERE id=?", (sub.id,))
                     if job is not None:
                         c.execute("UPDATE jobs SET state='failed', failure_reason='platform_error', "
@@ -116,15 +134,21 @@ class Scheduler:
                                   (utcnow(), job["id"]))
             if job is not None and job["handle"]:
                 spec = JobSpec.from_dict(json.loads(job["spec_json"]))
-                self.in_flight[job["handle"]] = (sub.id, job["id"], spec)
+                self._team_of[sub.id] = sub.team
+                if job["state"] in ("queued", "running"):
+                    self.in_flight[job["handle"]] = (sub.id, job["id"], spec)
+                else:  # finished, but the scheduler died before applying the outcome
+                    self._unsettled.append((sub.id, job["id"], spec, job["handle"], _status_of(job)))
             self.store.event("reclaimed", f"from {sub.claimed_by}", competition_id=self.comp.id,
                              submission_id=sub.id)
             n += 1
         return n
 
-    def _claim_batch(self) -> list[SubmissionRow]:
+    def _claim_batch(self, at_most: int | None = None) -> list[SubmissionRow]:
         """Claim what the policy picks for the free slots (a window of the oldest pending ones)."""
         free = self.policy.free_slots(len(self.in_flight))
+        if at_most is not None:
+            free = min(free, at_most)
         if free == 0:
             return []
         held, args = self._held_filter()
@@ -137,7 +161,7 @@ class Scheduler:
             if team:
                 running[team] = running.get(team, 0) + 1
         picked = self.policy.pick([Candidate(r["id"], r["team"], r["created_at"]) for r in rows],
-                                  len(self.in_flight), running)
+                                  len(self.in_flight), running)[:free]
         out = []
         for cand in picked:
             with self.store.tx() as c:
@@ -152,18 +176,21 @@ class Scheduler:
     def run(self, *, limit: int | None = None) -> RunSummary:
         """Score every pending submission (at most ``limit`` new claims); returns a summary."""
         self.reclaim()
+        while self._unsettled:
+            sid, job_row, spec, handle, st = self._unsettled.pop()
+            self._apply_outcome(sid, job_row, spec, handle, st, Path(spec.output_dir) / spec.output_file, "")
         claimed = 0
         paused = False
         try:
             while True:
                 progressed = False
                 if not paused and (limit is None or claimed < limit):
-                    for sub in self._claim_batch()[: None if limit is None else limit - claimed]:
+                    for sub in self._claim_batch(None if limit is None else limit - claimed):
                         claimed += 1
                         progressed = True
                         if paused:  # release what was claimed after a pause
-                            self.store.set_submission(sub.id, status="pending", claimed_by=None)
-                        elif not self._start(sub):
+                            self._release(sub.id)
+                        elif not self._start_guarded(sub):
                             paused = True
                 if self.in_flight:
                     progressed |= self._poll_once()
@@ -176,6 +203,21 @@ class Scheduler:
             if self._backend is not None:
                 self._backend.close()
         return self.summary
+
+    def _release(self, sid: int) -> None:
+        self.store.execute("UPDATE submissions SET status='pending', claimed_by=NULL, updated_at=? "
+                           "WHERE id=? AND status='running' AND claimed_by=?", (utcnow(), sid, self.owner))
+
+    def _start_guarded(self, sub: SubmissionRow) -> bool:
+        """``_start``, but one broken submission fails alone (platform error, not charged)."""
+        try:
+            return self._start(sub)
+        except Exception as exc:
+            self.store.event("start_error", traceback.format_exc(), competition_id=self.comp.id,
+                             submission_id=sub.id)
+            self._fail(sub.id, FailureReason.PLATFORM_ERROR, f"could not start: {type(exc).__name__}: {exc}",
+                       attempt=None, charge=False)
+            return True
 
     def _held_filter(self) -> tuple[str, tuple[str, ...]]:
         teams = tuple(self.summary.held_teams)
@@ -192,10 +234,10 @@ class Scheduler:
         to_job = getattr(kind, "to_job", None) if kind else None
         if kind is None:
             self._fail(sub.id, FailureReason.PLATFORM_ERROR, f"submission kind {sub.kind!r} is not installed",
-                       charge=False)
+                       attempt=sub.attempts, charge=False)
             return True
         if to_job is None:
-            self._score(sub, self.store.blob_path(sub.sha256))
+            self._score(sub, self.store.blob_path(sub.sha256), attempt=sub.attempts)
             return True
         attempt = sub.attempts + 1
         job = self._job_spec(sub, attempt, to_job)
@@ -203,7 +245,7 @@ class Scheduler:
                                                      backend=self.backend.name)
         if reason:
             hold = reason if isinstance(reason, Hold) else Hold(str(reason))
-            self.store.set_submission(sub.id, status="pending", claimed_by=None)
+            self._release(sub.id)
             self.store.event("paused" if hold.team is None else "held", hold.reason, competition_id=self.comp.id,
                              submission_id=sub.id, team=hold.team)
             if hold.team is None:
@@ -254,8 +296,14 @@ class Scheduler:
         handles = list(self.in_flight)
         try:
             statuses = self.backend.poll(handles)
+            self._poll_errors = 0
         except Exception as exc:
+            self._poll_errors += 1
             self.store.event("poll_error", f"{type(exc).__name__}: {exc}", competition_id=self.comp.id)
+            if self._poll_errors >= MAX_POLL_ERRORS:  # the jobs stay claimed: the next run re-attaches them
+                raise BackendError(f"the {self.backend.name} backend failed {self._poll_errors} polls in a row; "
+                                   f"last error: {type(exc).__name__}: {exc}") from exc
+            time.sleep(min(30.0, 0.5 * 2 ** self._poll_errors))
             return False
         progressed = False
         for h, st in statuses.items():
@@ -288,25 +336,32 @@ class Scheduler:
                             (st.finished_at.isoformat() if st.finished_at else utcnow()), job_row))
         self.pm.hook.referee_job_finished(job=self._job_record(job_row), result=st, competition=self.comp,
                                           store=self.store)
+        self._apply_outcome(sid, job_row, job, handle, st, output_path, log_tail)
+
+    def _apply_outcome(self, sid: int, job_row: int, job: JobSpec, handle: str | None, st: JobStatus,
+                       output_path: Path | None, log_tail: str) -> None:
+        """Score, retry or fail a submission from its job's final status (guarded by claim and attempt)."""
         sub = self.store.get_submission(sid)
         if st.state == JobState.SUCCEEDED:
             assert output_path is not None
             if not output_path.is_file() or output_path.is_symlink():
                 why = "is a symlink (not followed)" if output_path.is_symlink() else "was not written"
-                self._fail(sid, FailureReason.NO_OUTPUT, f"{job.output_file} {why}", log_tail=log_tail)
+                self._fail(sid, FailureReason.NO_OUTPUT, f"{job.output_file} {why}", attempt=job.attempt,
+                           log_tail=log_tail)
             else:
-                self._score(sub, output_path, log_tail=log_tail, from_job=True)
+                self._score(sub, output_path, attempt=job.attempt, log_tail=log_tail, from_job=True)
         else:
             # attempts count from the last host re-run, so a re-run gets its own retries
             decision = self.policy.on_failure(st.reason or FailureReason.EXITED_NONZERO,
                                               job.attempt - sub.attempt_base, st.message)
             if decision.retry:
-                self.store.set_submission(sid, status="pending", claimed_by=None, log_tail=log_tail)
-                self.store.event("retry", st.message, competition_id=self.comp.id, submission_id=sid,
-                                 job_id=job_row, attempt=job.attempt)
-                self.summary.retried += 1
+                if self._settle(sid, job.attempt, "status='pending', log_tail=?", (log_tail,)):
+                    self.store.event("retry", st.message, competition_id=self.comp.id, submission_id=sid,
+                                     job_id=job_row, attempt=job.attempt)
+                    self.summary.retried += 1
             else:
-                self._fail(sid, decision.reason, decision.message, log_tail=log_tail, charge=decision.charge)
+                self._fail(sid, decision.reason, decision.message, attempt=job.attempt, log_tail=log_tail,
+                           charge=decision.charge)
         if handle is not None:
             try:
                 self.backend.cleanup(handle)
@@ -319,7 +374,22 @@ class Scheduler:
         return JobRecord.load(self.store, job_row)
 
     # -- outcomes ----------------------------------------------------------------------------------
-    def _score(self, sub: SubmissionRow, path: Path, *, log_tail: str | None = None,
+    def _guard(self, attempt: int | None) -> tuple[str, tuple[Any, ...]]:
+        """Outcomes apply only while this scheduler holds the claim, and only for the current attempt
+        (a host's cancel or re-run from another process is never overwritten by a stale result)."""
+        sql, args = " AND status='running' AND claimed_by=?", (self.owner,)
+        if attempt is not None:
+            sql, args = sql + " AND attempts=?", (*args, attempt)
+        return sql, args
+
+    def _settle(self, sid: int, attempt: int | None, assignments: str, params: tuple[Any, ...]) -> bool:
+        guard, args = self._guard(attempt)
+        with self.store.tx() as c:
+            n = c.execute(f"UPDATE submissions SET {assignments}, claimed_by=NULL, updated_at=? WHERE id=?{guard}",
+                          (*params, utcnow(), sid, *args)).rowcount
+        return bool(n)
+
+    def _score(self, sub: SubmissionRow, path: Path, *, attempt: int | None, log_tail: str | None = None,
                from_job: bool = False) -> None:
         predictions_sha = sub.sha256
         if from_job and path.stat().st_size <= self.comp.prediction.max_bytes:
@@ -330,42 +400,43 @@ class Scheduler:
                                  put_blob=self.store.put_blob_bytes,
                                  source=path.name if from_job else (sub.filename or path.name))
         except SubmissionRejected as exc:
-            reason = FailureReason.INVALID_OUTPUT
-            self._fail(sub.id, reason, str(exc), log_tail=log_tail)
+            self._fail(sub.id, FailureReason.INVALID_OUTPUT, str(exc), attempt=attempt, log_tail=log_tail)
             return
         except Exception as exc:
             self.store.event("scoring_error", traceback.format_exc(), competition_id=self.comp.id,
                              submission_id=sub.id)
             self._fail(sub.id, FailureReason.PLATFORM_ERROR, f"scoring failed: {type(exc).__name__}: {exc}",
-                       log_tail=log_tail, charge=False)
+                       attempt=attempt, log_tail=log_tail, charge=False)
             return
-        self._store_scores(sub.id, results, log_tail)
-        self.summary.scored += 1
-        self.on_progress("scored", sub.id)
+        if self._store_scores(sub.id, attempt, results, log_tail):
+            self.summary.scored += 1
+            self.on_progress("scored", sub.id)
 
-    def _store_scores(self, sid: int, results: list[MetricResult], log_tail: str | None) -> None:
+    def _store_scores(self, sid: int, attempt: int | None, results: list[MetricResult],
+                      log_tail: str | None) -> bool:
+        """Replace the submission's scores and mark it scored, in one transaction; False if not ours."""
         now = utcnow()
+        guard, args = self._guard(attempt)
         with self.store.tx() as c:
-            state = c.execute("SELECT status, claimed_by FROM submissions WHERE id=?", (sid,)).fetchone()
-            if state["status"] != "running" or state["claimed_by"] != self.owner:
-                return  # someone else finished or took it; never score twice
+            if c.execute(f"SELECT 1 FROM submissions WHERE id=?{guard}", (sid, *args)).fetchone() is None:
+                return False  # cancelled, re-run or taken over meanwhile: never score twice
+            c.execute("DELETE FROM scores WHERE submission_id=?", (sid,))  # a host re-run replaces old scores
             for r in results:
                 c.execute("INSERT INTO scores(submission_id, metric, split, value, ci_low, ci_high, n_items, "
-                          "stats_sha256, details_json, provenance_json, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
-                          "ON CONFLICT(submission_id, metric, split) DO NOTHING",
+                          "stats_sha256, details_json, provenance_json, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                           (sid, r.metric, r.split, r.value, r.ci_low, r.ci_high, r.n_items, r.stats_sha256,
                            json.dumps(r.details, default=str), json.dumps(r.provenance, default=str), now))
             c.execute("UPDATE submissions SET status='scored', claimed_by=NULL, failure_reason=NULL, "
                       "failure_message=NULL, log_tail=COALESCE(?, log_tail), updated_at=? WHERE id=?",
                       (log_tail, now, sid))
+        return True
 
-    def _fail(self, sid: int, reason: FailureReason, message: str, *, log_tail: str | None = None,
-              charge: bool = True) -> None:
-        with self.store.tx() as c:  # a host's cancel (from another process) stays a cancel
-            c.execute("UPDATE submissions SET status='failed', claimed_by=NULL, failure_reason=?, "
-                      "failure_message=?, log_tail=COALESCE(?, log_tail), counts_toward_quota=?, updated_at=? "
-                      "WHERE id=? AND status != 'cancelled'",
-                      (reason.value, message, log_tail, 1 if charge else 0, utcnow(), sid))
+    def _fail(self, sid: int, reason: FailureReason, message: str, *, attempt: int | None,
+              log_tail: str | None = None, charge: bool = True) -> None:
+        if not self._settle(sid, attempt, "status='failed', failure_reason=?, failure_message=?, "
+                                          "log_tail=COALESCE(?, log_tail), counts_toward_quota=?",
+                            (reason.value, message, log_tail, 1 if charge else 0)):
+            return  # a host's cancel or re-run (from another process) stands
         self.store.event("failed", message, competition_id=self.comp.id, submission_id=sid, reason=reason.value)
         self.summary.failed += 1
         self.summary.failures[reason.value] = self.summary.failures.get(reason.value, 0) + 1
@@ -385,7 +456,8 @@ class Scheduler:
 
 
 def rerun_submission(store: Store, sid: int, *, by: str = "host") -> None:
-    """Put a finished submission back in the queue; its old scores go in the same transaction."""
+    """Put a finished submission back in the queue. Its old scores stay until the new ones replace
+    them (in the transaction that marks it scored); a re-run counts toward the quota like a run."""
     from referee.errors import RefereeError
     with store.tx() as c:
         row = c.execute("SELECT status, competition_id, attempts FROM submissions WHERE id=?", (sid,)).fetchone()
@@ -395,12 +467,11 @@ def rerun_submission(store: Store, sid: int, *, by: str = "host") -> None:
         if row["status"] not in ("scored", "failed", "cancelled"):
             raise RefereeError(f"submission #{sid} is {row['status']}; only a scored, failed or cancelled "
                                "submission can be re-run (cancel it first)")
-        n_scores = c.execute("DELETE FROM scores WHERE submission_id=?", (sid,)).rowcount
         c.execute("UPDATE submissions SET status='pending', claimed_by=NULL, failure_reason=NULL, "
-                  "failure_message=NULL, log_tail=NULL, attempt_base=attempts, updated_at=? WHERE id=?",
-                  (utcnow(), sid))
+                  "failure_message=NULL, log_tail=NULL, attempt_base=attempts, counts_toward_quota=1, "
+                  "updated_at=? WHERE id=?", (utcnow(), sid))
         store.event("rerun", f"re-run requested by {by}", competition_id=row["competition_id"], submission_id=sid,
-                    previous_status=row["status"], scores_removed=n_scores)
+                    previous_status=row["status"])
 
 
 def cancel_submission(store: Store, sid: int, backend: Backend | None = None) -> str:

@@ -17,7 +17,7 @@ def submission_table(store: Store, competition_id: str, team: str | None = None)
 def submission_detail(store: Store, sid: int) -> dict[str, Any]:
     s = store.get_submission(sid)
     scores = []
-    for r in store.scores(sid):
+    for r in (store.scores(sid) if s.status == "scored" else []):  # a re-run's old scores wait to be replaced
         prov = json.loads(r["provenance_json"])
         scores.append({"metric": r["metric"], "split": r["split"], "value": r["value"], "ci_low": r["ci_low"],
                        "ci_high": r["ci_high"], "n_items": r["n_items"], "signature": prov.get("signature"),
