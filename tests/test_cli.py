@@ -78,3 +78,11 @@ def test_help_is_fast_and_lists_commands():
                             "print(sorted(m for m in ('ray','boto3','torch','docker','fastapi','sacrebleu') "
                             "if m in sys.modules))"], capture_output=True, text=True, check=True).stdout
     assert heavy.strip() == "[]"
+
+
+def test_demo_refuses_to_replace_a_workspace_it_did_not_make(tmp_path):
+    ws = tmp_path / "mine"
+    referee(ws, "competition", "list")  # creates a real workspace
+    proc = referee(ws, "demo", "--no-containers", check=False)
+    assert proc.returncode == 1 and "was not made by `referee demo`" in proc.stderr
+    assert (ws / "referee.db").exists()

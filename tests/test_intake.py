@@ -106,3 +106,26 @@ def test_txt_and_jsonl_formats(example, store):
         for f in ok:
             submit(store, comp, f.name.split("__")[0], f)
         assert len(store.submissions(comp.id)) == len(ok) >= 4
+
+
+def test_jsonl_line_separator_inside_strings_and_multi_reference_lists(tmp_path, store):
+    import json
+
+    from referee.platform.scheduler import Scheduler
+    refs = [{"id": "s1", "text": ["the cat sat", "a cat sat"]}, {"id": "s2", "text": ["hello world"]}]
+    (tmp_path / "ref.jsonl").write_text("".join(json.dumps(r) + "\n" for r in refs))
+    spec = {"id": "mt", "title": "MT", "data": {"reference": "ref.jsonl", "reference_columns": ["text"]},
+            "prediction": {"format": "jsonl", "type": "text", "columns": ["text"]},
+            "metrics": [{"scorer": "bleu"}, {"scorer": "ter"}]}
+    (tmp_path / "mt.yaml").write_text(yaml.safe_dump(spec))
+    comp = load_into_store(store, tmp_path / "mt.yaml")
+    hyp = [{"id": "s1", "text": "a cat sat"}, {"id": "s2", "text": "hello\u2028world"}]
+    p = tmp_path / "h.jsonl"
+    p.write_text("".join(json.dumps(h, ensure_ascii=False) + "\n" for h in hyp), encoding="utf-8")
+    sid = submit(store, comp, "t", p)  # U+2028 inside a JSON string is not a line break
+    Scheduler(store, comp).run()
+    import sacrebleu
+    got = {r["metric"]: r["value"] for r in store.scores(sid)}
+    streams = [["the cat sat", "hello world"], ["a cat sat", None]]
+    assert got["bleu"] == pytest.approx(sacrebleu.corpus_bleu(["a cat sat", "hello\u2028world"], streams).score)
+    assert got["ter"] == pytest.approx(sacrebleu.corpus_ter(["a cat sat", "hello\u2028world"], streams).score)

@@ -114,3 +114,36 @@ def test_fraction_split_is_deterministic(tmp_path):
     p.write_text(yaml.safe_dump(doc))
     b = load_reference(load_competition(p)).split
     assert b.sum() == 250 and (a != b).any()
+
+
+@pytest.mark.parametrize("patch,field", [
+    ({"phases": []}, "phases"),
+    ({"data": {"reference": "ref.csv", "reference_columns": []}}, "data.reference_columns"),
+    ({"backend": {"max_in_flight": 0}}, "backend.max_in_flight"),
+    ({"prediction": {"type": "label", "columns": ["label"], "encoding": "klingon"}}, "prediction.encoding"),
+    ({"prediction": {"type": "label", "columns": ["label", "label"]}}, "prediction"),
+    ({"limits": {"total": -1}}, "limits.total"),
+    ({"resources": {"cpu": -2}}, "resources.cpu"),
+    ({"resources": {"timeout": 0}}, "resources.timeout"),
+])
+def test_nonsense_values_rejected_at_load(tmp_path, patch, field):
+    with pytest.raises(SpecError) as e:
+        load_competition(write_spec(tmp_path, {**BASE, **patch}))
+    assert field in str(e.value)
+
+
+def test_closed_phase_refused_unless_host(tmp_path, store):
+    import datetime as dt
+
+    from referee.errors import SubmissionRejected
+    from referee.submissions.submit import submit
+    doc = {**BASE, "phases": [{"name": "old", "start": "2020-01-01", "end": "2021-01-01"},
+                              {"name": "next", "start": "2031-01-01"}]}
+    comp = load_into_store(store, write_spec(tmp_path, doc))
+    (tmp_path / "p.csv").write_text("id,label\na,1\nb,0\n")
+    now = dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)
+    for phase in (None, "old", "next"):
+        with pytest.raises(SubmissionRejected, match="not open now|no phase"):
+            submit(store, comp, "t", tmp_path / "p.csv", phase=phase, now=now)
+    sid = submit(store, comp, "t", tmp_path / "p.csv", phase="old", now=now, allow_closed_phase=True)
+    assert store.get_submission(sid).phase == "old"

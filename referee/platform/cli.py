@@ -132,15 +132,16 @@ def competition_list(ctx: click.Context, as_json: bool) -> None:
 @click.option("--team", required=True, help="Team name.")
 @click.option("--phase", default=None, help="Phase (default: the open one).")
 @click.option("--kind", default=None, help="Submission kind (default: detected).")
+@click.option("--allow-closed-phase", is_flag=True, help="Host only: accept a late entry to a closed phase.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def submit(ctx: click.Context, competition_id: str, source: str, team: str, phase: str | None,
-           kind: str | None, as_json: bool) -> None:
+           kind: str | None, allow_closed_phase: bool, as_json: bool) -> None:
     """Submit a prediction file (or a container) for a team."""
     from referee.submissions.submit import submit as do_submit
     store = open_store(ctx)
     comp = store.get_competition(competition_id)
-    sid = do_submit(store, comp, team, source, kind=kind, phase=phase)
+    sid = do_submit(store, comp, team, source, kind=kind, phase=phase, allow_closed_phase=allow_closed_phase)
     sub = store.get_submission(sid)
     if as_json:
         emit_json({"id": sid, "status": sub.status, "sha256": sub.sha256, "kind": sub.kind})

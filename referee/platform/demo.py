@@ -14,6 +14,7 @@ import yaml
 from referee.errors import RefereeError
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
+DEMO_MARKER = ".referee-demo"
 
 
 def load_manifest(examples_dir: Path = EXAMPLES_DIR) -> list[dict[str, Any]]:
@@ -69,9 +70,14 @@ def run_demo(workspace: Path, *, fresh: bool = True, with_containers: bool | Non
     con = out or Console(highlight=False)
     t0 = time.perf_counter()
     workspace = workspace.resolve()
-    if fresh and workspace.exists():
+    marker = workspace / DEMO_MARKER
+    if fresh and workspace.exists() and any(workspace.iterdir()):
+        if not marker.exists():
+            raise RefereeError(f"{workspace} is not empty and was not made by `referee demo`; refusing to "
+                               "replace it (choose another directory with -w, or `--keep`)")
         shutil.rmtree(workspace)
     store = Store(workspace)
+    marker.write_text("made by `referee demo`; `referee demo` may delete and rebuild this directory\n")
     comps_dir = workspace / "competitions"
     exports = workspace / "exports"
     exports.mkdir(parents=True, exist_ok=True)

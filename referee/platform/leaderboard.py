@@ -116,10 +116,8 @@ def metric_direction(comp: Competition, key: str) -> str:
     m = next(m for m in comp.metrics if m.key == key)
     if m.direction:
         return m.direction
-    try:
-        return "maximize" if get_plugin_manager().scorer(m.scorer).higher_is_better else "minimize"
-    except Exception:
-        return "maximize"
+    # a missing scorer plugin raises NotFound: guessing a direction could silently invert the ranking
+    return "maximize" if get_plugin_manager().scorer(m.scorer).higher_is_better else "minimize"
 
 
 def _better_key(direction: str) -> Callable[[float | None], float]:

@@ -74,10 +74,24 @@ class PredictionSpec(_Model):
     def _size(cls, v: Any) -> int:
         return parse_size(v)
 
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, v: str) -> str:
+        import codecs
+        try:
+            codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {v!r} (use e.g. utf-8)") from None
+        return v
+
     @model_validator(mode="after")
     def _check(self) -> "PredictionSpec":
         if not self.columns:
             raise ValueError("columns: at least one prediction column is required")
+        if len(set(self.columns)) != len(self.columns):
+            raise ValueError(f"columns: each column may appear once, got {self.columns}")
+        if self.max_bytes <= 0:
+            raise ValueError("max_bytes must be positive")
         if self.format == "txt" and len(self.columns) != 1:
             raise ValueError("a txt prediction file holds exactly one column per line")
         if self.id_column in self.columns:
@@ -92,7 +106,7 @@ class DataSpec(_Model):
     reference: Path  # the hidden answers
     reference_format: FileFormat | None = None  # default: from the suffix
     reference_id_column: str = "id"
-    reference_columns: list[str] = Field(default_factory=lambda: ["label"])
+    reference_columns: list[str] = Field(default_factory=lambda: ["label"], min_length=1)
 
 
 class SplitSpec(_Model):
@@ -117,7 +131,7 @@ class PhaseSpec(_Model):
     name: str
     start: dt.datetime | None = None
     end: dt.datetime | None = None
-    gpus: int | None = None  # overrides resources.gpus for this phase
+    gpus: int | None = Field(default=None, ge=0)  # overrides resources.gpus for this phase
 
     @field_validator("start", "end")
     @classmethod
@@ -143,16 +157,16 @@ class MetricSpec(_Model):
 
 
 class LimitsSpec(_Model):
-    per_team_per_day: int | None = None
-    total: int | None = None
-    concurrent: int | None = None
+    per_team_per_day: int | None = Field(default=None, ge=0)
+    total: int | None = Field(default=None, ge=0)
+    concurrent: int | None = Field(default=None, ge=1)
 
 
 class ResourcesSpec(_Model):
-    cpu: float = 1.0
-    memory: int = 2 * 1024**3
-    gpus: int = 0
-    timeout: float = 3600.0
+    cpu: float = Field(default=1.0, gt=0)
+    memory: int = Field(default=2 * 1024**3, gt=0)
+    gpus: int = Field(default=0, ge=0)
+    timeout: float = Field(default=3600.0, gt=0)
     instance_type: str | None = None
 
     @field_validator("memory", mode="before")
@@ -169,8 +183,8 @@ class ResourcesSpec(_Model):
 class BackendSpec(_Model):
     name: str = "local"
     options: dict[str, Any] = Field(default_factory=dict)
-    max_in_flight: int = 4
-    max_infra_retries: int = 3
+    max_in_flight: int = Field(default=4, ge=1)
+    max_infra_retries: int = Field(default=3, ge=0)
 
 
 class Competition(_Model):
@@ -182,7 +196,7 @@ class Competition(_Model):
     prediction: PredictionSpec = Field(default_factory=PredictionSpec)
     data: DataSpec
     split: SplitSpec = Field(default_factory=SplitSpec)
-    phases: list[PhaseSpec] = Field(default_factory=lambda: [PhaseSpec(name="main")])
+    phases: list[PhaseSpec] = Field(default_factory=lambda: [PhaseSpec(name="main")], min_length=1)
     metrics: list[MetricSpec]
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)

@@ -29,9 +29,6 @@ class ScorerInfo:
     details: Callable[[Any, Any, Mapping[str, Any]], dict] | None = None
     validate_params: Callable[[Mapping[str, Any]], None] | None = None
     description: str = ""
-    # How the engine hands predictions to the scorer: "auto" converts by prediction type,
-    # "raw" passes the parsed rows (list of dicts) untouched.
-    input_mode: str = "auto"
 
 
 @dataclass(frozen=True)

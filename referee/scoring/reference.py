@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,7 @@ class ReferenceData:
     split: np.ndarray  # bool mask: True = public
     sha256: str
     path: Path
+    list_columns: dict[str, bool] = dataclasses.field(default_factory=dict)  # JSONL columns of string lists
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -75,8 +78,19 @@ def _load(path_s: str, mtime: int, comp_json: str) -> ReferenceData:
         dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
         raise SpecError(str(src), [("data.reference", f"duplicate id {dup!r} in {path.name}")])
     split = _split_mask(comp, table, ids, src)
+    lists = {c: fmt == "jsonl" and _is_string_lists(table.columns[c]) for c in comp.data.reference_columns}
     return ReferenceData(ids=ids, index=index, columns=table.columns, split=split,
-                         sha256=file_sha256(path), path=path)
+                         sha256=file_sha256(path), path=path, list_columns=lists)
+
+
+def _is_string_lists(values: list[str]) -> bool:
+    """True when every value of a JSONL column is a JSON list of strings (several references per item)."""
+    if not values or not values[0].startswith("["):
+        return False
+    try:
+        return all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in map(json.loads, values))
+    except ValueError:
+        return False
 
 
 def _split_mask(comp: Competition, table: Table, ids: list[str], src: Path) -> np.ndarray:
@@ -98,11 +112,15 @@ def _split_mask(comp: Competition, table: Table, ids: list[str], src: Path) -> n
 
 
 def reference_values(ref: ReferenceData, comp: Competition) -> list[str] | list[list[str]]:
-    """The reference column(s) in reference order: one list, or one list per item for multi-reference."""
+    """The reference column(s) in reference order: one list, or one list per item for multi-reference
+    (several columns, or a JSONL column holding a list); empty cells are not references."""
     cols = comp.data.reference_columns
     if len(cols) == 1:
-        return ref.columns[cols[0]]
-    return [list(t) for t in zip(*(ref.columns[c] for c in cols))]
+        values = ref.columns[cols[0]]
+        if ref.list_columns.get(cols[0]):
+            return [[v for v in json.loads(x) if v] for x in values]
+        return values
+    return [[v for v in t if v] for t in zip(*(ref.columns[c] for c in cols))]
 
 
 __all__ = ["ReferenceData", "load_reference", "reference_values", "SPLITS", "TXT_COLUMN"]

@@ -116,7 +116,8 @@ def _read_jsonl(text: str, source: str) -> Table:
     cols: dict[str, list[str]] = {}
     header: list[str] = []
     lines: list[int] = []
-    for lineno, raw in enumerate(text.splitlines(), start=1):
+    # split on "\n" only: U+2028 and friends are legal inside JSON strings
+    for lineno, raw in enumerate((r.removesuffix("\r") for r in text.split("\n")), start=1):
         if not raw.strip():
             continue
         try:

@@ -50,15 +50,22 @@ def check_limits(store: Store, comp: Competition, team: str, now: dt.datetime, c
 
 def submit(store: Store, comp: Competition, team: str, source: str | Path, *, kind: str | None = None,
            phase: str | None = None, now: dt.datetime | None = None, filename: str | None = None,
-           metadata: dict | None = None) -> int:
-    """Validate and store one submission; returns its id. Raises SubmissionRejected / LimitExceeded."""
+           metadata: dict | None = None, allow_closed_phase: bool = False) -> int:
+    """Validate and store one submission; returns its id. Raises SubmissionRejected / LimitExceeded.
+
+    The phase must be open at ``now``; only a host may pass ``allow_closed_phase`` (late entries).
+    """
     team = team.strip()
     if not team:
         raise SubmissionRejected("team name is empty", hint="pass --team NAME")
     now = now or dt.datetime.now(dt.timezone.utc)
     ph = comp.phase(phase, when=now)
-    if phase is None and not ph.contains(now):
-        raise SubmissionRejected(f"no phase of {comp.id!r} is open now", hint="pass --phase to choose one")
+    if not ph.contains(now) and not allow_closed_phase:
+        if phase is None:
+            raise SubmissionRejected(f"no phase of {comp.id!r} is open now", code="phase_closed")
+        window = f"{ph.start or 'the start'} to {ph.end or 'the end'}"
+        raise SubmissionRejected(f"phase {ph.name!r} of {comp.id!r} is not open now (it runs from {window})",
+                                 code="phase_closed")
     kind = kind or detect_kind(source)
     kinds = get_plugin_manager().submission_kinds()
     if kind not in kinds:
