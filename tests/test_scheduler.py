@@ -295,3 +295,19 @@ def test_limit_claims_exactly_that_many(tmp_path, store):
     submit_jobs(store, comp, ["a", "b", "c", "d"])
     Scheduler(store, comp, FakeBackend(output=fake_output), poll_interval=0).run(limit=1)
     assert [s.status for s in store.submissions(comp.id)] == ["scored", "pending", "pending", "pending"]
+
+
+def test_a_claim_not_renewed_within_the_lease_is_taken_over(tmp_path, store):
+    import datetime as dt
+
+    from referee.platform import scheduler as sch
+    comp = job_comp(tmp_path, store)
+    (sid,) = submit_jobs(store, comp, ["a"])
+    other_host = "elsewhere:1:x"
+    stale = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=sch.LEASE_S + 5)).isoformat()
+    fresh = dt.datetime.now(dt.timezone.utc).isoformat()
+    store.execute("UPDATE submissions SET status='running', claimed_by=?, updated_at=? WHERE id=?",
+                  (other_host, fresh, sid))
+    assert Scheduler(store, comp, FakeBackend()).reclaim() == 0  # another machine, renewed: alive
+    store.execute("UPDATE submissions SET updated_at=? WHERE id=?", (stale, sid))
+    assert Scheduler(store, comp, FakeBackend()).reclaim() == 1  # not renewed for the lease: dead

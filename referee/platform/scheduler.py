@@ -7,6 +7,7 @@ is written in the same transaction that marks its submission scored (never twice
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import socket
@@ -30,6 +31,8 @@ from referee.scoring.engine import MetricResult, score_file
 
 LOG_TAIL_BYTES = 8192
 MAX_POLL_ERRORS = 10  # consecutive failed polls before a run gives up (its jobs stay claimed)
+HEARTBEAT_S = 60.0  # a running scheduler renews its claims this often ...
+LEASE_S = 600.0  # ... and a claim not renewed for this long is taken over
 
 
 def _status_of(job: Any) -> JobStatus:
@@ -58,13 +61,19 @@ class RunSummary:
                 "paused_reason": self.paused_reason, "held_teams": self.held_teams, "failures": self.failures}
 
 
-def _owner_alive(owner: str | None) -> bool:
+def _owner_alive(owner: str | None, heartbeat: str | None = None) -> bool:
+    """A claim is alive while its scheduler renews it (every HEARTBEAT_S) and, on this host, while
+    its process exists; a claim not renewed for LEASE_S is dead wherever it came from."""
     if not owner:
         return False
+    if heartbeat is not None:
+        age = (dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(heartbeat)).total_seconds()
+        if age > LEASE_S:
+            return False
     try:
         host, pid, _ = owner.split(":", 2)
         if host != socket.gethostname():
-            return True  # cannot tell; leave other hosts' claims alone
+            return True  # another machine's scheduler: trust its lease
         os.kill(int(pid), 0)
         return True
     except (ValueError, ProcessLookupError):
@@ -101,6 +110,7 @@ class Scheduler:
         self._team_of: dict[int, str] = {}
         self._unsettled: list[tuple[int, int, JobSpec, str, JobStatus]] = []  # finished jobs found by reclaim
         self._poll_errors = 0
+        self._last_heartbeat = time.monotonic()
         self.summary = RunSummary()
         self._kinds = self.pm.submission_kinds()
         self._trackers: list[Any] = []
@@ -117,7 +127,7 @@ class Scheduler:
         that had already finished has its outcome applied now (never dispatched twice)."""
         n = 0
         for sub in self.store.submissions(self.comp.id, status="running"):
-            if sub.claimed_by == self.owner or _owner_alive(sub.claimed_by):
+            if sub.claimed_by == self.owner or _owner_alive(sub.claimed_by, sub.updated_at):
                 continue
             with self.store.tx() as c:
                 took = c.execute("UPDATE submissions SET claimed_by=?, updated_at=? WHERE id=? AND status='running' "
@@ -194,6 +204,7 @@ class Scheduler:
                             paused = True
                 if self.in_flight:
                     progressed |= self._poll_once()
+                    self._heartbeat()
                 elif not progressed and (paused or (limit is not None and claimed >= limit)
                                          or not self._has_pending()):
                     break
@@ -203,6 +214,13 @@ class Scheduler:
             if self._backend is not None:
                 self._backend.close()
         return self.summary
+
+    def _heartbeat(self) -> None:
+        now = time.monotonic()
+        if now - self._last_heartbeat >= HEARTBEAT_S:
+            self._last_heartbeat = now
+            self.store.execute("UPDATE submissions SET updated_at=? WHERE claimed_by=? AND status='running'",
+                               (utcnow(), self.owner))
 
     def _release(self, sid: int) -> None:
         self.store.execute("UPDATE submissions SET status='pending', claimed_by=NULL, updated_at=? "
