@@ -19,7 +19,9 @@ from referee.platform.scheduler import Scheduler
 from referee.platform.store import Store
 from referee.platform.web.app import create_app
 from referee.platform.web.auth import authenticate, create_host_token, create_team_token, csrf_token, list_tokens
-from referee.platform.web.uploads import receive_upload
+from referee.platform.web.uploads import (
+    MAX_FIELD_BYTES, MAX_FIELDS, MAX_FIELDS_TOTAL, MULTIPART_OVERHEAD, receive_upload, upload_limit,
+)
 
 SMALL_LIMIT = 20_000  # bytes; the deepfake sample submissions are about 40 kB
 
@@ -32,6 +34,14 @@ def deepfake_dir(tmp_path_factory) -> Path:
     doc["id"] = "deepfake-small"
     doc["prediction"]["max_bytes"] = SMALL_LIMIT
     (root / "small.yaml").write_text(yaml.safe_dump(doc))
+    local = yaml.safe_load((root / "competition.yaml").read_text())
+    local["id"], local["backend"] = "deepfake-local", {"name": "local"}  # cannot run container images
+    (root / "local.yaml").write_text(yaml.safe_dump(local))
+    phased = yaml.safe_load((root / "competition.yaml").read_text())
+    phased["id"] = "deepfake-phased"
+    phased["phases"] = [{"name": "warmup", "start": "2020-01-01T00:00:00Z", "end": "2021-01-01T00:00:00Z"},
+                        {"name": "final", "start": "2021-01-01T00:00:00Z", "end": "2099-01-01T00:00:00Z"}]
+    (root / "phased.yaml").write_text(yaml.safe_dump(phased))
     return root
 
 
@@ -141,8 +151,19 @@ def test_unknown_competition_and_bad_requests(env):
     assert r.status_code == 422 and "field 'file'" in r.json()["message"]
     r = env.upload(env.alpha, "alpha__good.csv", phase="no-such-phase")
     assert r.status_code == 400 and "no-such-phase" in r.json()["message"]
-    assert env.get("/api/competitions/deepfake/leaderboard?mode=weird").status_code == 422
     assert env.store.submissions("deepfake") == []
+
+
+def test_request_validation_errors_look_like_the_other_errors(env):
+    r = env.get("/api/competitions/deepfake/leaderboard?mode=weird")
+    assert r.status_code == 422
+    body = r.json()
+    assert set(body) == {"error", "message"} and body["error"] == "invalid_request"
+    assert body["message"].startswith("mode: ") and "'best'" in body["message"]
+    r = env.get("/api/submissions/not-a-number", env.alpha)
+    assert r.status_code == 422 and r.json()["message"].startswith("sid: ")
+    page = env.client.get("/submissions/not-a-number")  # a page answers with a page
+    assert page.status_code == 422 and page.headers["content-type"].startswith("text/html") and "sid:" in page.text
 
 
 def test_rejections_and_limits_are_clear(env):
@@ -167,6 +188,185 @@ def test_upload_size_limit_is_413_and_leaves_nothing(env, deepfake_dir):
     assert env.store.submissions("deepfake-small") == []
     assert sorted(p.name for p in (env.store.root / "blobs").rglob("*") if p.is_file()) == blobs_before
     assert list((env.store.root / "uploads").iterdir()) == []
+
+
+def _multipart(boundary: str, parts: list[tuple[str, str | None, bytes]], *, close: bool = True) -> bytes:
+    out = b""
+    for name, filename, data in parts:
+        disp = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
+        out += f"--{boundary}\r\nContent-Disposition: {disp}\r\n\r\n".encode() + data + b"\r\n"
+    return out + (f"--{boundary}--\r\n".encode() if close else b"")
+
+
+def _raw_upload(env, body: bytes, token: str, boundary: str = "xyzBOUNDARY", **headers: str):
+    return env.client.post("/api/competitions/deepfake/submissions", content=body,
+                           headers={"Authorization": f"Bearer {token}",
+                                    "Content-Type": f"multipart/form-data; boundary={boundary}", **headers})
+
+
+def test_malformed_multipart_is_400_not_500(env):
+    good = env.file("alpha__good.csv").read_bytes()
+    huge_header = (b"--xyzBOUNDARY\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\n"
+                   b"X-Padding: " + b"p" * 20_000 + b"\r\n\r\n" + good + b"\r\n--xyzBOUNDARY--\r\n")
+    too_many_headers = (b"--xyzBOUNDARY\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(50))
+                        + b"Content-Disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\n\r\n" + good
+                        + b"\r\n--xyzBOUNDARY--\r\n")
+    bulky_headers = (b"--xyzBOUNDARY\r\n" + b"".join(b"X-H%d: " % i + b"v" * 3000 + b"\r\n" for i in range(7))
+                     + b"Content-Disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\n\r\n" + good
+                     + b"\r\n--xyzBOUNDARY--\r\n")
+    for body in (huge_header, too_many_headers, bulky_headers, b"this is not multipart at all",
+                 _multipart("xyzBOUNDARY", [("file", "a.csv", good)], close=False)):  # truncated: never submitted
+        r = _raw_upload(env, body, env.alpha)
+        assert r.status_code == 400, r.text
+        assert set(r.json()) == {"error", "message"} and r.json()["error"] == "bad_request"
+    r = _raw_upload(env, b"--" + b"b" * 300 + b"--\r\n", env.alpha, boundary="b" * 300)  # too long a boundary
+    assert r.status_code == 400 and "boundary" in r.json()["message"].lower()
+    assert env.store.submissions("deepfake") == []
+    assert list((env.store.root / "uploads").iterdir()) == []
+
+
+def test_form_fields_are_bounded(env):
+    good = env.file("alpha__good.csv").read_bytes()
+    many = [(f"f{i}", None, b"x") for i in range(MAX_FIELDS + 1)] + [("file", "a.csv", good)]
+    r = _raw_upload(env, _multipart("xyzBOUNDARY", many), env.alpha)
+    assert r.status_code == 400 and "too many form fields" in r.json()["message"]
+    nameless = [("", None, b"x")] * (MAX_FIELDS + 1) + [("file", "a.csv", good)]  # counted as well
+    assert _raw_upload(env, _multipart("xyzBOUNDARY", nameless), env.alpha).status_code == 400
+    long_one = [("phase", None, b"x" * (MAX_FIELD_BYTES + 1)), ("file", "a.csv", good)]
+    r = _raw_upload(env, _multipart("xyzBOUNDARY", long_one), env.alpha)
+    assert r.status_code == 400 and "longer than" in r.json()["message"]
+    n = MAX_FIELDS_TOTAL // MAX_FIELD_BYTES + 1
+    assert n <= MAX_FIELDS
+    bulky = [(f"f{i}", None, b"x" * MAX_FIELD_BYTES) for i in range(n)] + [("file", "a.csv", good)]
+    r = _raw_upload(env, _multipart("xyzBOUNDARY", bulky), env.alpha)
+    assert r.status_code == 400 and "together" in r.json()["message"]
+    ok = [(f"f{i}", None, b"x") for i in range(MAX_FIELDS)] + [("file", "a.csv", good)]
+    assert _raw_upload(env, _multipart("xyzBOUNDARY", ok), env.alpha).status_code == 201
+    assert list((env.store.root / "uploads").iterdir()) == []
+
+
+def test_chunked_upload_without_content_length_is_capped(env, deepfake_dir):
+    load_into_store(env.store, deepfake_dir / "small.yaml")
+    tok = create_team_token(env.store, "deepfake-small", "alpha")
+    body = _multipart("xyzBOUNDARY", [("file", "big.csv", b"x" * (SMALL_LIMIT * 3))])
+
+    def chunks():  # a generator body: sent chunked, with no Content-Length
+        for i in range(0, len(body), 8192):
+            yield body[i:i + 8192]
+
+    r = env.client.post("/api/competitions/deepfake-small/submissions", content=chunks(),
+                        headers={"Authorization": f"Bearer {tok}",
+                                 "Content-Type": "multipart/form-data; boundary=xyzBOUNDARY"})
+    assert r.status_code == 413 and r.json()["limit"] == SMALL_LIMIT
+    assert env.store.submissions("deepfake-small") == []
+    assert list((env.store.root / "uploads").iterdir()) == []
+
+
+def test_raw_body_is_capped_past_the_closing_boundary(tmp_path):
+    """An endless epilogue (or preamble) after a small file is not read forever, Content-Length or not."""
+    pulled = 0
+
+    async def body():
+        nonlocal pulled
+        yield _multipart("xyzBOUNDARY", [("file", "a.csv", b"id,label\n")])
+        for _ in range(100_000):  # 6.4 GB if fully read
+            pulled += 1
+            yield b"e" * 65536
+
+    headers = {"content-type": "multipart/form-data; boundary=xyzBOUNDARY"}
+    with pytest.raises(Exception) as info:
+        asyncio.run(receive_upload(headers, body(), tmp_path, lambda name: 100_000))
+    assert getattr(info.value, "status", None) == 413
+    assert pulled <= (100_000 + MULTIPART_OVERHEAD) // 65536 + 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_before_file_check_runs_before_the_file_is_read(tmp_path):
+    """A refusal from the fields before the file (the form's CSRF value) stops the upload at the
+    file part's headers: none of the file is read or written."""
+    from referee.platform.web.access import WebError
+    pulled = 0
+    seen = []
+
+    async def body():
+        nonlocal pulled
+        yield _multipart("xyzBOUNDARY", [("csrf", None, b"forged")], close=False) + \
+            b'--xyzBOUNDARY\r\nContent-Disposition: form-data; name="file"; filename="big.csv"\r\n\r\n'
+        for _ in range(1000):
+            pulled += 1
+            yield b"x" * 65536
+
+    def refuse(filename, fields):
+        seen.append((filename, fields))
+        raise WebError(403, "forbidden", "bad csrf")
+
+    headers = {"content-type": "multipart/form-data; boundary=xyzBOUNDARY"}
+    with pytest.raises(WebError) as info:
+        asyncio.run(receive_upload(headers, body(), tmp_path, lambda name: 10 << 30, before_file=refuse))
+    assert info.value.status == 403 and pulled == 0 and seen == [("big.csv", {"csrf": "forged"})]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_image_tarball_needs_a_backend_that_runs_images(env, deepfake_dir, tmp_path):
+    comp = load_into_store(env.store, deepfake_dir / "local.yaml")
+    tok = create_team_token(env.store, "deepfake-local", "alpha")
+    # a local-backend competition allows no more than a prediction file, tarball or not
+    assert upload_limit(comp, "image.tar") == upload_limit(comp) == comp.prediction.max_bytes
+    assert upload_limit(env.comp, "image.tar") > env.comp.prediction.max_bytes  # docker: the sandbox's limit
+    junk = tmp_path / "image.tar"
+    junk.write_bytes(bytes(range(256)) * 16)
+    for name in ("image.tar", "image.tgz", "IMAGE.TAR.GZ"):
+        with open(junk, "rb") as f:
+            r = env.client.post("/api/competitions/deepfake-local/submissions",
+                                headers={"Authorization": f"Bearer {tok}"},
+                                files={"file": (name, f, "application/x-tar")})
+        assert r.status_code == 422, r.text
+        assert "cannot run container images" in r.json()["message"] and "'local'" in r.json()["message"]
+    # a multi-GB declared body is answered from its first bytes, with the reason, not read
+    head = _multipart("xyzBOUNDARY", [("file", "image.tar", b"")], close=False)[:-2]
+    pulled = 0
+
+    async def body():
+        nonlocal pulled
+        yield head
+        for _ in range(1000):
+            pulled += 1
+            yield b"x" * 65536
+
+    from referee.platform.web.access import WebError
+    from referee.platform.web.uploads import accept_upload
+
+    class FakeRequest:
+        headers = {"content-type": "multipart/form-data; boundary=xyzBOUNDARY", "content-length": str(5 << 30)}
+
+        def stream(self):
+            return body()
+
+    who = authenticate(env.store, tok)
+    with pytest.raises(WebError) as info:
+        asyncio.run(accept_upload(FakeRequest(), env.store, comp, who))
+    assert info.value.status == 422 and "container images" in str(info.value) and pulled == 0
+    # the page says nothing about tarballs for such a competition
+    env.client.cookies.set("referee_token", tok)
+    assert ".tar" not in env.client.get("/c/deepfake-local/submit").text
+    env.client.cookies.set("referee_token", env.alpha)
+    assert ".tar" in env.client.get("/c/deepfake/submit").text
+    assert env.store.submissions("deepfake-local") == []
+    assert list((env.store.root / "uploads").iterdir()) == []
+
+
+def test_a_team_cannot_submit_to_a_closed_phase(env, deepfake_dir):
+    load_into_store(env.store, deepfake_dir / "phased.yaml")
+    tok = create_team_token(env.store, "deepfake-phased", "alpha")
+    r = env.upload(tok, "alpha__good.csv", cid="deepfake-phased", phase="warmup")
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == "submission_rejected" and "warmup" in r.json()["message"]
+    assert env.store.submissions("deepfake-phased") == []
+    r = env.upload(tok, "alpha__good.csv", cid="deepfake-phased", phase="final")
+    assert r.status_code == 201 and r.json()["phase"] == "final"
+    # the host may still file a late submission for a team in a closed phase
+    r = env.upload(env.host, "charlie__baseline.csv", cid="deepfake-phased", team="charlie", phase="warmup")
+    assert r.status_code == 201 and r.json()["phase"] == "warmup"
 
 
 def test_image_tarball_goes_to_the_container_kind(env, tmp_path):
@@ -204,7 +404,7 @@ def test_upload_stops_reading_past_the_limit(tmp_path):
     assert getattr(info.value, "status", None) == 413
     assert chunks_pulled <= 5
     assert list(tmp_path.iterdir()) == []
-    # a declared Content-Length past the limit is refused before any chunk is read
+    # a declared Content-Length past the limit is refused at the file part's headers, before any of the file
     chunks_pulled = 0
     with pytest.raises(Exception) as info:
         asyncio.run(receive_upload({**headers, "content-length": str(64 << 20)}, body(), tmp_path, lambda n: 1000))
@@ -358,3 +558,84 @@ def test_token_commands(deepfake_dir, tmp_path):
     assert runner.invoke(cli, ["-w", ws, "token", "revoke", tid]).exit_code == 0
     assert authenticate(store, team.output.strip()) is None
     store.close()
+
+
+def test_cross_site_posts_are_refused(env):
+    c = env.client
+    evil = {"Origin": "http://evil.example"}
+    r = c.post("/login", data={"token": env.alpha, "next": "/"}, headers=evil, follow_redirects=False)
+    assert r.status_code == 403 and "referee_token" not in r.headers.get("set-cookie", "")  # no login CSRF
+    for headers in ({"Origin": "null"}, {"Referer": "http://evil.example/page"}, {"Origin": "http://testserver.evil"},
+                    {"Origin": "https://testserver:8443"}):
+        assert c.post("/login", data={"token": env.alpha}, headers=headers,
+                      follow_redirects=False).status_code == 403, headers
+    for headers in ({"Origin": "http://testserver"}, {"Referer": "http://testserver/login"}, {},
+                    {"Origin": "https://referee.example", "X-Forwarded-Host": "referee.example"},
+                    {"Origin": "http://TestServer:80"}):
+        r = c.post("/login", data={"token": env.alpha}, headers=headers, follow_redirects=False)
+        assert r.status_code == 303, headers
+    c.cookies.set("referee_token", env.alpha)
+    csrf = csrf_token(env.alpha)
+    with open(env.file("alpha__good.csv"), "rb") as f:
+        r = c.post("/c/deepfake/submit", data={"csrf": csrf}, files={"file": ("a.csv", f, "text/csv")},
+                   headers=evil, follow_redirects=False)
+    assert r.status_code == 403 and env.store.submissions("deepfake") == []
+    assert c.post("/logout", data={"csrf": csrf}, headers=evil).status_code == 403
+    sid = env.upload(env.alpha, "alpha__good.csv").json()["id"]
+    c.cookies.set("referee_token", env.host)
+    host_csrf = csrf_token(env.host)
+    assert c.post(f"/submissions/{sid}/cancel", data={"csrf": host_csrf}, headers=evil).status_code == 403
+    assert env.store.get_submission(sid).status == "pending"
+    r = c.post(f"/submissions/{sid}/cancel", data={"csrf": host_csrf}, headers={"Origin": "http://testserver"},
+               follow_redirects=False)
+    assert r.status_code == 303 and env.store.get_submission(sid).status == "cancelled"
+
+
+def test_upload_form_csrf_must_come_before_the_file(env):
+    c = env.client
+    c.cookies.set("referee_token", env.alpha)
+    csrf = csrf_token(env.alpha)
+    good = env.file("alpha__good.csv").read_bytes()
+    body = _multipart("xyzBOUNDARY", [("file", "a.csv", good), ("csrf", None, csrf.encode())])
+    r = c.post("/c/deepfake/submit", content=body, follow_redirects=False,
+               headers={"Content-Type": "multipart/form-data; boundary=xyzBOUNDARY"})
+    assert r.status_code == 403 and env.store.submissions("deepfake") == []
+    body = _multipart("xyzBOUNDARY", [("csrf", None, csrf.encode()), ("file", "a.csv", good)])
+    r = c.post("/c/deepfake/submit", content=body, follow_redirects=False,
+               headers={"Content-Type": "multipart/form-data; boundary=xyzBOUNDARY"})
+    assert r.status_code == 303
+    page = c.get("/c/deepfake/submit").text
+    assert page.index('name="csrf"') < page.index('name="file"')  # the form sends it first
+    assert list((env.store.root / "uploads").iterdir()) == []
+
+
+def test_secure_cookies(env, deepfake_dir, tmp_path, monkeypatch):
+    r = env.client.post("/login", data={"token": env.alpha}, follow_redirects=False)
+    assert "secure" not in r.headers["set-cookie"].lower()  # plain http, no flag: the cookie must work
+    secure = TestClient(create_app(env.store, run_scheduler=False, secure_cookies=True))
+    r = secure.post("/login", data={"token": env.alpha}, follow_redirects=False)
+    cookie = r.headers["set-cookie"].lower()
+    assert r.status_code == 303 and "; secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+    secure.cookies.set("referee_token", env.alpha)
+    r = secure.post("/logout", data={"csrf": csrf_token(env.alpha)}, follow_redirects=False)
+    assert r.status_code == 303 and "; secure" in r.headers["set-cookie"].lower()
+    # referee serve --secure-cookies hands the flag to the app
+    import uvicorn
+
+    import referee.platform.web.app as app_module
+    from referee.platform.cli import cli
+    seen = {}
+    real = app_module.create_app
+
+    def spy(*a, **kw):
+        seen.update(kw)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(app_module, "create_app", spy)
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)
+    ws = str(env.store.root)
+    out = CliRunner().invoke(cli, ["-w", ws, "serve", "--port", "0", "--no-scheduler", "--secure-cookies"])
+    assert out.exit_code == 0, out.output
+    assert seen["secure_cookies"] is True
+    assert CliRunner().invoke(cli, ["-w", ws, "serve", "--port", "0", "--no-scheduler"]).exit_code == 0
+    assert seen["secure_cookies"] is False

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
@@ -22,10 +23,12 @@ CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src '
 
 
 def create_app(workspace: str | Path | Store, *, run_scheduler: bool = True, scheduler_interval: float = 2.0,
-               poll_interval: float = 0.2, max_upload_bytes: int | None = None) -> FastAPI:
+               poll_interval: float = 0.2, max_upload_bytes: int | None = None,
+               secure_cookies: bool = False) -> FastAPI:
     """Build the app for a workspace. With ``run_scheduler`` a background loop scores pending
     submissions of every competition while the app runs (``referee serve``); ``max_upload_bytes``
-    caps every upload below the competition's own limits."""
+    caps every upload below the competition's own limits; ``secure_cookies`` marks the sign-in
+    cookie Secure even when the app sees plain http (behind a TLS-terminating proxy)."""
     from referee import __version__
     from referee.platform.web import api, pages
     from referee.platform.web.worker import ScoringLoop
@@ -50,6 +53,7 @@ def create_app(workspace: str | Path | Store, *, run_scheduler: bool = True, sch
     app.state.store = store
     app.state.scoring_loop = loop
     app.state.max_upload_bytes = max_upload_bytes
+    app.state.secure_cookies = secure_cookies
     app.include_router(api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
@@ -64,6 +68,14 @@ def create_app(workspace: str | Path | Store, *, run_scheduler: bool = True, sch
             return pages.login_redirect(request)
         return pages.render_error(request, status, code, str(exc))
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        """A parameter of the wrong type or value: 422 like every other error (not FastAPI's ``detail``)."""
+        message = validation_message(exc)
+        if request.url.path.startswith("/api/") or request.method != "GET":
+            return JSONResponse({"error": "invalid_request", "message": message}, status_code=422)
+        return pages.render_error(request, 422, "invalid_request", message)
+
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
         """Unknown routes and wrong methods: JSON under /api, an HTML page elsewhere."""
@@ -76,6 +88,15 @@ def create_app(workspace: str | Path | Store, *, run_scheduler: bool = True, sch
 
     app.add_middleware(SecurityHeaders)
     return app
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    """``field: problem`` for each error, e.g. ``mode: Input should be 'best', 'latest' or 'all'``."""
+    parts = []
+    for err in exc.errors():
+        loc = [str(x) for x in err.get("loc", ()) if x not in ("query", "path", "body", "header", "cookie")]
+        parts.append(f"{'.'.join(loc) or 'request'}: {err.get('msg', 'invalid value')}")
+    return "; ".join(parts) or "invalid request"
 
 
 class SecurityHeaders:

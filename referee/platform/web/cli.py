@@ -23,11 +23,14 @@ def _store(ctx: click.Context):  # noqa: ANN202 - Store, imported lazily
               help="Seconds between looks for pending submissions.")
 @click.option("--max-upload", default=None, metavar="SIZE",
               help="Cap every upload (e.g. 2GiB) below the competitions' own limits.")
+@click.option("--secure-cookies", is_flag=True,
+              help="Mark the sign-in cookie Secure even though the app sees plain http "
+                   "(when a TLS-terminating proxy is in front).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True)
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, scheduler: bool, interval: float, max_upload: str | None,
-          log_level: str) -> None:
+          secure_cookies: bool, log_level: str) -> None:
     """Serve the leaderboard pages and the submission API (OpenAPI at /docs)."""
     import uvicorn
 
@@ -38,7 +41,8 @@ def serve(ctx: click.Context, host: str, port: int, scheduler: bool, interval: f
         cap = parse_size(max_upload) if max_upload else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--max-upload") from None
-    app = create_app(_store(ctx), run_scheduler=scheduler, scheduler_interval=interval, max_upload_bytes=cap)
+    app = create_app(_store(ctx), run_scheduler=scheduler, scheduler_interval=interval, max_upload_bytes=cap,
+                     secure_cookies=secure_cookies)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -1,7 +1,11 @@
 """Server-rendered pages: competitions, leaderboards (with an SVG plot), submission pages, upload form.
 
 Browsers sign in by pasting their token once (``/login``); it is kept in an HttpOnly, SameSite=Strict
-cookie, and every state-changing form also carries a per-token CSRF value. No JavaScript is used.
+cookie (Secure over https, or always with ``referee serve --secure-cookies``). Every state-changing
+form post must come from this site (its ``Origin``, else its ``Referer``, names the request's own
+host: cross-site is 403, which also stops login CSRF), and every form but the login also carries a
+per-token CSRF value; the upload form sends it before the file, so a bad one is refused before the
+file is read. No JavaScript is used.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -22,7 +26,7 @@ from referee.platform.store import Store
 from referee.platform.views import submission_detail, submission_table
 from referee.platform.web import access, plots
 from referee.platform.web.auth import Principal, authenticate, check_csrf, csrf_token
-from referee.platform.web.uploads import accept_upload, upload_limit
+from referee.platform.web.uploads import accept_upload, runs_images, upload_limit
 
 router = APIRouter(include_in_schema=False)
 TEMPLATES = Path(__file__).parent / "templates"
@@ -116,7 +120,48 @@ def safe_next(path: str | None) -> str:
     return path
 
 
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def _host_port(netloc: str, scheme: str) -> str:
+    """``host[:port]`` in lower case, without the scheme's default port."""
+    netloc = netloc.strip().lower()
+    host, sep, port = netloc.rpartition(":")
+    if sep and "]" not in port and port == _DEFAULT_PORTS.get(scheme):
+        return host
+    return netloc
+
+
+def check_same_origin(request: Request) -> None:
+    """403 unless a state-changing form post comes from this site.
+
+    A browser names the page a post comes from in ``Origin`` (else ``Referer``); it must be the
+    host the request was sent to (``Host``, or ``X-Forwarded-Host`` behind a proxy: a cross-site
+    form cannot set either). A client that sends neither header (curl, scripts) is no browser
+    being driven by another site, so it passes; the CSRF values still guard the other forms.
+    """
+    origin = request.headers.get("origin")
+    source = origin if origin is not None else request.headers.get("referer")
+    if source is None:
+        return
+    parts = urlsplit(source.strip()) if source.strip().lower() != "null" else None
+    if parts is None or parts.scheme not in _DEFAULT_PORTS or not parts.netloc:
+        raise access.WebError(403, "forbidden", "this form was posted from another site (or a hidden origin); "
+                                                "open the page on this site and submit it from there")
+    scheme = parts.scheme
+    ours = {_host_port(h, scheme) for h in [request.headers.get("host", "")]
+            + request.headers.get("x-forwarded-host", "").split(",") if h.strip()}
+    if _host_port(parts.netloc.rpartition("@")[2], scheme) not in ours:
+        raise access.WebError(403, "forbidden", "this form was posted from another site; "
+                                                "open the page on this site and submit it from there")
+
+
+def secure_cookies(request: Request) -> bool:
+    return bool(getattr(request.app.state, "secure_cookies", False)) or request.url.scheme == "https"
+
+
 def require_csrf(request: Request, presented: str | None) -> Principal:
+    check_same_origin(request)
     who, token = viewer(request)
     if who is None or token is None:
         raise access.WebError(401, "unauthorized", "sign in first")
@@ -140,6 +185,7 @@ def login_form(request: Request, next: str = "/") -> HTMLResponse:
 
 @router.post("/login")
 def login(request: Request, token: str = Form(""), next: str = Form("/")) -> Response:
+    check_same_origin(request)  # login CSRF: another site must not sign a browser in as someone else
     token = token.strip()
     who = authenticate(store_of(request), token)
     if who is None:
@@ -149,7 +195,7 @@ def login(request: Request, token: str = Form(""), next: str = Form("/")) -> Res
     if target == "/" and who.competition_id:
         target = f"/c/{who.competition_id}"
     resp = RedirectResponse(target, status_code=303)
-    resp.set_cookie(access.COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https",
+    resp.set_cookie(access.COOKIE, token, httponly=True, samesite="strict", secure=secure_cookies(request),
                     max_age=30 * 86400, path="/")
     return resp
 
@@ -158,7 +204,7 @@ def login(request: Request, token: str = Form(""), next: str = Form("/")) -> Res
 def logout(request: Request, csrf: str = Form("")) -> Response:
     require_csrf(request, csrf)
     resp = RedirectResponse("/", status_code=303)
-    resp.delete_cookie(access.COOKIE, path="/")
+    resp.delete_cookie(access.COOKIE, path="/", httponly=True, samesite="strict", secure=secure_cookies(request))
     return resp
 
 
@@ -217,11 +263,13 @@ def _submit_page(request: Request, comp: Any, who: Principal, *, status: int = 2
                   info=access.public_competition(comp, store), recent=recent,
                   limit=upload_limit(comp, cap=request.app.state.max_upload_bytes),
                   image_limit=upload_limit(comp, "image.tar", request.app.state.max_upload_bytes),
+                  takes_images=runs_images(comp),
                   error=error, error_code=error_code)
 
 
 @router.post("/c/{cid}/submit")
 async def submit_upload(request: Request, cid: str) -> Response:
+    check_same_origin(request)
     store = store_of(request)
     comp = access.get_competition(store, cid)
     who, token = viewer(request)
@@ -229,8 +277,11 @@ async def submit_upload(request: Request, cid: str) -> Response:
         raise access.WebError(401, "unauthorized", "sign in with your team token before uploading")
 
     def check(fields: dict[str, str]) -> None:
+        """The fields before the file part: the form puts its CSRF value first, so a forged or
+        stale post is refused before any of the file is read."""
         if not check_csrf(token, fields.get("csrf")):
-            raise access.WebError(403, "forbidden", "the form is stale or came from another site; reload and retry")
+            raise access.WebError(403, "forbidden", "the form is stale or came from another site (or sent its "
+                                                    "'csrf' field after the file); reload and retry")
 
     try:
         sid = await accept_upload(request, store, comp, who, check_fields=check,

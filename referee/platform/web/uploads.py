@@ -1,8 +1,17 @@
 """Receiving an upload: stream a multipart body to disk, stop past the size limit, then ``submit()``.
 
 The body is parsed as it arrives (python-multipart's streaming parser), so an oversized upload is cut
-off after ``limit`` bytes instead of being buffered whole. The file keeps its original name (made
-safe), so suffix-based kind detection (``.csv``, image ``.tar``) works exactly as in the CLI.
+off after ``limit`` bytes instead of being buffered whole, with or without a ``Content-Length``. The
+file keeps its original name (made safe), so suffix-based kind detection (``.csv``, image ``.tar``)
+works exactly as in the CLI.
+
+Everything around the file is bounded too: at most ``MAX_FIELDS`` small fields of ``MAX_FIELD_BYTES``
+each and ``MAX_FIELDS_TOTAL`` together, part headers as python-multipart allows them, and the raw body
+at most the file limit plus ``MULTIPART_OVERHEAD``. A garbled body is a 400, not a server error.
+
+The fields that come before the file part (the page form's CSRF value) are checked before a byte of
+the file is written, and so is the file's name: a container image tarball is refused at once when
+the competition's backend cannot run images.
 """
 
 from __future__ import annotations
@@ -18,9 +27,13 @@ from referee.platform.store import Store
 from referee.platform.web.access import WebError
 from referee.platform.web.auth import Principal
 
-MULTIPART_OVERHEAD = 64 * 1024  # headers, boundaries and small fields around the file
-MAX_FIELD_BYTES = 4096
+MAX_FIELD_BYTES = 4096  # one non-file form field
+MAX_FIELDS = 16  # non-file parts in one upload
+MAX_FIELDS_TOTAL = 32 * 1024  # bytes of all non-file fields together
+MAX_PART_HEADER_BYTES = 16 * 1024  # the headers of one part (python-multipart caps them too, in newer versions)
+MULTIPART_OVERHEAD = 256 * 1024  # headers, boundaries and the small fields around the file
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")  # container image tarballs (submissions/containers.py)
+IMAGE_BACKENDS = frozenset({"docker", "ray", "aws-batch"})  # backends that can run a submitted image
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -34,11 +47,31 @@ def safe_filename(name: str | None) -> str:
     return base
 
 
+def is_archive_name(filename: str | None) -> bool:
+    return (filename or "").lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def runs_images(comp: Any) -> bool:
+    """Whether the competition's backend can run a submitted container image."""
+    return str(comp.backend.name).lower() in IMAGE_BACKENDS
+
+
+def check_upload_name(comp: Any, filename: str | None) -> None:
+    """Refuse an image tarball for a competition whose backend cannot run images (before the body
+    is read; the container submission kinds check the same again)."""
+    if is_archive_name(filename) and not runs_images(comp):
+        raise WebError(422, "submission_rejected",
+                       f"competition {comp.id!r} runs on the {comp.backend.name!r} backend, which cannot run "
+                       f"container images: upload a {comp.prediction.format} prediction file instead of an image "
+                       f"tarball", source=safe_filename(filename))
+
+
 def upload_limit(comp: Any, filename: str | None = None, cap: int | None = None) -> int:
-    """Bytes allowed for one upload: ``prediction.max_bytes``, or for an image tarball the sandbox's
-    ``max_archive_bytes``; never more than ``cap`` (``referee serve --max-upload``)."""
+    """Bytes allowed for one upload: ``prediction.max_bytes``, or for an image tarball (where the
+    backend runs images) the sandbox's ``max_archive_bytes``; never more than ``cap``
+    (``referee serve --max-upload``)."""
     limit = int(comp.prediction.max_bytes)
-    if (filename or "").lower().endswith(ARCHIVE_SUFFIXES):
+    if is_archive_name(filename) and runs_images(comp):
         try:
             from referee.platform.sandbox import SandboxPolicy
             limit = max(limit, SandboxPolicy.for_competition(comp).max_archive_bytes)
@@ -65,12 +98,28 @@ class _TooLarge(Exception):
     pass
 
 
-class _StreamingForm:
-    """Callbacks for python-multipart: file part to disk, small fields to memory."""
+def _bad_request(message: str) -> WebError:
+    return WebError(400, "bad_request", message)
 
-    def __init__(self, upload: ReceivedUpload, file_field: str, limit_for: Callable[[str], int]):
+
+class _StreamingForm:
+    """Callbacks for python-multipart: file part to disk, small fields to memory.
+
+    ``before_file(filename, fields)`` runs once, with the fields seen so far, when the file part's
+    headers are complete and before any of its bytes are written (or at the end when no file came).
+    """
+
+    def __init__(self, upload: ReceivedUpload, file_field: str, limit_for: Callable[[str], int],
+                 before_file: Callable[[str | None, dict[str, str]], None] | None = None):
         self.upload, self.file_field, self.limit_for = upload, file_field, limit_for
+        self.before_file = before_file
+        self.checked = False
         self.limit = limit_for("")
+        self.file_seen = False
+        self.ended = False
+        self.n_fields = 0
+        self.field_bytes = 0
+        self._header_bytes = 0
         self._header_field = b""
         self._header_value = b""
         self._headers: dict[bytes, bytes] = {}
@@ -82,15 +131,30 @@ class _StreamingForm:
         return {"on_part_begin": self.part_begin, "on_header_field": self.header_field,
                 "on_header_value": self.header_value, "on_header_end": self.header_end,
                 "on_headers_finished": self.headers_finished, "on_part_data": self.part_data,
-                "on_part_end": self.part_end}
+                "on_part_end": self.part_end, "on_end": self.end}
+
+    def run_check(self, filename: str | None) -> None:
+        if not self.checked:
+            self.checked = True
+            if self.before_file is not None:
+                self.before_file(filename, dict(self.upload.fields))
 
     def part_begin(self) -> None:
         self._headers, self._name, self._value, self._out = {}, None, bytearray(), None
+        self._header_bytes = 0
+
+    def _count_header(self, n: int) -> None:
+        self._header_bytes += n
+        if self._header_bytes > MAX_PART_HEADER_BYTES:
+            raise _bad_request(f"malformed multipart body: the headers of one part are longer than "
+                               f"{MAX_PART_HEADER_BYTES} bytes")
 
     def header_field(self, data: bytes, start: int, end: int) -> None:
+        self._count_header(end - start)
         self._header_field += data[start:end]
 
     def header_value(self, data: bytes, start: int, end: int) -> None:
+        self._count_header(end - start)
         self._header_value += data[start:end]
 
     def header_end(self) -> None:
@@ -103,12 +167,19 @@ class _StreamingForm:
         self._name = opts.get(b"name", b"").decode("utf-8", "replace")
         filename = opts.get(b"filename")
         if filename is not None and self._name == self.file_field:
-            if self.upload.path is not None:
-                raise WebError(400, "bad_request", f"send one file in field {self.file_field!r}, not several")
-            self.upload.filename = filename.decode("utf-8", "replace") or "upload"
-            self.upload.path = self.upload.directory / safe_filename(self.upload.filename)
-            self.limit = self.limit_for(self.upload.filename)
+            if self.file_seen:
+                raise _bad_request(f"send one file in field {self.file_field!r}, not several")
+            self.file_seen = True
+            name = filename.decode("utf-8", "replace") or "upload"
+            self.limit = self.limit_for(name)
+            self.run_check(name)  # CSRF, image tarball allowed, declared size: before a byte is written
+            self.upload.filename = name
+            self.upload.path = self.upload.directory / safe_filename(name)
             self._out = open(self.upload.path, "wb")
+            return
+        self.n_fields += 1
+        if self.n_fields > MAX_FIELDS:
+            raise _bad_request(f"too many form fields: at most {MAX_FIELDS} besides the file {self.file_field!r}")
 
     def part_data(self, data: bytes, start: int, end: int) -> None:
         n = end - start
@@ -119,8 +190,12 @@ class _StreamingForm:
             self._out.write(data[start:end])
         elif self._name is not None:
             self._value += data[start:end]
+            self.field_bytes += n
             if len(self._value) > MAX_FIELD_BYTES:
-                raise WebError(400, "bad_request", f"form field {self._name!r} is longer than {MAX_FIELD_BYTES} bytes")
+                raise _bad_request(f"form field {self._name!r} is longer than {MAX_FIELD_BYTES} bytes")
+            if self.field_bytes > MAX_FIELDS_TOTAL:
+                raise _bad_request(f"the form fields besides the file are longer than {MAX_FIELDS_TOTAL} "
+                                   f"bytes together")
 
     def part_end(self) -> None:
         if self._out is not None:
@@ -129,15 +204,23 @@ class _StreamingForm:
         elif self._name:
             self.upload.fields[self._name] = self._value.decode("utf-8", "replace")
 
+    def end(self) -> None:
+        self.ended = True
+
     def close(self) -> None:
         if self._out is not None:
             self._out.close()
+            self._out = None
 
 
 async def receive_upload(headers: Any, stream: AsyncIterator[bytes], tmp_root: Path,
-                         limit_for: Callable[[str], int], *, file_field: str = "file") -> ReceivedUpload:
+                         limit_for: Callable[[str], int], *, file_field: str = "file",
+                         before_file: Callable[[str | None, dict[str, str]], None] | None = None) -> ReceivedUpload:
     """Stream a multipart/form-data body into ``tmp_root``; 413 once the file passes
-    ``limit_for(filename)`` bytes."""
+    ``limit_for(filename)`` bytes (or the body that much plus ``MULTIPART_OVERHEAD``), 400 for a
+    malformed body or too many or too long fields. ``before_file(filename, fields)`` may refuse the
+    upload when the file part begins, before any of the file is read."""
+    from python_multipart.exceptions import FormParserError
     from python_multipart.multipart import MultipartParser, parse_options_header
 
     ctype, opts = parse_options_header(headers.get("content-type", ""))
@@ -145,26 +228,62 @@ async def receive_upload(headers: Any, stream: AsyncIterator[bytes], tmp_root: P
     if ctype != b"multipart/form-data" or not boundary:
         raise WebError(415, "unsupported_media_type",
                        f"send the submission as multipart/form-data with the file in field {file_field!r}")
+
     def too_large(limit: int) -> WebError:
         return WebError(413, "too_large", f"the upload is larger than this competition's limit of {limit} bytes",
                         limit=limit)
 
     most = max(limit_for(""), limit_for("image.tar"))
-    declared = headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > most + MULTIPART_OVERHEAD:
-        raise too_large(most)  # refuse before reading the body
+    declared_text = headers.get("content-length")
+    declared = int(declared_text) if declared_text and declared_text.isdigit() else None
+    # A declared length past every limit is refused as soon as the file part's name is known (a few
+    # hundred bytes in, after the CSRF check), so the answer can say why: too large, or an image
+    # tarball where none can run. Without a Content-Length the bytes are counted as they arrive.
+    excessive = declared is not None and declared > most + MULTIPART_OVERHEAD
+
+    def check_declared(filename: str) -> None:
+        if declared is not None and declared > limit_for(filename) + MULTIPART_OVERHEAD:
+            raise _TooLarge()
+
+    def before(filename: str | None, fields: dict[str, str]) -> None:
+        if before_file is not None:
+            before_file(filename, fields)
+        if filename is not None:
+            check_declared(filename)
+
     tmp_root.mkdir(parents=True, exist_ok=True)
     upload = ReceivedUpload(directory=Path(tempfile.mkdtemp(prefix="upload-", dir=tmp_root)))
-    form = _StreamingForm(upload, file_field, limit_for)
-    parser = MultipartParser(boundary, form.callbacks())
+    form = _StreamingForm(upload, file_field, limit_for, before)
+    try:
+        parser = MultipartParser(boundary, form.callbacks())
+    except FormParserError as exc:  # e.g. a boundary longer than RFC 2046 allows
+        upload.cleanup()
+        raise _bad_request(f"malformed multipart body: {exc}") from None
+    received = 0
     try:
         async for chunk in stream:
-            parser.write(chunk)
+            parser.write(chunk)  # the file part stops itself at its limit (part_data)
+            # the raw body is capped too (preamble, epilogue; no Content-Length needed): at most
+            # one chunk past the cap is ever read
+            received += len(chunk)
+            if form.file_seen:
+                cap = form.limit + MULTIPART_OVERHEAD
+            else:
+                cap = MULTIPART_OVERHEAD if excessive else most + MULTIPART_OVERHEAD
+            if received > cap:
+                raise _TooLarge()
         parser.finalize()
+        if not form.ended:
+            raise _bad_request("the multipart body ended early (no closing boundary); send the upload again")
+        form.run_check(None)
     except _TooLarge:
         form.close()
         upload.cleanup()
-        raise too_large(form.limit) from None
+        raise too_large(form.limit if form.file_seen else most) from None
+    except FormParserError as exc:
+        form.close()
+        upload.cleanup()
+        raise _bad_request(f"malformed multipart body: {exc}") from None
     except BaseException:
         form.close()
         upload.cleanup()
@@ -176,11 +295,18 @@ async def receive_upload(headers: Any, stream: AsyncIterator[bytes], tmp_root: P
     return upload
 
 
-def submit_upload(store: Store, comp: Any, team: str, upload: ReceivedUpload, *, phase: str | None = None) -> int:
-    """Hand a saved upload to ``submit()`` (any kind: prediction file, image tarball, ...)."""
+def submit_upload(store: Store, comp: Any, team: str, upload: ReceivedUpload, *, phase: str | None = None,
+                  allow_closed_phase: bool = False) -> int:
+    """Hand a saved upload to ``submit()`` (any kind: prediction file, image tarball, ...).
+
+    ``allow_closed_phase`` (hosts only) lets a named phase that is not open take the submission;
+    a team's named phase must be open (``submit()`` refuses it otherwise).
+    """
     from referee.submissions.submit import submit
     assert upload.path is not None
-    return submit(store, comp, team, upload.path, phase=phase or None, filename=safe_filename(upload.filename))
+    extra: dict[str, Any] = {"allow_closed_phase": True} if allow_closed_phase and phase else {}
+    return submit(store, comp, team, upload.path, phase=phase or None, filename=safe_filename(upload.filename),
+                  **extra)
 
 
 async def accept_upload(request: Any, store: Store, comp: Any, who: Principal, *,
@@ -188,21 +314,27 @@ async def accept_upload(request: Any, store: Store, comp: Any, who: Principal, *
     """The whole upload path of the API and the form: who may submit, stream to disk, ``submit()``.
 
     A team token submits for its team; a host token must name the team in a ``team`` field.
+    ``check_fields`` sees the fields sent before the file part (the form's CSRF value) and may
+    refuse the upload before any of the file is read.
     """
     from starlette.concurrency import run_in_threadpool
 
     if not who.is_host and not who.member_of(comp.id):
         raise WebError(403, "forbidden", f"this token belongs to competition {who.competition_id!r}, "
                                          f"not {comp.id!r}")
-    upload = await receive_upload(request.headers, request.stream(), store.root / "uploads",
-                                  lambda name: upload_limit(comp, name, cap))
-    try:
+
+    def before_file(filename: str | None, fields: dict[str, str]) -> None:
         if check_fields is not None:
-            check_fields(upload.fields)
+            check_fields(fields)
+        check_upload_name(comp, filename)
+
+    upload = await receive_upload(request.headers, request.stream(), store.root / "uploads",
+                                  lambda name: upload_limit(comp, name, cap), before_file=before_file)
+    try:
         team = who.team if not who.is_host else upload.fields.get("team", "").strip()
         if not team:
             raise WebError(422, "submission_rejected", "a host upload must name the team in form field 'team'")
         return await run_in_threadpool(submit_upload, store, comp, team, upload,
-                                       phase=upload.fields.get("phase") or None)
+                                       phase=upload.fields.get("phase") or None, allow_closed_phase=who.is_host)
     finally:
         upload.cleanup()
