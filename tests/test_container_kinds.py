@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
+import io
+import json
 import shutil
 import tarfile
 import time
@@ -153,3 +156,115 @@ def test_inputs_holding_the_reference_are_refused(tmp_path, docker_client, base_
     with pytest.raises(SpecError) as err:
         submit(store, comp, "alpha", GOOD)
     assert "data.input" in str(err.value) and "hidden reference" in str(err.value)
+
+
+# -- review fixes ----------------------------------------------------------------------------------
+def tiny_image(docker_client, tag: str, changes: list[str] | None = None) -> str:
+    """A one-file image made with `docker import` (no base layers: saves and loads in a blink)."""
+    rootfs = io.BytesIO()
+    with tarfile.open(fileobj=rootfs, mode="w") as tar:
+        info = tarfile.TarInfo(f"hello-{tag.replace('/', '-').replace(':', '-')}.txt")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"hi\n"))
+    repo, _, name = tag.rpartition(":")
+    docker_client.api.import_image_from_data(rootfs.getvalue(), repository=repo, tag=name, changes=changes or [])
+    return docker_client.images.get(tag).id
+
+
+def save(docker_client, image: str, dest: Path) -> Path:
+    with open(dest, "wb") as f:
+        for chunk in docker_client.images.get(image).save(named=True):
+            f.write(chunk)
+    return dest
+
+
+def tar_with(dest: Path, files: dict[str, bytes], *, gz: bool = False) -> Path:
+    with (gzip.open(dest, "wb", compresslevel=1) if gz else open(dest, "wb")) as raw, \
+            tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return dest
+
+
+def image_exists(docker_client, ref: str) -> bool:
+    import docker.errors
+    try:
+        docker_client.images.get(ref)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
+def test_rejected_tarball_never_deletes_the_hosts_image(tmp_path, docker_client, comp_store):
+    """`docker load` of an image the engine already has answers with its id: a rejection must not remove it."""
+    store, comp = comp_store()
+    host_tag = "referee-test/host-image-no-cmd:1"
+    host_id = tiny_image(docker_client, host_tag)  # no CMD: intake rejects it
+    try:
+        archive = save(docker_client, host_tag, tmp_path / "host.tar")
+        with pytest.raises(SubmissionRejected) as err:
+            submit(store, comp, "alpha", archive)
+        assert err.value.code == "no_command"
+        assert image_exists(docker_client, host_tag) and docker_client.images.get(host_tag).id == host_id
+        # An image that only the rejected tarball brought is removed again.
+        docker_client.images.remove(host_tag)
+        assert not image_exists(docker_client, host_id)
+        with pytest.raises(SubmissionRejected):
+            submit(store, comp, "alpha", archive)
+        assert not image_exists(docker_client, host_id)
+        assert not store.submissions(comp.id)
+    finally:
+        if image_exists(docker_client, host_tag):
+            docker_client.images.remove(host_tag)
+
+
+def test_compressed_tarball_is_capped_once_decompressed(tmp_path, docker_client, comp_store):
+    store, comp = comp_store(sandbox={"max_archive_bytes": "8m"})
+    manifest = json.dumps([{"Config": "c.json", "RepoTags": None, "Layers": ["layer.tar"]}]).encode()
+    bomb = tar_with(tmp_path / "bomb.tar.gz", {"manifest.json": manifest, "layer.tar": bytes(64 * 2**20)}, gz=True)
+    assert bomb.stat().st_size < 1_000_000  # well under the limit as submitted
+    t = time.monotonic()
+    with pytest.raises(SubmissionRejected) as err:
+        submit(store, comp, "alpha", bomb)
+    assert err.value.code == "too_large" and "8000000" in str(err.value) and "decompressed" in str(err.value)
+    assert time.monotonic() - t < 10
+    assert not [p for p in (store.root / "blobs" / "tmp").iterdir()], "the partial copy was left behind"
+    assert not store.submissions(comp.id)
+
+    tag = "referee-test/tiny-with-cmd:1"  # a real compressed tarball under the cap still goes through
+    image_id = tiny_image(docker_client, tag, changes=['CMD ["/hello"]'])
+    try:
+        plain = save(docker_client, tag, tmp_path / "tiny.tar")
+        packed = tmp_path / "tiny.tar.gz"
+        packed.write_bytes(gzip.compress(plain.read_bytes()))
+        sub = store.get_submission(submit(store, comp, "bravo", packed))
+        assert sub.kind == "docker-archive" and sub.metadata["image"] == image_id
+    finally:
+        docker_client.images.remove(tag, force=True)
+
+
+@pytest.mark.parametrize("content", [b"[1]", b"{}", b"not json", b"[{\"Config\": 1}]", b'[{"Layers": "x"}]',
+                                     b"\xff\xfe"])
+def test_tarball_with_a_malformed_manifest_is_rejected(tmp_path, docker_client, comp_store, content):
+    store, comp = comp_store()
+    archive = tar_with(tmp_path / "odd.tar", {"manifest.json": content, "layer.tar": b"x" * 10})
+    with pytest.raises(SubmissionRejected) as err:
+        submit(store, comp, "alpha", archive)
+    assert err.value.code == "image_invalid"
+    assert "manifest.json is not a docker save manifest" in str(err.value), str(err.value)
+    assert not store.submissions(comp.id)
+
+
+def test_container_kinds_are_refused_on_the_local_backend(tmp_path, docker_client, base_image, comp_store):
+    store, comp = comp_store(backend={"name": "local"})
+    archive = tar_with(tmp_path / "image.tar", {"manifest.json": b"[]"})
+    before = {i.id for i in docker_client.images.list(all=True)}
+    for source in (GOOD, archive, f"docker-image:{base_image}"):
+        with pytest.raises(SubmissionRejected) as err:
+            submit(store, comp, "alpha", source)
+        text = str(err.value)
+        assert "local backend" in text and "cannot run container images" in text, text
+    assert not store.submissions(comp.id) and {i.id for i in docker_client.images.list(all=True)} == before
+

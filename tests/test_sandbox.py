@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -251,3 +255,101 @@ def test_sweep_unmounts_outputs_whose_container_is_gone(tmp_path, docker_client)
     assert str(orphan.path) not in sweep_stale_outputs(docker_client)  # too young: a run may be starting
     assert str(orphan.path) in sweep_stale_outputs(docker_client, grace_s=0)
     assert not os.path.ismount(orphan.path)
+
+
+# -- non-root mode: the container runs as referee's own uid and can chmod its output away -----------
+NOBODY = 65534
+
+
+def run_unprivileged(script: str, *args: str) -> dict:
+    """Run ``script`` as a non-root user (nobody, via setpriv, when the tests run as root) in a fresh
+    directory that user owns; return the JSON its last output line holds."""
+    work = Path(tempfile.mkdtemp(prefix="referee-nonroot-"))
+    cmd = [sys.executable, "-c", script, str(work), *args]
+    try:
+        if os.geteuid() == 0:
+            setpriv = shutil.which("setpriv")
+            need(setpriv is not None, "setpriv (to run as a non-root user)")
+            sock = Path("/var/run/docker.sock")
+            groups = f"--groups={sock.stat().st_gid}" if sock.exists() else "--clear-groups"
+            cmd = [str(setpriv), f"--reuid={NOBODY}", f"--regid={NOBODY}", groups, *cmd]
+            os.chown(work, NOBODY, NOBODY)
+        env = {k: v for k, v in os.environ.items() if k not in ("HOME", "DOCKER_CONFIG")}
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env={**env, "HOME": str(work)})
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        subprocess.run(["chmod", "-R", "u+rwx", str(work)], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+LOCKED_SCRATCH = r"""
+import json, os, sys
+from pathlib import Path
+from referee.platform.sandbox import OutputScratch, SandboxPolicy
+work = Path(sys.argv[1])
+assert os.geteuid() != 0
+policy = SandboxPolicy.from_mapping({"output_tmpfs": False})
+seen = {}
+for case, mode, write in [("locked", 0o000, True), ("unlistable", 0o300, False)]:
+    s = OutputScratch(work / case / "container-output", policy)
+    s.prepare()
+    if write:
+        (s.path / "predictions.csv").write_text("id,label\n")
+    (s.path / "sub").mkdir()
+    (s.path / "sub" / "f").write_bytes(b"x" * 10)
+    os.chmod(s.path / "sub", 0)  # what the container (the same uid) can do
+    os.chmod(s.path, mode)
+    reason, message = s.collect("predictions.csv", work / case / "output")
+    over = s.over_cap()
+    s.release()
+    seen[case] = {"reason": reason.value if reason else None, "message": message, "over": over,
+                  "left": os.path.lexists(s.path)}
+print(json.dumps(seen))
+"""
+
+
+def test_unreadable_output_is_the_runs_failure_not_the_platforms():
+    seen = run_unprivileged(LOCKED_SCRATCH)
+    locked, unlistable = seen["locked"], seen["unlistable"]
+    assert locked["reason"] == FailureReason.NO_OUTPUT.value and "could not be read" in locked["message"], locked
+    assert unlistable["reason"] == FailureReason.NO_OUTPUT.value, unlistable
+    assert "not written" in unlistable["message"] and "could not be listed" in unlistable["message"], unlistable
+    for case in (locked, unlistable):  # its size cannot be checked: as good as over the cap
+        assert case["over"] and "unreadable" in case["over"], case
+        assert case["left"] is False, "release() left the scratch dir behind"
+
+
+LOCKING_RUN = r"""
+import json, os, sys
+from pathlib import Path
+import docker
+from referee.platform.backends.base import JobSpec, Resources
+from referee.platform.sandbox import SCRATCH_DIR, run_job_in_docker
+work, image = Path(sys.argv[1]), sys.argv[2]
+out = work / "job" / "output"
+out.mkdir(parents=True)
+code = ("import os\n"
+        "open('/data/output/predictions.csv', 'w').write('id,label\\n')\n"
+        "os.mkdir('/data/output/d'); os.chmod('/data/output/d', 0)\n"
+        "os.chmod('/data/output', 0)\n")
+job = JobSpec(job_id="t-nonroot-lock", submission_id=1, attempt=1, competition_id="t", output_dir=str(out),
+              output_file="predictions.csv", image=image, command=["python3", "-c", code],
+              resources=Resources(cpu=1.0, memory=256 * 2**20), timeout_s=60, sandbox={},
+              labels={"referee.test": "sandbox"})
+st = run_job_in_docker(job, client=docker.from_env())
+print(json.dumps({"state": st.state.value, "reason": st.reason.value if st.reason else None,
+                  "message": st.message, "left": os.path.lexists(work / "job" / SCRATCH_DIR)}))
+"""
+
+
+@pytest.mark.docker
+def test_container_that_locks_its_output_dir_is_not_a_platform_error(docker_client, base_image):
+    """Without root the container runs as referee's own uid: chmod 000 on /data/output must not make
+    the run a platform error (a free retry), nor leave the scratch dir behind."""
+    seen = run_unprivileged(LOCKING_RUN, base_image)
+    assert seen["state"] == "failed" and seen["reason"] != FailureReason.PLATFORM_ERROR.value, seen
+    assert seen["reason"] in (FailureReason.NO_OUTPUT.value, FailureReason.INVALID_OUTPUT.value), seen
+    assert "/data/output" in seen["message"], seen
+    assert seen["left"] is False, seen
+

@@ -234,6 +234,49 @@ def _libc() -> Any:
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
+def _unlock_dir(path: str | Path) -> bool:
+    """Give the owner rwx on a directory (never through a symlink); False when that is not possible.
+
+    Without root, the container runs as referee's own uid and can chmod what it wrote (even the output
+    directory itself) to 000; referee, the same uid, can give itself access back.
+    """
+    try:
+        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        os.chmod(f"/proc/self/fd/{fd}", mode | stat.S_IRWXU)  # the directory the fd holds, not a path lookup
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _remove_tree(path: Path) -> None:
+    """rmtree, also when parts were made unreadable (a non-root run's container can chmod its output)."""
+    if os.path.islink(path):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return
+    shutil.rmtree(path, ignore_errors=True)
+    if not os.path.lexists(path) or os.path.ismount(path):
+        return
+    stack = [str(path)]
+    while stack:
+        d = stack.pop()
+        _unlock_dir(d)
+        try:
+            with os.scandir(d) as it:
+                stack.extend(e.path for e in it if e.is_dir(follow_symlinks=False))
+        except OSError:
+            continue
+    shutil.rmtree(path, ignore_errors=True)
+
+
 class OutputScratch:
     """The directory the container writes: a capped tmpfs when possible, else a watched plain dir."""
 
@@ -242,13 +285,14 @@ class OutputScratch:
         self.policy = policy
         self.owner = owner  # the container's name: lets a sweep find mounts whose run died
         self.on_tmpfs = False
+        self.unreadable: str | None = None  # a directory under it that usage() could not read
 
     def prepare(self) -> None:
         uid, gid = self.policy.uid_gid()
         if os.path.ismount(self.path):  # left by a run that died: start clean
             self._umount()
-        if self.path.exists():
-            shutil.rmtree(self.path, ignore_errors=True)
+        if os.path.lexists(self.path):
+            _remove_tree(self.path)
         self.path.mkdir(parents=True)
         want = self.policy.output_tmpfs
         if want is True or (want == "auto" and os.geteuid() == 0):
@@ -283,19 +327,27 @@ class OutputScratch:
 
     def usage(self) -> tuple[int, int]:
         """(bytes, entries) under the scratch dir (apparent sizes, so sparse files count in full);
-        stops counting past the caps."""
+        stops counting past the caps. A directory it cannot read (the container took referee's access
+        away, which only a non-root run's container can) is noted in ``unreadable``."""
         total = count = 0
+        self.unreadable = None
         stack = [str(self.path)]
         while stack and count <= self.policy.max_output_files and total <= self.policy.max_output_bytes:
+            d = stack.pop()
             try:
-                with os.scandir(stack.pop()) as it:
+                with os.scandir(d) as it:
                     for entry in it:
                         count += 1
-                        st = entry.stat(follow_symlinks=False)
-                        if entry.is_dir(follow_symlinks=False):
+                        try:
+                            st = entry.stat(follow_symlinks=False)
+                        except OSError:
+                            continue  # removed meanwhile
+                        if stat.S_ISDIR(st.st_mode):
                             stack.append(entry.path)
                         else:
                             total += st.st_size
+            except PermissionError:
+                self.unreadable = d
             except OSError:
                 continue
         return total, count
@@ -304,6 +356,11 @@ class OutputScratch:
         if self.on_tmpfs:
             return None  # the kernel enforces the cap
         used, count = self.usage()
+        if self.unreadable is not None:  # what it holds cannot be counted: as good as over the cap
+            rel = os.path.relpath(self.unreadable, self.path)
+            where = self.policy.output_mount + ("" if rel == "." else "/" + rel)
+            return (f"{where} was made unreadable (its permissions changed), so the output cannot be checked "
+                    "against the cap")
         if used > self.policy.max_output_bytes:
             return f"the output directory grew past the cap of {self.policy.max_output_bytes} bytes"
         if count > self.policy.max_output_files:
@@ -314,18 +371,30 @@ class OutputScratch:
         """Copy the prediction file out, if it is a regular file within the cap."""
         src = self.path / output_file
         mount = self.policy.output_mount
+        # Everything read from the scratch dir is the container's doing: an error there is the run's
+        # failure (NO_OUTPUT), never the platform's (which would be retried for free).
         try:
             fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
-            names = sorted(p.name for p in self.path.iterdir())[:5] if self.path.is_dir() else []
-            seen = f"; it held: {', '.join(names)}" if names else "; it was empty"
+            try:
+                names = sorted(p.name for p in self.path.iterdir())[:5]
+                seen = f"; it held: {', '.join(names)}" if names else "; it was empty"
+            except OSError as exc:
+                seen = f"; it could not be listed: {exc.strerror}"
             return FailureReason.NO_OUTPUT, f"{output_file} was not written to {mount}{seen}"
         except OSError as exc:
-            if src.is_symlink():
+            try:
+                link = stat.S_ISLNK(os.lstat(src).st_mode)
+            except OSError:
+                link = False
+            if link:
                 return FailureReason.NO_OUTPUT, f"{mount}/{output_file} is a symlink (not followed)"
             return FailureReason.NO_OUTPUT, f"{mount}/{output_file} could not be read: {exc.strerror}"
         try:
-            st = os.fstat(fd)
+            try:
+                st = os.fstat(fd)
+            except OSError as exc:
+                return FailureReason.NO_OUTPUT, f"{mount}/{output_file} could not be read: {exc.strerror}"
             if not stat.S_ISREG(st.st_mode):
                 return FailureReason.NO_OUTPUT, f"{mount}/{output_file} is not a regular file"
             if st.st_size > self.policy.max_output_bytes:
@@ -343,7 +412,7 @@ class OutputScratch:
     def release(self) -> None:
         if self.on_tmpfs or os.path.ismount(self.path):
             self._umount()
-        shutil.rmtree(self.path, ignore_errors=True)
+        _remove_tree(self.path)
 
 
 # -- running one job -------------------------------------------------------------------------------

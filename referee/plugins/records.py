@@ -33,11 +33,16 @@ class ScorerInfo:
 
 @dataclass(frozen=True)
 class BackendInfo:
-    """A backend factory by name: ``factory(options: dict, workspace) -> Backend``."""
+    """A backend factory by name: ``factory(options: dict, workspace) -> Backend``.
+
+    ``runs_images``: the backend can run container images (container submissions are refused at
+    intake for competitions whose backend cannot).
+    """
 
     name: str
     factory: Callable[..., Any]
     description: str = ""
+    runs_images: bool = False
 
 
 @dataclass(frozen=True)

@@ -8,16 +8,20 @@ except a Dockerfile's RUN steps, which build without network and with memory and
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
 import json
+import lzma
 import os
 import re
 import tarfile
 import socket
 import tempfile
 import threading
+import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from referee.errors import BackendError, SpecError, SubmissionRejected
 from referee.platform.sandbox import SandboxPolicy
@@ -31,6 +35,7 @@ _IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,1
                         r"^sha256:[0-9a-f]{64}$")
 _ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}
+_MAX_MANIFEST_BYTES = 1 << 20
 
 
 # -- detection -------------------------------------------------------------------------------------
@@ -94,7 +99,28 @@ def check_reference_hidden(comp: Competition) -> None:
                                                            f"hidden reference {ref}")])
 
 
-def _prepare(comp: Competition) -> SandboxPolicy:
+def backend_runs_images(comp: Any) -> bool:
+    """Whether the competition's backend declares it runs container images (``BackendInfo.runs_images``).
+    A backend that is not installed here is not second-guessed."""
+    from referee.plugins.manager import get_plugin_manager
+    backends = get_plugin_manager().backends()
+    info = backends.get(comp.backend.name)
+    return info is None or info.runs_images
+
+
+def check_backend_runs_images(comp: Competition, source: str | None = None) -> None:
+    """Refuse container kinds at intake where they could not run (it would be a free platform-error retry)."""
+    if not backend_runs_images(comp):
+        from referee.plugins.manager import get_plugin_manager
+        able = sorted(n for n, b in get_plugin_manager().backends().items() if b.runs_images)
+        raise SubmissionRejected(f"this competition runs on the {comp.backend.name} backend, which cannot run "
+                                 "container images; submit a prediction file or a code directory without a "
+                                 "Dockerfile", source=source, code="kind_unsupported",
+                                 hint=f"the organiser can switch backend.name to one of {', '.join(able)}")
+
+
+def _prepare(comp: Competition, source: str | None = None) -> SandboxPolicy:
+    check_backend_runs_images(comp, source)
     policy = SandboxPolicy.for_competition(comp)
     check_reference_hidden(comp)
     return policy
@@ -135,7 +161,7 @@ def accept_image(client: Any, image: str, sha: str, policy: SandboxPolicy, sourc
 # -- a local image ---------------------------------------------------------------------------------
 def ingest_image_ref(source: Any, comp: Competition, store: Store, *, filename: str | None = None) -> dict:
     import docker.errors
-    policy = _prepare(comp)
+    policy = _prepare(comp, str(source))
     ref = str(source).removeprefix(IMAGE_PREFIX).strip()
     if not ref or not _IMAGE_REF.match(ref):
         raise SubmissionRejected(f"{ref!r} is not an image reference", source=str(source), code="image_invalid",
@@ -155,9 +181,9 @@ def ingest_image_ref(source: Any, comp: Competition, store: Store, *, filename: 
 
 # -- an image tarball ------------------------------------------------------------------------------
 def ingest_image_archive(source: Any, comp: Competition, store: Store, *, filename: str | None = None) -> dict:
-    policy = _prepare(comp)
     path = Path(source)
     name = filename or path.name
+    policy = _prepare(comp, name)
     if not path.is_file():
         raise SubmissionRejected(f"{path} is not a file", source=name, code="image_invalid")
     size = path.stat().st_size
@@ -166,32 +192,60 @@ def ingest_image_archive(source: Any, comp: Competition, store: Store, *, filena
                                  source=name, code="too_large")
     client = _client()
     sha = file_sha256(path)
-    image_id = load_image_archive(client, path, store, source=name)
-    meta = _accept_or_drop(client, image_id, sha, policy, name)
+    before = _image_ids(client)
+    image_id = load_image_archive(client, path, store, source=name, max_bytes=policy.max_archive_bytes)
+    meta = _accept_or_drop(client, image_id, sha, policy, name, existed=image_id in before)
     sha, size = store.put_blob_file(path)  # only what was accepted is stored
     return {"sha256": sha, "size": size, "filename": name, "metadata": {**meta, "container": "archive"}}
 
 
-def _accept_or_drop(client: Any, image_id: str, sha: str, policy: SandboxPolicy, source: str) -> dict[str, Any]:
+def _image_ids(client: Any) -> set[str]:
+    """The ids of every image on the engine (intermediate ones included)."""
+    return set(client.api.images(all=True, quiet=True))
+
+
+def _accept_or_drop(client: Any, image_id: str, sha: str, policy: SandboxPolicy, source: str, *,
+                    existed: bool) -> dict[str, Any]:
+    """accept_image; on rejection, remove what intake itself added, and nothing else.
+
+    ``docker load`` (or a cached build) of an image that is already on the engine answers with that
+    image's id: removing by id would delete the host's own image. So an image that existed before is
+    left alone entirely, and a new one loses only referee's ``referee-sub/...`` tag, and is deleted by id
+    only when no other tag names it.
+    """
     try:
         return accept_image(client, image_id, sha, policy, source)
     except SubmissionRejected:
-        try:  # leaves alone an image that is tagged or used elsewhere
-            client.api.remove_image(image_id, noprune=False)
-        except Exception:  # noqa: BLE001
-            pass
+        if not existed:
+            _drop_new_image(client, image_id, sha)
         raise
 
 
-def load_image_archive(client: Any, path: Path, store: Store, *, source: str) -> str:
-    """``docker load`` a tarball with its tags removed (a submission must not re-point anyone's tags)."""
+def _drop_new_image(client: Any, image_id: str, sha: str) -> None:
+    try:
+        tags = client.api.inspect_image(image_id).get("RepoTags") or []
+        ours = submission_tag(sha)
+        if ours in tags:
+            client.api.remove_image(ours, noprune=False)  # untags; deletes only when it was the last tag
+        elif not tags:
+            client.api.remove_image(image_id, noprune=False)  # refused by the engine if a container uses it
+    except Exception:  # noqa: BLE001 - gone already, or in use: leave it
+        pass
+
+
+def load_image_archive(client: Any, path: Path, store: Store, *, source: str, max_bytes: int) -> str:
+    """``docker load`` a tarball with its tags removed (a submission must not re-point anyone's tags).
+
+    A compressed tarball is decompressed to at most ``max_bytes`` (the tarball size limit): beyond that
+    it is rejected before more is read.
+    """
     import docker.errors
     tmp_dir = store.root / "blobs" / "tmp"
     tmp_dir.mkdir(parents=True, exist_ok=True)
     fd, clean = tempfile.mkstemp(dir=tmp_dir, suffix=".tar")
     os.close(fd)
     try:
-        _untagged_copy(path, Path(clean), source)
+        _untagged_copy(path, Path(clean), source, max_bytes)
         messages = []
         try:
             with open(clean, "rb") as f:
@@ -209,21 +263,95 @@ def load_image_archive(client: Any, path: Path, store: Store, *, source: str) ->
                                      source=source, code="image_invalid")
         return found[0]
     finally:
-        os.unlink(clean)
+        Path(clean).unlink(missing_ok=True)
 
 
-def _untagged_copy(src: Path, dest: Path, source: str) -> None:
+class _CappedReader:
+    """A seekable view of a (decompressed) stream that refuses to go past ``cap`` bytes.
+
+    tarfile seeks over member data to find the next header; a seek or read past the cap raises at once,
+    so a decompression bomb costs neither disk nor the time to inflate it.
+    """
+
+    def __init__(self, f: Any, cap: int, too_big: Callable[[], Exception]):
+        self._f, self._cap, self._too_big = f, cap, too_big
+
+    def read(self, n: int | None = -1) -> bytes:
+        pos = self._f.tell()
+        room = self._cap + 1 - pos  # one byte past the cap tells "more than the cap" from "exactly the cap"
+        want = room if n is None or n < 0 else min(n, room)
+        data = self._f.read(max(0, want))
+        if pos + len(data) > self._cap:
+            raise self._too_big()
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence == os.SEEK_SET and offset > self._cap:
+            raise self._too_big()
+        pos = self._f.seek(offset, whence)
+        if pos > self._cap:
+            raise self._too_big()
+        return pos
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def _open_decompressed(src: Path) -> Any:
+    with open(src, "rb") as f:
+        magic = f.read(6)
+    if magic.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(src, "rb")
+    if magic.startswith(b"BZh"):
+        return bz2.BZ2File(src, "rb")
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return lzma.LZMAFile(src, "rb")
+    return open(src, "rb")
+
+
+def _not_a_manifest(source: str, why: str) -> SubmissionRejected:
+    return SubmissionRejected(f"manifest.json is not a docker save manifest ({why})", source=source,
+                              code="image_invalid", hint="create the tarball with `docker save IMAGE -o x.tar`")
+
+
+def _read_manifest(tar: tarfile.TarFile, source: str) -> list[dict[str, Any]]:
     try:
-        with tarfile.open(src, "r:*") as tar:
-            try:
-                manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
-            except (KeyError, ValueError, AttributeError):
-                raise SubmissionRejected("not a `docker save` archive (no readable manifest.json)", source=source,
-                                         code="image_invalid", hint="create it with `docker save IMAGE -o x.tar`")
-            if not isinstance(manifest, list) or len(manifest) != 1:
-                n = len(manifest) if isinstance(manifest, list) else "no"
-                raise SubmissionRejected(f"the tarball holds {n} images; submit exactly one", source=source,
-                                         code="image_invalid")
+        member = tar.getmember("manifest.json")
+    except KeyError:
+        raise SubmissionRejected("not a `docker save` archive (no manifest.json)", source=source,
+                                 code="image_invalid", hint="create it with `docker save IMAGE -o x.tar`") from None
+    if not member.isfile():
+        raise _not_a_manifest(source, "not a regular file")
+    if member.size > _MAX_MANIFEST_BYTES:
+        raise _not_a_manifest(source, f"{member.size} bytes, over {_MAX_MANIFEST_BYTES}")
+    try:
+        manifest = json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]
+    except (ValueError, RecursionError) as exc:  # ValueError: bad JSON or bad UTF-8
+        raise _not_a_manifest(source, f"not JSON: {exc}") from None
+    if not isinstance(manifest, list):
+        raise _not_a_manifest(source, f"expected a list of images, found {type(manifest).__name__}")
+    if len(manifest) != 1:
+        raise SubmissionRejected(f"the tarball holds {len(manifest)} images; submit exactly one", source=source,
+                                 code="image_invalid")
+    entry = manifest[0]
+    if not (isinstance(entry, dict) and isinstance(entry.get("Config"), str) and isinstance(entry.get("Layers"), list)
+            and all(isinstance(layer, str) for layer in entry["Layers"])):
+        raise _not_a_manifest(source, "its image entry needs a Config name and a list of Layers")
+    return manifest
+
+
+def _untagged_copy(src: Path, dest: Path, source: str, max_bytes: int) -> None:
+    def too_big() -> SubmissionRejected:
+        return SubmissionRejected(f"the image tarball is over the limit of {max_bytes} bytes once decompressed",
+                                  source=source, code="too_large", hint="the limit is sandbox.max_archive_bytes")
+
+    try:
+        with _open_decompressed(src) as raw, \
+                tarfile.open(fileobj=_CappedReader(raw, max_bytes, too_big), mode="r:") as tar:  # type: ignore
+            manifest = _read_manifest(tar, source)
             manifest[0]["RepoTags"] = None
             with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as out:
                 for member in tar:
@@ -234,8 +362,12 @@ def _untagged_copy(src: Path, dest: Path, source: str) -> None:
                 info = tarfile.TarInfo("manifest.json")
                 info.size = len(data)
                 out.addfile(info, io.BytesIO(data))
-    except (tarfile.TarError, EOFError, OSError) as exc:
+    except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
+        dest.unlink(missing_ok=True)
         raise SubmissionRejected(f"not a readable tar archive: {exc}", source=source, code="image_invalid") from None
+    except SubmissionRejected:
+        dest.unlink(missing_ok=True)  # the part copied so far
+        raise
 
 
 # -- a Dockerfile directory ------------------------------------------------------------------------
@@ -269,9 +401,9 @@ def build_context(root: Path, dest: Path, max_bytes: int, source: str) -> None:
 
 
 def ingest_dockerfile_dir(source: Any, comp: Competition, store: Store, *, filename: str | None = None) -> dict:
-    policy = _prepare(comp)
     root = Path(source).resolve()
     name = filename or root.name
+    policy = _prepare(comp, name)
     if not (root / "Dockerfile").is_file() or (root / "Dockerfile").is_symlink():
         raise SubmissionRejected("no Dockerfile (a regular file) in the directory", source=name, code="image_invalid")
     tmp_dir = store.root / "blobs" / "tmp"
@@ -282,8 +414,9 @@ def ingest_dockerfile_dir(source: Any, comp: Competition, store: Store, *, filen
         build_context(root, Path(ctx), policy.max_context_bytes, name)
         sha = file_sha256(Path(ctx))
         client = _client()
+        before = _image_ids(client)
         image_id = build_image(client, Path(ctx), sha, policy, source=name)
-        meta = _accept_or_drop(client, image_id, sha, policy, name)
+        meta = _accept_or_drop(client, image_id, sha, policy, name, existed=image_id in before)
         sha, size = store.put_blob_file(Path(ctx))  # the context, so the image can be rebuilt elsewhere
     finally:
         os.unlink(ctx)
@@ -386,7 +519,8 @@ def restore_image(sub: SubmissionRow, comp: Competition, store: Store) -> str | 
     blob = store.blob_path(sub.sha256)
     source = sub.filename or blob.name
     if meta.get("container") == "archive" and blob.is_file():
-        image_id = load_image_archive(client, blob, store, source=source)
+        image_id = load_image_archive(client, blob, store, source=source,
+                                      max_bytes=SandboxPolicy.for_competition(comp).max_archive_bytes)
     elif meta.get("container") == "dockerfile" and blob.is_file():
         image_id = build_image(client, blob, sub.sha256, SandboxPolicy.for_competition(comp), source=source)
     else:

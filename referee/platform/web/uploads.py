@@ -33,7 +33,6 @@ MAX_FIELDS_TOTAL = 32 * 1024  # bytes of all non-file fields together
 MAX_PART_HEADER_BYTES = 16 * 1024  # the headers of one part (python-multipart caps them too, in newer versions)
 MULTIPART_OVERHEAD = 256 * 1024  # headers, boundaries and the small fields around the file
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")  # container image tarballs (submissions/containers.py)
-IMAGE_BACKENDS = frozenset({"docker", "ray", "aws-batch"})  # backends that can run a submitted image
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -53,7 +52,8 @@ def is_archive_name(filename: str | None) -> bool:
 
 def runs_images(comp: Any) -> bool:
     """Whether the competition's backend can run a submitted container image."""
-    return str(comp.backend.name).lower() in IMAGE_BACKENDS
+    from referee.submissions.containers import backend_runs_images
+    return backend_runs_images(comp)
 
 
 def check_upload_name(comp: Any, filename: str | None) -> None:

@@ -38,8 +38,12 @@ def _aws_batch(options, workspace):
 def referee_backends():
     return [
         BackendInfo(name="local", factory=_local, description="subprocesses on this machine (trusted code)"),
-        BackendInfo(name="docker", factory=_docker, description="sandboxed containers on a Docker engine"),
-        BackendInfo(name="ray", factory=_ray, description="sandboxed containers as Ray tasks on a Ray cluster"),
-        BackendInfo(name="aws-batch", factory=_aws_batch, description="AWS Batch job queues (GPU fleets)"),
-        BackendInfo(name="fake", factory=_fake, description="in-memory backend for tests of scheduling logic"),
+        BackendInfo(name="docker", factory=_docker, description="sandboxed containers on a Docker engine",
+                    runs_images=True),
+        BackendInfo(name="ray", factory=_ray, description="sandboxed containers as Ray tasks on a Ray cluster",
+                    runs_images=True),
+        BackendInfo(name="aws-batch", factory=_aws_batch, description="AWS Batch job queues (GPU fleets)",
+                    runs_images=True),
+        BackendInfo(name="fake", factory=_fake, description="in-memory backend for tests of scheduling logic",
+                    runs_images=True),
     ]
