@@ -9,6 +9,7 @@ the largest size over the smallest; near 1 means linear).
 
     python bench/bench_simulation.py                 # 4,200 and 100,000
     python bench/bench_simulation.py --sizes 4200    # quick
+    python bench/bench_simulation.py --team-budget 60   # with team budgets: over-budget teams are held
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import math
 import random
 import time
 
+from referee.platform.cost.config import CostConfig
 from referee.platform.cost.planner import PlanRequest, plan
 from referee.platform.cost.simulation import SimulationConfig, simulate
 from referee.platform.policy import SchedulingPolicy
@@ -72,7 +74,10 @@ def main() -> None:
     ap.add_argument("--deadline-d", type=float, default=21.0)
     ap.add_argument("--failure-rate", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--team-budget", type=float, default=None,
+                    help="USD per team (4 submissions each): the dispatch check holds teams over it")
     args = ap.parse_args()
+    cost = CostConfig(team_budget=args.team_budget)
 
     print(f"{'submissions':>11} {'fleet':>6} {'sim s':>8} {'base s':>8} {'ratio':>7} {'us/sub':>8} "
           f"{'pick %':>7} {'makespan d':>10} {'util':>6} {'cost $':>12}")
@@ -85,14 +90,15 @@ def main() -> None:
         t = time.process_time()
         r = simulate(SimulationConfig(submissions=n, runtime_s=args.runtime_h * H, fleet=fleet, runtime_cv=0.1,
                                       teams=max(1, n // 4), failure_rate=args.failure_rate, restart_delay_s=300,
-                                      seed=args.seed), policy=policy)
+                                      cost=cost, seed=args.seed), policy=policy)
         sim_s = time.process_time() - t
         base_s, _ = baseline(n, fleet, args.runtime_h * H, 0.1, args.failure_rate, args.seed)
         per_sub.append(sim_s / n)
         base_per_sub.append(base_s / n)
         print(f"{n:>11,} {fleet:>6} {sim_s:>8.2f} {base_s:>8.3f} {sim_s / base_s:>6.1f}x {1e6 * sim_s / n:>8.1f} "
               f"{100 * policy.pick_s / sim_s:>6.1f}% {r.makespan_s / 86400:>10.1f} {r.utilisation:>6.1%} "
-              f"{r.cost:>12,.0f}")
+              f"{r.cost:>12,.0f}" + (f"  held teams {len(r.held_teams):,}, pending {r.pending:,}"
+                                      if args.team_budget is not None else ""))
     if len(per_sub) > 1:
         scale = per_sub[-1] / per_sub[0]
         verdict = "near-linear" if scale < 2.0 else "super-linear"

@@ -128,12 +128,33 @@ def _desc(status: str, **kw: Any) -> dict:
     (_desc("FAILED", statusReason="Job attempt duration exceeded timeout"), JobState.FAILED, FailureReason.TIMED_OUT),
     (_desc("FAILED", statusReason=CANCEL_REASON), JobState.CANCELLED, FailureReason.CANCELLED),
     (_desc("FAILED"), JobState.FAILED, FailureReason.EXITED_NONZERO),  # no reason given: never a free retry
+    # a broken image (its command does not exist): the image's fault, as on the Docker backend
+    (_desc("FAILED", statusReason="Task failed to start", attempts=[{"container": {"reason": (
+        'CannotStartContainerError: Error response from daemon: failed to create shim task: OCI runtime create '
+        'failed: runc create failed: unable to start container process: exec: "predict": executable file not '
+        'found in $PATH: unknown')}}]), JobState.FAILED, FailureReason.IMAGE_INVALID),
+    (_desc("FAILED", statusReason="Task failed to start", attempts=[{"container": {"reason": (
+        "CannotStartContainerError: Error response from daemon: OCI runtime create failed: exec format "
+        "error")}}]), JobState.FAILED, FailureReason.IMAGE_INVALID),
+    # any other start error is the platform's (retried, not charged)
+    (_desc("FAILED", statusReason="Task failed to start", attempts=[{"container": {"reason": (
+        "CannotStartContainerError: Error response from daemon: no space left on device")}}]),
+     JobState.FAILED, FailureReason.PLATFORM_ERROR),
+    (_desc("FAILED", statusReason="Task failed to start", attempts=[{"container": {"reason": (
+        "CannotCreateContainerError: Error response from daemon: devmapper: Thin Pool has 0 free data "
+        "blocks")}}]), JobState.FAILED, FailureReason.PLATFORM_ERROR),
 ])
 def test_batch_states_map_to_referee(desc, state, reason):
     st = batch_status(desc)
     assert (st.state, st.reason) == (state, reason)
     if state.final:
         assert st.finished_at is not None and st.started_at is not None
+
+
+def test_start_errors_use_the_sandboxs_own_list():
+    from referee.platform import sandbox
+    from referee.platform.backends import aws_batch
+    assert aws_batch._INVALID_START is sandbox._INVALID_START  # one list for both backends
 
 
 def test_retry_strategy_retries_infrastructure_only():
@@ -347,3 +368,106 @@ def test_artifact_stores_round_trip_and_refuse_corruption(moto_aws, tmp_path):
         local.put_tree(src)
     with pytest.raises(BackendError, match="unsafe path"):
         local.get_output("../../etc", "passwd", tmp_path / "nope")
+
+
+# -- re-attached jobs, capped downloads, short-lived URLs ----------------------------------------------
+def test_reattached_job_keeps_its_output_reason(moto_aws, tmp_path, base_image):
+    """A restarted scheduler's backend settles a finished job it did not submit exactly like its own: an
+    oversize or symlinked prediction file keeps its reason, instead of reading as a missing file."""
+    first = moto_aws.backend()
+    write = "import os; p = os.path.join(os.environ['REFEREE_OUTPUT'], os.environ['REFEREE_OUTPUT_FILE']); "
+    big = job_spec(tmp_path, "big", base_image, write + "open(p, 'w').write('x' * 5000)")
+    link = job_spec(tmp_path, "link", base_image, write + "os.symlink('/etc/hostname', p)")
+    good = job_spec(tmp_path, "good", base_image, write + "open(p, 'w').write('id,p\\n')")
+    for job in (big, link, good):
+        job.sandbox = {"max_output_bytes": 4096}
+    handles = [first.submit(j) for j in (big, link, good)]
+    again = moto_aws.backend(job_queue=first.job_queue)  # a new process: it knows none of these jobs
+    st = wait_final(again, handles)
+    assert (st[handles[0]].state, st[handles[0]].reason) == (JobState.FAILED, FailureReason.INVALID_OUTPUT)
+    assert "larger than the output cap of 4096 bytes" in st[handles[0]].message
+    assert (st[handles[1]].state, st[handles[1]].reason) == (JobState.FAILED, FailureReason.NO_OUTPUT)
+    assert "symlink" in st[handles[1]].message
+    assert st[handles[2]].state == JobState.SUCCEEDED
+    out = again.collect(handles[2], good)
+    assert (out / "predictions.csv").read_text() == "id,p\n"
+    for h, job in zip(handles, (big, link, good)):
+        again.cleanup(h)
+        assert not (Path(job.output_dir).parent / ".aws-batch-job.json").exists()
+
+
+def test_s3_urls_expire_with_the_job(moto_aws, tmp_path):
+    from urllib.parse import parse_qs, urlparse
+    from urllib.request import urlopen
+
+    moto_aws.client("s3").create_bucket(Bucket="referee-exp")
+    inp = tmp_path / "in"
+    inp.mkdir()
+    (inp / "a.txt").write_text("alpha\n")
+    sent: list[dict] = []
+
+    def lifetime(url: str) -> float:
+        """Seconds a presigned URL stays valid (SigV4: X-Amz-Expires; SigV2: Expires, an epoch time)."""
+        q = parse_qs(urlparse(url).query)
+        if "X-Amz-Expires" in q:
+            return float(q["X-Amz-Expires"][0])
+        return float(q["Expires"][0]) - time.time()
+
+    class Stop(Exception):
+        pass
+
+    def capture(params, **_):
+        sent.append(params)
+        raise Stop  # the request is all this test needs; no job runs
+
+    for options, expected in (({}, 600 + 3600), ({"url_margin_s": 120}, 600 + 120), ({"url_expiry_s": 900}, 900)):
+        backend = moto_aws.backend(data="s3", s3_bucket="referee-exp", **options)
+        backend.batch.meta.events.register("before-parameter-build.batch.SubmitJob", capture)
+        job = job_spec(tmp_path / str(expected), "exp", "referee/base-python:bookworm", "pass", timeout=600,
+                       input_dir=inp)
+        assert backend.url_expiry(job) == expected
+        with pytest.raises(Stop):
+            backend.submit(job)
+        env = {e["name"]: e["value"] for e in sent[-1]["containerOverrides"]["environment"]}
+        stage_url = env["REFEREE_STAGE_URL"]
+        assert lifetime(stage_url) == pytest.approx(expected, abs=30)
+        doc = __import__("json").load(urlopen(stage_url, timeout=30))
+        assert len(doc["inputs"]) == 1
+        for url in [*doc["inputs"].values(), doc["output_url"]]:
+            assert lifetime(url) == pytest.approx(expected, abs=30)
+    with pytest.raises(BackendError, match="url_expiry_s"):
+        moto_aws.backend(data="s3", s3_bucket="referee-exp", url_expiry_s=0)
+
+
+def test_output_downloads_are_capped(moto_aws, tmp_path):
+    from referee.platform.artifacts import OutputTooLarge
+    src = tmp_path / "pred.csv"
+    src.write_bytes(b"x" * 2000)
+    moto_aws.client("s3").create_bucket(Bucket="referee-cap")
+    s3 = S3ArtifactStore("referee-cap", "p", client=moto_aws.client("s3"))
+    for store in (LocalArtifactStore(tmp_path / "art"), s3):
+        store.put_output("job-1", "pred.csv", src)
+        dest = tmp_path / f"got-{type(store).__name__}" / "pred.csv"
+        with pytest.raises(OutputTooLarge, match="cap of 1999 bytes"):
+            store.get_output("job-1", "pred.csv", dest, max_bytes=1999)
+        assert not dest.exists() and not list(dest.parent.iterdir())  # nothing half-written
+        assert store.get_output("job-1", "pred.csv", dest, max_bytes=2000).read_bytes() == src.read_bytes()
+
+    # the size an object claims is not trusted: what streams in is counted
+    class Lying:
+        def __init__(self, client):
+            self._client = client
+
+        def __getattr__(self, name):
+            return getattr(self._client, name)
+
+        def get_object(self, **kw):
+            obj = self._client.get_object(**kw)
+            obj["ContentLength"] = 10
+            return obj
+
+    liar = S3ArtifactStore("referee-cap", "p", client=Lying(moto_aws.client("s3")))
+    dest = tmp_path / "liar" / "pred.csv"
+    with pytest.raises(OutputTooLarge):
+        liar.get_output("job-1", "pred.csv", dest, max_bytes=1000)
+    assert not dest.exists() and not list(dest.parent.iterdir())

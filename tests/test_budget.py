@@ -102,3 +102,22 @@ def test_referee_run_exits_3_with_the_reason(store, example, script_plugins):
     assert result.exit_code == 3, result.output
     assert "paused:" in result.output and "budget of $5.00 would be exceeded" in result.output
     assert len(store.query("SELECT id FROM jobs")) == 1  # one dispatched, the second held back
+
+
+def test_attempts_lost_to_the_platform_do_not_count_toward_the_team_budget(store, example, script_plugins):
+    from referee.platform.cost.ledger import spent
+    root = example("deepfake")
+    cost = {"team_budget": 5.0, "local_backends": [], "estimated_runtime": "30m"}
+    comp = make_competition(store, root, name="platform-losses", cost=cost,
+                            resources={"gpus": 1, "instance_type": "p3.2xlarge"}, max_in_flight=1)
+    texts = submit_scripts(store, comp, root, [("alpha", p) for p in PREDICTIONS[:3]])
+    first = min(texts)
+    # alpha's first submission loses two attempts to the platform ($1.53 each, paid by the host)
+    backend = ClockedFake(default_hours=0.5, output=fake_output(texts),
+                          script={first: ["platform_error", "platform_error", "ok"]})
+    summary = Scheduler(store, comp, backend, poll_interval=0.01).run()
+    # charged to alpha: three successful runs, $4.59 <= $5; counting the lost attempts would have held
+    # alpha after its first submission ($4.59 + $1.53 > $5)
+    assert summary.held_teams == {} and summary.scored == 3 and summary.retried == 2
+    assert spent(store, comp.id, "alpha") == pytest.approx(3 * 0.5 * P3)
+    assert spent(store, comp.id) == pytest.approx(5 * 0.5 * P3)  # the host paid for all five attempts

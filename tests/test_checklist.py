@@ -378,6 +378,48 @@ def test_label_predictions_score_as_one_hot(scored, tmp_path):
     assert len(store.submissions(comp.id)) == 1  # rejected files left nothing behind
 
 
+def test_public_details_follow_each_competitions_own_split(scored, tmp_path):
+    """Two competitions with one suite (the same suite file, so the same cached suite run) but different
+    public_fraction, scored in one process: each one's public and private details cover exactly its own
+    cases. A suite run is cached per suite, predictions and reference layout; the split is never cached."""
+    from referee.scoring.reference import load_reference, reference_values
+    from referee.submissions.intake import validate_predictions
+
+    store = Store(tmp_path / "ws")
+    built = {}
+    for pct in (50, 10):  # built in this process: the same seed pickles to the same suite file here
+        doc = yaml.safe_load((scored.directory / "competition.yaml").read_text())
+        doc["id"] = f"sentiment-p{pct}"
+        doc["checklist"].update(public_fraction=pct / 100, output_dir=f"data/checklist-p{pct}")
+        path = scored.directory / f"sentiment-p{pct}.yaml"  # same directory: the same held-out file
+        path.write_text(yaml.safe_dump(doc))
+        built[pct] = load_into_store(store, path)
+    half, tenth = built[50], built[10]
+    assert half.metrics[0].params["suite_sha256"] == tenth.metrics[0].params["suite_sha256"]  # one cache key
+
+    def case_counts(comp) -> dict[str, int]:
+        rows = _csv_rows(comp.data.reference)
+        return {split: len({(r["test"], r["case"]) for r in rows if r["test"] and r["split"] == split})
+                for split in ("public", "private")}
+
+    want = {"half": case_counts(half), "tenth": case_counts(tenth)}
+    assert want["half"]["public"] + want["half"]["private"] == want["tenth"]["public"] + want["tenth"]["private"]
+    assert want["tenth"]["public"] < want["half"]["public"] / 2  # the split really differs
+    for name, comp in (("half", half), ("tenth", tenth), ("half", half)):  # one process, cache warm
+        ref = load_reference(comp)
+        preds = validate_predictions(scored.directory / "submissions" / "alpha__lexicon.csv", comp, ref)
+        details = cs.details(preds, reference_values(ref, comp), comp.metrics[0].params)
+        for split in ("public", "private"):
+            got = sum(t["cases"] for t in details["by_split"][split]["checklist"]["tests"])
+            assert got == want[name][split], (name, split)
+    # and through the scheduler: the stored public details of the 10% competition
+    sid = submit(store, tenth, "alpha", scored.directory / "submissions" / "alpha__lexicon.csv")
+    from referee.platform.scheduler import Scheduler
+    assert Scheduler(store, tenth, poll_interval=0.01).run().scored == 1
+    public = json.loads(_score_rows(store, sid)[("failure_rate", "public")]["details_json"])["checklist"]
+    assert sum(t["cases"] for t in public["tests"]) == want["tenth"]["public"]
+
+
 @pytest.mark.parametrize("name, code, line", [
     ("charlie__missing_row.csv", "missing_id", None), ("delta__wrong_header.csv", "wrong_columns", 1),
     ("echo__not_a_number.csv", "bad_value", 43), ("foxtrot__sum_not_one.csv", "bad_value", 8)])

@@ -172,13 +172,23 @@ def test_scheduler_run_records_costs_per_job_and_totals(store, example, tmp_path
                          (comp.id,))
     assert len(errors) == 12 and all("tracker bug" in e["message"] for e in errors)
 
+    # bravo's first attempt was lost to the platform: the host pays for it, the team is not charged
+    import json
+    from referee.platform.cost.ledger import spent
+    lost = [r for r in rows if r["submission_id"] == b1 and json.loads(r["details_json"]).get("account")]
+    assert len(lost) == 4 and {json.loads(r["details_json"])["account"] for r in lost} == {"platform"}
     per_sub = submission_totals(store, comp.id)
-    assert per_sub[b1] == pytest.approx(2 * 0.5 * P3)  # the failed attempt costs the host money too
+    assert per_sub[b1] == pytest.approx(0.5 * P3)  # the leaderboard's cost: what the team was charged
+    assert submission_totals(store, comp.id, include_platform=True)[b1] == pytest.approx(2 * 0.5 * P3)
+    assert spent(store, comp.id, "bravo") == pytest.approx(0.5 * P3)  # what the team budget counts
     data = report(store, comp.id)
     teams = {t["team"]: t for t in data["teams"]}
     assert teams["alpha"]["USD"] == pytest.approx(4.5 * P3) and teams["alpha"]["jobs"] == 2
-    assert teams["bravo"]["gpu-hours"] == pytest.approx(1.0)
+    assert teams["bravo"]["gpu-hours"] == pytest.approx(0.5) and teams["bravo"]["jobs"] == 1
+    assert data["platform"] == {"jobs": 1, "USD": pytest.approx(0.5 * P3), "instance-hours": pytest.approx(0.5),
+                                "gpu-hours": pytest.approx(0.5), "fee": 0.25}
     total_h = sum(hours.values()) + hours[b1]
+    assert spent(store, comp.id) == pytest.approx(total_h * P3)  # the competition's spend includes it
     assert data["total"]["USD"] == pytest.approx(total_h * P3)
     assert data["total"]["jobs"] == 6
     assert data["instance_types"] == [{"instance_type": "p3.2xlarge", "USD": pytest.approx(total_h * P3),
@@ -190,6 +200,7 @@ def test_scheduler_run_records_costs_per_job_and_totals(store, example, tmp_path
     assert {"cost", "pareto"} <= set(lb.columns_extra)
     by_team = {e.team: e for e in lb.entries}
     assert by_team["alpha"].submission_id == a1 and by_team["alpha"].extra["cost"] == pytest.approx(3 * P3, abs=1e-3)
+    assert by_team["bravo"].extra["cost"] == pytest.approx(0.5 * P3, abs=1e-3)  # the lost attempt is not in it
     pts = [(e.metrics["log_loss"], e.extra["cost"]) for e in lb.entries]
     dominated = [any(c2 <= c and s2 <= s and (c2, s2) != (c, s) for s2, c2 in pts) for s, c in pts]
     assert [e.extra["pareto"] == "yes" for e in lb.entries] == [not d for d in dominated]
@@ -211,7 +222,6 @@ def test_scheduler_run_records_costs_per_job_and_totals(store, example, tmp_path
     assert report(store, comp.id)["total"]["USD"] == pytest.approx(total_h * P3)
 
     # the same totals and the score-vs-cost view from the command line
-    import json
     from click.testing import CliRunner
     from referee.platform.cli import cli
     runner = CliRunner()
@@ -220,6 +230,7 @@ def test_scheduler_run_records_costs_per_job_and_totals(store, example, tmp_path
     assert json.loads(out.output)["total"]["USD"] == pytest.approx(total_h * P3)
     table = runner.invoke(cli, ["-w", str(store.root), "cost", "report", comp.id], env={"COLUMNS": "120"})
     assert table.exit_code == 0 and "per team" in table.output and "alpha" in table.output
+    assert "lost to the platform" in " ".join(table.output.split())
     out = runner.invoke(cli, ["-w", str(store.root), "cost", "pareto", comp.id, "--mode", "best", "--json"])
     assert out.exit_code == 0, out.output
     front = {p["team"] for p in json.loads(out.output)["points"] if p["on_front"]}
@@ -309,3 +320,52 @@ def test_invalid_cost_section_is_a_spec_error_naming_the_field(store, example):
         "spot_discount": 0.5})
     from referee.platform.cost.config import cost_config
     assert cost_config(ok).catalog.get("x1.custom").hourly("spot") == pytest.approx(0.5)
+
+
+# -- queue time is never charged ------------------------------------------------------------------------
+def test_a_job_that_never_started_is_charged_nothing():
+    """No started_at from the backend (cancelled or lost while queued): zero hours, not dispatch-to-finish."""
+    from referee.platform.backends.base import FailureReason, JobState
+    from referee.platform.cost.config import CostConfig
+    from referee.platform.cost.trackers import GpuHoursTracker, InstanceTimeTracker
+    from referee.platform.jobs import JobRecord
+
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    # the jobs row as the scheduler leaves it: started_at is the dispatch time when the backend gave none
+    job = JobRecord(id=1, job_id="j1", submission_id=1, competition_id="c", team="alpha", attempt=1,
+                    backend="aws-batch", state="cancelled", failure_reason="cancelled", cpu=1, memory=None, gpus=1,
+                    instance_type="p3.2xlarge", node=None, created_at=t0, started_at=t0,
+                    finished_at=t0 + dt.timedelta(hours=2), spec={})
+    trackers = [InstanceTimeTracker(CostConfig()), GpuHoursTracker()]
+    queued = JobStatus(JobState.CANCELLED, FailureReason.CANCELLED, "cancelled", finished_at=job.finished_at)
+    assert [e.amount for t in trackers for e in t.job_finished(job, queued)] == [0.0, 0.0, 0.0]
+    ran = JobStatus(JobState.CANCELLED, FailureReason.CANCELLED, "cancelled",
+                    started_at=t0 + dt.timedelta(minutes=90), finished_at=job.finished_at)
+    usd = [e for e in trackers[0].job_finished(job, ran) if e.unit == "USD"][0]
+    assert usd.amount == pytest.approx(0.5 * P3) and usd.details["hours"] == pytest.approx(0.5)
+    # no status at all (a resumed scheduler re-finishing a job): the stored times stand in
+    assert [e for e in trackers[0].job_finished(job, None) if e.unit == "USD"][0].amount == pytest.approx(2 * P3)
+
+
+class QueuedLoss(ClockedFake):
+    """The first attempt of each submission is lost while queued: no started_at, finished hours later."""
+
+    def _finish(self, job: JobSpec) -> JobStatus:
+        if job.attempt == 1:
+            from referee.platform.backends.base import FailureReason, JobState, now_utc
+            return JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR, "lost while queued",
+                             finished_at=now_utc() + dt.timedelta(hours=3))
+        return super()._finish(job)
+
+
+def test_scheduler_run_charges_no_queue_time(store, example, script_plugins):
+    root = example("deepfake")
+    comp = make_competition(store, root, name="queued", resources={"gpus": 1, "instance_type": "p3.2xlarge"},
+                            cost={"local_backends": []})
+    texts = submit_scripts(store, comp, root, [("alpha", "alpha__good.csv")])
+    summary = Scheduler(store, comp, QueuedLoss(default_hours=1.0, output=fake_output(texts)),
+                        poll_interval=0.01).run()
+    assert summary.scored == 1 and summary.retried == 1
+    usd = {r["job_id"]: r["amount"] for r in cost_rows(store, comp.id) if r["unit"] == "USD"}
+    assert sorted(usd.values()) == [0.0, pytest.approx(P3)]  # the queued attempt: nothing, not 3 hours
+    assert report(store, comp.id)["total"]["USD"] == pytest.approx(P3)

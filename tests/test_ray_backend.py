@@ -127,6 +127,31 @@ def test_inputs_staged_through_the_object_store(ray_cluster, tmp_path):
     shutil.rmtree(where, ignore_errors=True)
 
 
+def test_a_job_that_cannot_be_launched_fails_and_the_queue_moves_on(ray_cluster, tmp_path):
+    """Staging fails (a symlink in the input tree) when the job is launched from poll: that job fails as a
+    platform error (the scheduler retries it, not charged); it is not left queued, and the next one runs."""
+    from referee.platform.backends.ray import RayBackend
+    bad_input = tmp_path / "bad-in"
+    bad_input.mkdir()
+    (bad_input / "link").symlink_to("/etc/hostname")
+    backend = RayBackend(runner="process", stage_inputs=True, max_in_flight=1)
+    slow = py_job(tmp_path, "slow", "import time; time.sleep(0.5); " + WRITE.format("'slow'"))
+    bad = py_job(tmp_path, "unstageable", WRITE.format("'never'"), input_dir=bad_input)
+    after = py_job(tmp_path, "after", WRITE.format("'after'"))
+    handles = [backend.submit(j) for j in (slow, bad, after)]  # bad and after wait for slow's slot
+    assert backend.poll(handles[1:2])[handles[1]].state == JobState.QUEUED
+    st = wait_final(backend, handles, limit=60)
+    assert st[handles[0]].state == st[handles[2]].state == JobState.SUCCEEDED
+    assert (st[handles[1]].state, st[handles[1]].reason) == (JobState.FAILED, FailureReason.PLATFORM_ERROR)
+    assert "could not launch" in st[handles[1]].message and "symlinks" in st[handles[1]].message
+    assert (Path(after.output_dir) / "out.txt").read_text() == "after"
+    # a failure while launching from submit itself is reported the same way (the handle is usable)
+    again = py_job(tmp_path, "unstageable-2", WRITE.format("'never'"), input_dir=bad_input)
+    solo = RayBackend(runner="process", stage_inputs=True)
+    h = solo.submit(again)
+    assert solo.poll([h])[h].reason == FailureReason.PLATFORM_ERROR
+
+
 def test_gpu_device_requests_reach_docker_pinned_to_rays_gpu(ray_cluster, tmp_path, base_image, docker_client):
     """The sandbox asks Docker for the GPUs Ray assigned. Without a GPU engine, Docker refuses that very
     request; with one, the container really sees its GPU."""

@@ -13,6 +13,7 @@ from referee.platform.cost.config import CostConfig
 from referee.platform.cost.planner import PlanRequest, plan
 from referee.platform.cost.simulation import SimulationConfig, simulate
 from referee.platform.policy import SchedulingPolicy
+from test_cost_trackers import script_plugins  # noqa: F401  (fixture)
 
 H = 3600.0
 THREE_WEEKS = 21 * 86400.0
@@ -104,3 +105,95 @@ def test_deterministic_and_cli(tmp_path):
     # the fleet is planned for the deadline with a 50% restart margin: 400 x 2 h in 48 h -> 17 slots -> 26
     assert data["fleet"] == 26 and data["completed"] + data["gave_up"] == 400
     assert data["makespan_s"] <= 2 * 86400
+
+
+# -- the same budget decision and the same pricing as a real run --------------------------------------
+def test_team_budget_holds_only_that_team_like_the_scheduler(store, example, script_plugins):
+    """The scenario of test_budget's team hold, run for real and simulated: same decision, same message."""
+    import re
+
+    from referee.platform.cost.config import cost_config
+    from referee.platform.scheduler import Scheduler
+    from test_cost_trackers import ClockedFake, fake_output, make_competition, submit_scripts
+
+    root = example("deepfake")
+    comp = make_competition(store, root, name="team-budget-sim", max_in_flight=1,
+                            cost={"team_budget": 5.0, "local_backends": [], "estimated_runtime": "30m"},
+                            resources={"gpus": 1, "instance_type": "p3.2xlarge"})
+    plan_ = [("alpha", p) for p in ("alpha__good.csv", "bravo__mediocre.csv", "charlie__baseline.csv",
+                                    "echo__first.csv")] + [("bravo", "echo__second.csv"), ("bravo", "alpha__good.csv")]
+    texts = submit_scripts(store, comp, root, plan_)
+    real = Scheduler(store, comp, ClockedFake(default_hours=0.5, output=fake_output(texts)), poll_interval=0.01).run()
+    sim = simulate(SimulationConfig(submissions=len(plan_), runtime_s=0.5 * H, fleet=1, instance_type="p3.2xlarge",
+                                    team_names=[t for t, _ in plan_], timeout_s=comp.resources.timeout,
+                                    cost=cost_config(comp), gpus=1))
+    assert real.paused_reason is None and sim.paused_reason is None  # a team's budget pauses nothing else
+    assert set(sim.held_teams) == set(real.held_teams) == {"alpha"}
+    assert sim.completed == real.scored == 5
+    assert sim.pending == len(store.submissions(comp.id, status="pending")) == 1
+
+    def same(text: str) -> str:  # submission numbers and competition ids differ, nothing else
+        return re.sub(r"#\d+", "#N", text).replace(f"'{comp.id}'", "C").replace(comp.id, "C").replace(
+            "'simulation'", "C").replace("simulation", "C")
+    assert same(sim.held_teams["alpha"]) == same(real.held_teams["alpha"])
+
+
+def test_competition_budget_still_pauses_everything():
+    r = simulate(SimulationConfig(submissions=40, runtime_s=H, fleet=4, teams=4, timeout_s=H,
+                                  cost=CostConfig(budget=3.06 * 10, team_budget=1000.0)))
+    assert r.paused_reason.startswith("competition 'simulation' budget of $30.60") and not r.held_teams
+    assert r.completed == 10 and r.pending == 30
+
+
+def test_jobs_are_priced_with_the_budget_checks_rate_and_share():
+    """cost.share decides a job's price, as in check_dispatch and the instance-time tracker: whole (the
+    default) charges each job the whole p3.8xlarge even when four 1-GPU jobs share it; reserved a quarter."""
+    from referee.platform.cost.budget import job_rate
+
+    base = dict(submissions=40, runtime_s=H, fleet=2, jobs_per_instance=4, instance_type="p3.8xlarge", gpus=1)
+    for share, fraction in (("whole", 1.0), ("reserved", 0.25)):
+        cfg = CostConfig(share=share)
+        r = simulate(SimulationConfig(**base, cost=cfg))
+        real = job_rate(cfg, "aws-batch", instance_type="p3.8xlarge", cpu=None, memory=None, gpus=1)
+        assert real.share == r.share == fraction
+        assert r.busy_hours == pytest.approx(40.0)
+        assert r.cost == pytest.approx(40 * real.per_hour) == pytest.approx(40 * 12.24 * fraction)
+        # the budget projection of one job is the same amount the dispatch check would project
+        budgeted = simulate(SimulationConfig(**base, cost=CostConfig(share=share, budget=real.per_hour * 8 - 1e-6),
+                                             timeout_s=H))
+        assert budgeted.completed == 7 and budgeted.cost == pytest.approx(7 * real.per_hour)
+
+
+def test_simulation_counts_lost_attempts_against_the_host_not_the_team():
+    # every team's budget fits two clean runs; attempts lost to the platform must not eat into it
+    # (one slot, so no team ever has a job in flight when it is checked: only its spend counts)
+    r = simulate(SimulationConfig(submissions=60, runtime_s=H, fleet=1, teams=6, timeout_s=H, failure_rate=0.3,
+                                  max_infra_retries=10, cost=CostConfig(team_budget=2 * 3.06), seed=11))
+    assert r.retries > 0 and r.lost_hours > 0
+    assert r.cost == pytest.approx((12 + r.lost_hours) * 3.06)  # the host still pays for the lost time
+    assert r.completed == 12 and len(r.held_teams) == 6 and r.paused_reason is None
+
+
+@pytest.mark.parametrize("args, option", [
+    (["plan", "-n", "10", "--deadline", "1d", "--pilot", "c5.large=1h", "--cpu", "nan"], "--cpu"),
+    (["plan", "-n", "10", "--deadline", "1d", "--pilot", "c5.large=1h", "--cpu", "-2"], "--cpu"),
+    (["plan", "-n", "10", "--deadline", "1d", "--pilot", "c5.large=1h", "--restart-margin", "inf"], "--restart-margin"),
+    (["plan", "-n", "10", "--deadline", "1d", "--pilot", "c5.large=1h", "--failure-rate", "nan"], "--failure-rate"),
+    (["plan", "-n", "10", "--deadline", "1d", "--pilot", "c5.large=1h", "--memory", "0"], "--memory"),
+    (["simulate", "-n", "10", "--runtime-cv", "nan"], "--runtime-cv"),
+    (["simulate", "-n", "10", "--budget", "nan"], "--budget"),
+    (["simulate", "-n", "10", "--cpu", "inf"], "--cpu"),
+])
+def test_bad_numbers_are_usage_errors_naming_the_option(tmp_path, args, option):
+    out = CliRunner().invoke(cli, ["-w", str(tmp_path / "ws"), "cost", *args])
+    assert out.exit_code == 2, (out.exit_code, out.output, out.exception)  # click's usage error, no traceback
+    assert option in out.output and "Traceback" not in out.output
+    assert not isinstance(out.exception, ValueError)
+
+
+def test_plan_request_refuses_bad_resources():
+    from referee.platform.cost.planner import PlanInputError
+    for kw in ({"cpu": float("nan")}, {"cpu": 0.0}, {"memory": -1}, {"deadline_s": float("inf")}):
+        args = {"submissions": 10, "deadline_s": 86400.0, "pilots": {"c5.large": [H]}, **kw}
+        with pytest.raises(PlanInputError):
+            plan(PlanRequest(**args))

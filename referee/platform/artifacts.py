@@ -26,6 +26,29 @@ from referee.errors import BackendError
 from referee.platform.spec import file_sha256
 
 MANIFEST_VERSION = 1
+COPY_CHUNK = 1 << 20
+
+
+class OutputTooLarge(BackendError):
+    """An object is larger than the cap it was read under (found before or while it streamed in)."""
+
+    def __init__(self, location: str, limit: int, size: int | None = None):
+        self.location, self.limit, self.size = location, limit, size
+        seen = f"{size} bytes" if size is not None else "more"
+        super().__init__(f"{location} is larger than the cap of {limit} bytes ({seen})")
+
+
+def _copy_capped(src: Any, dst: Any, limit: int | None, location: str) -> int:
+    """Copy a stream in chunks, stopping with ``OutputTooLarge`` as soon as it passes ``limit`` bytes."""
+    total = 0
+    while True:
+        chunk = src.read(COPY_CHUNK)
+        if not chunk:
+            return total
+        total += len(chunk)
+        if limit is not None and total > limit:
+            raise OutputTooLarge(location, limit)
+        dst.write(chunk)
 
 
 def tree_manifest(root: Path) -> dict[str, Any]:
@@ -82,8 +105,9 @@ class ArtifactStore(abc.ABC):
     def _put_bytes(self, key: str, data: bytes) -> None: ...
 
     @abc.abstractmethod
-    def _get_path(self, key: str, dest: Path) -> None:
-        """Write the object to ``dest`` (atomically); raise BackendError when it is missing."""
+    def _get_path(self, key: str, dest: Path, max_bytes: int | None = None) -> None:
+        """Write the object to ``dest`` (atomically); raise BackendError when it is missing, and
+        ``OutputTooLarge`` (leaving nothing at ``dest``) when it holds more than ``max_bytes``."""
 
     @abc.abstractmethod
     def _get_bytes(self, key: str) -> bytes: ...
@@ -160,10 +184,12 @@ class ArtifactStore(abc.ABC):
         """Size in bytes of a job's output object, None when the job wrote none."""
         return self._size(output_key(job_id, name))
 
-    def get_output(self, job_id: str, name: str, dest: Path) -> Path:
+    def get_output(self, job_id: str, name: str, dest: Path, max_bytes: int | None = None) -> Path:
+        """Download a job's output to ``dest``; with ``max_bytes``, an output past the cap (by its stated
+        size, or by what actually streams in) raises ``OutputTooLarge`` and nothing is written."""
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        self._get_path(output_key(job_id, name), dest)
+        self._get_path(output_key(job_id, name), dest, max_bytes)
         return dest
 
     def delete_outputs(self, job_id: str) -> None:
@@ -210,14 +236,20 @@ class LocalArtifactStore(ArtifactStore):
             f.write(data)
         os.replace(tmp, dest)
 
-    def _get_path(self, key: str, dest: Path) -> None:
+    def _get_path(self, key: str, dest: Path, max_bytes: int | None = None) -> None:
         src = self._path(key)
         if not src.is_file():
             raise BackendError(f"artifact {src} does not exist")
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
-        os.close(fd)
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
+        try:
+            with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if max_bytes is not None and size > max_bytes:
+                    raise OutputTooLarge(str(src), max_bytes, size)
+                _copy_capped(f, out, max_bytes, str(src))
+            os.replace(tmp, dest)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
 
     def _get_bytes(self, key: str) -> bytes:
         src = self._path(key)
@@ -285,16 +317,39 @@ class S3ArtifactStore(ArtifactStore):
     def _put_bytes(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self.key(key), Body=data)
 
-    def _get_path(self, key: str, dest: Path) -> None:
-        from botocore.exceptions import ClientError
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
-        os.close(fd)
+    def _get_path(self, key: str, dest: Path, max_bytes: int | None = None) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+        if max_bytes is None:  # trusted content (inputs, blobs): boto3's parallel download
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
+            os.close(fd)
+            try:
+                self.client.download_file(self.bucket, self.key(key), tmp)
+                os.replace(tmp, dest)
+            except ClientError as exc:
+                raise BackendError(f"cannot download {self.location(key)}: {exc}") from None
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+            return
+        # What a job wrote: refuse it by its stated size, and count what streams in (the size an object
+        # claims is not trusted to bound what the connection delivers).
+        where = self.location(key)
         try:
-            self.client.download_file(self.bucket, self.key(key), tmp)
-            os.replace(tmp, dest)
+            obj = self.client.get_object(Bucket=self.bucket, Key=self.key(key))
         except ClientError as exc:
-            raise BackendError(f"cannot download {self.location(key)}: {exc}") from None
+            raise BackendError(f"cannot download {where}: {exc}") from None
+        body = obj["Body"]
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                size = obj.get("ContentLength")
+                if size is not None and int(size) > max_bytes:
+                    raise OutputTooLarge(where, max_bytes, int(size))
+                _copy_capped(body, out, max_bytes, where)
+            os.replace(tmp, dest)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise BackendError(f"cannot download {where}: {type(exc).__name__}: {exc}") from None
         finally:
+            body.close()
             Path(tmp).unlink(missing_ok=True)
 
     def _get_bytes(self, key: str) -> bytes:
@@ -312,6 +367,8 @@ class S3ArtifactStore(ArtifactStore):
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})
 
     # -- presigned URLs: a job gets exactly its inputs and its output, and no credentials ----------
+    # Callers give the expiry: a job's URLs should live about as long as the job may (its timeout plus a
+    # margin for queueing), never the 7-day maximum, so a URL that leaks (a log line) soon stops working.
     def presigned_get(self, key: str, expires_s: int) -> str:
         return self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket,
                                                                         "Key": self.key(key)},

@@ -112,15 +112,15 @@ def _split_mask(comp: Competition, table: Table, ids: list[str], src: Path) -> n
 
 
 def reference_values(ref: ReferenceData, comp: Competition) -> list[str] | list[list[str]]:
-    """The reference column(s) in reference order: one list, or one list per item for multi-reference
-    (several columns, or a JSONL column holding a list); empty cells are not references."""
+    """The reference column(s) in reference order: one list, or one list per item (several columns,
+    positional, or a JSONL column holding a list of strings)."""
     cols = comp.data.reference_columns
     if len(cols) == 1:
         values = ref.columns[cols[0]]
         if ref.list_columns.get(cols[0]):
-            return [[v for v in json.loads(x) if v] for x in values]
+            return [json.loads(x) for x in values]
         return values
-    return [[v for v in t if v] for t in zip(*(ref.columns[c] for c in cols))]
+    return [list(t) for t in zip(*(ref.columns[c] for c in cols))]
 
 
 __all__ = ["ReferenceData", "load_reference", "reference_values", "SPLITS", "TXT_COLUMN"]

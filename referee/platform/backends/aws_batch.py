@@ -14,7 +14,12 @@ Data moves one of two ways (option ``data``):
   runs the submission and uploads its prediction file. The job holds no AWS credentials.
 
 The handle is the Batch ``jobId``; everything poll needs (timeout, instance type) travels as job tags,
-so a restarted scheduler re-attaches to running jobs.
+so a restarted scheduler re-attaches to running jobs. The job's spec is also written next to its output
+directory (named by a tag), so a re-attached job's output is checked and copied out in ``poll`` exactly
+as for a job this process submitted: an oversize or symlinked prediction file keeps its own reason.
+
+Presigned URLs (s3 mode) expire with the job: its timeout plus ``url_margin_s`` (queueing), not after
+the 7-day maximum; ``url_expiry_s`` fixes another expiry.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from referee.errors import BackendError
 from referee.platform.backends.base import (
     Backend, FailureReason, JobSpec, JobState, JobStatus, lost_handle, now_utc,
 )
+from referee.platform.sandbox import _INVALID_START  # start failures that are the image's fault
 
 DESCRIBE_BATCH = 100  # describe_jobs takes at most 100 job ids
 MIN_ATTEMPT_SECONDS = 60  # Batch refuses shorter attempt timeouts; referee enforces shorter ones itself
@@ -43,9 +49,18 @@ TIMEOUT_REASON = "referee: timed out"
 TAG_TIMEOUT = "referee.timeout_s"
 TAG_INSTANCE = "referee.instance_type"
 TAG_JOB = "referee.job_id"
+TAG_OUTPUT_DIR = "referee.output_dir"  # where the job's spec file lies (see job_spec_file)
+MAX_TAG_VALUE = 256  # Batch's limit on a tag value
+MAX_URL_EXPIRY_S = 7 * 24 * 3600  # SigV4's limit on a presigned URL
+SPEC_FILE = ".aws-batch-job.json"
 
 # Infrastructure failures, as Batch reports them. The same table builds the retryStrategy (Batch allows
 # five evaluateOnExit rules; the fifth exits on everything else) and referee's own failure mapping.
+# One exception in the mapping: a ``Cannot*`` start error that names the image's own command or working
+# directory (the sandbox's ``_INVALID_START``, e.g. ``CannotStartContainerError: ... exec: "x":
+# executable file not found``) is the image's fault, IMAGE_INVALID as on the Docker backend. Batch's
+# patterns only match prefixes, so its retryStrategy cannot tell the two apart and may retry such an
+# attempt within ``batch_attempts``; referee never does.
 INFRA_RULES: tuple[tuple[str, str], ...] = (
     ("onStatusReason", "Host EC2*"),  # spot reclaim, instance terminated or unhealthy
     ("onReason", "Cannot*"),  # CannotPullContainerError, CannotStartContainerError, CannotCreate...
@@ -125,6 +140,12 @@ def scratch_dir(job: JobSpec) -> Path:
     return Path(job.output_dir).parent / SCRATCH_DIR
 
 
+def job_spec_file(output_dir: str | Path) -> Path:
+    """Where ``submit`` leaves a job's spec for re-attach: next to its output directory (on the host,
+    never mounted into the container)."""
+    return Path(output_dir).parent / SPEC_FILE
+
+
 def _ms(v: Any) -> dt.datetime | None:
     if not v:
         return None
@@ -158,6 +179,10 @@ def batch_status(desc: dict[str, Any], now: float | None = None) -> JobStatus:
         return JobStatus(JobState.CANCELLED, FailureReason.CANCELLED, status_reason, **done)
     if status_reason.startswith(TIMEOUT_REASON) or "attempt duration exceeded" in status_reason.lower():
         return JobStatus(JobState.FAILED, FailureReason.TIMED_OUT, status_reason, **done)
+    for text in (reason_text, status_reason):
+        if _matches(text, "Cannot*") and any(s in text for s in _INVALID_START):
+            return JobStatus(JobState.FAILED, FailureReason.IMAGE_INVALID,
+                             f"AWS Batch: the container could not start: {text}", **done)
     for key, pattern in INFRA_RULES:
         if _matches(status_reason if key == "onStatusReason" else reason_text, pattern):
             return JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR,
@@ -185,7 +210,7 @@ class AwsBatchBackend(Backend):
                  efs_file_system_id: str | None = None, s3_bucket: str | None = None,
                  s3_prefix: str = "referee", log_group: str = "/aws/batch/job", batch_attempts: int = 2,
                  create_queue: bool | dict[str, Any] = False,
-                 url_expiry_s: int = 7 * 24 * 3600, session: Any = None):
+                 url_expiry_s: int | None = None, url_margin_s: int = 3600, session: Any = None):
         if data not in ("shared-fs", "s3"):
             raise BackendError(f"aws-batch backend: option data must be 'shared-fs' or 's3', not {data!r}")
         if data == "s3" and not s3_bucket:
@@ -201,7 +226,10 @@ class AwsBatchBackend(Backend):
         self.shared_root = Path(shared_root).resolve() if shared_root else None
         self.fleet_root = fleet_root or (str(self.shared_root) if self.shared_root else None)
         self.efs_file_system_id = efs_file_system_id
-        self.url_expiry_s = min(int(url_expiry_s), 7 * 24 * 3600)
+        if (url_expiry_s is not None and int(url_expiry_s) < 1) or int(url_margin_s) < 0:
+            raise BackendError("aws-batch backend: url_expiry_s must be positive and url_margin_s not negative")
+        self.url_expiry_s = None if url_expiry_s is None else min(int(url_expiry_s), MAX_URL_EXPIRY_S)
+        self.url_margin_s = int(url_margin_s)
         self.artifacts = None
         if data == "s3":
             from referee.platform.artifacts import S3ArtifactStore
@@ -296,6 +324,13 @@ class AwsBatchBackend(Backend):
             self._defs[name] = arn
         return arn, "volumes" in props
 
+    def url_expiry(self, job: JobSpec) -> int:
+        """Seconds a job's presigned URLs stay valid: its timeout plus the queueing margin (or the fixed
+        ``url_expiry_s``), at most SigV4's 7 days."""
+        if self.url_expiry_s is not None:
+            return self.url_expiry_s
+        return min(MAX_URL_EXPIRY_S, math.ceil(job.timeout_s) + self.url_margin_s)
+
     # -- Backend interface -------------------------------------------------------------------------
     def submit(self, job: JobSpec) -> str:
         if not job.image:
@@ -312,7 +347,7 @@ class AwsBatchBackend(Backend):
                 if tree is None:
                     tree = self._trees[job.input_dir] = self.artifacts.put_tree(Path(job.input_dir))
             env["REFEREE_STAGE_URL"] = self.artifacts.stage_manifest(job.job_id, tree, job.output_file,
-                                                                     self.url_expiry_s)
+                                                                     self.url_expiry(job))
         else:  # the container writes a scratch directory; only the prediction file is copied out
             policy = sandbox_policy(job)
             scratch = scratch_dir(job)
@@ -323,12 +358,19 @@ class AwsBatchBackend(Backend):
         env["HOME"] = "/tmp"
         arn, per_job = self._job_definition(job)
         queue = self.gpu_job_queue if job.resources.gpus and self.gpu_job_queue else self.job_queue
+        tags = {TAG_JOB: job.job_id, TAG_TIMEOUT: f"{job.timeout_s:g}",
+                TAG_INSTANCE: job.resources.instance_type or "", **job.labels}
+        out_dir = str(out.resolve())
+        if len(out_dir) <= MAX_TAG_VALUE:  # lets a restarted scheduler's poll find the spec (re-attach)
+            spec_file = job_spec_file(out_dir)
+            tmp = spec_file.with_name(spec_file.name + ".part")
+            tmp.write_text(json.dumps(job.to_dict()), encoding="utf-8")
+            os.replace(tmp, spec_file)
+            tags[TAG_OUTPUT_DIR] = out_dir
         resp = self.batch.submit_job(
             jobName=_SAFE_NAME.sub("-", job.job_id)[:128], jobQueue=queue, jobDefinition=arn,
             containerOverrides={"environment": [{"name": k, "value": str(v)} for k, v in sorted(env.items())]},
-            tags={TAG_JOB: job.job_id, TAG_TIMEOUT: f"{job.timeout_s:g}",
-                  TAG_INSTANCE: job.resources.instance_type or "", **job.labels},
-            propagateTags=True)
+            tags=tags, propagateTags=True)
         handle = resp["jobId"]
         self._jobs[handle] = job
         if per_job:
@@ -367,10 +409,26 @@ class AwsBatchBackend(Backend):
             container = {**((d.get("attempts") or [{}])[-1].get("container") or {}), **(d.get("container") or {})}
             if container.get("logStreamName"):
                 self._log_streams[h] = container["logStreamName"]
-            if st.state.final and h in self._jobs:
-                st = self._final[h] = self._settle(self._jobs[h], st)
+            job = self._jobs.get(h) or (self._adopt(h, d) if st.state.final else None)
+            if st.state.final and job is not None:
+                st = self._final[h] = self._settle(job, st)
             out[h] = st
         return out
+
+    def _adopt(self, handle: str, desc: dict[str, Any]) -> JobSpec | None:
+        """The spec of a job an earlier process submitted (re-attach), from the file its tags point to."""
+        tags = desc.get("tags") or {}
+        out_dir = tags.get(TAG_OUTPUT_DIR)
+        if not out_dir:
+            return None
+        try:
+            job = JobSpec.from_dict(json.loads(job_spec_file(out_dir).read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        if job.job_id != tags.get(TAG_JOB) or str(Path(job.output_dir).resolve()) != out_dir:
+            return None  # not this job's file
+        self._jobs[handle] = job
+        return job
 
     def _settle(self, job: JobSpec, st: JobStatus) -> JobStatus:
         """Copy the prediction file out of a finished job (checked as the sandbox checks it)."""
@@ -388,10 +446,16 @@ class AwsBatchBackend(Backend):
             size = self.artifacts.output_size(job.job_id, job.output_file)
             if size is None:
                 return FailureReason.NO_OUTPUT, f"the job did not write {job.output_file}"
+            too_big = (FailureReason.INVALID_OUTPUT, f"{job.output_file} is larger than the output cap of "
+                       f"{policy.max_output_bytes} bytes")
             if size > policy.max_output_bytes:
-                return (FailureReason.INVALID_OUTPUT, f"{job.output_file} is larger than the output cap of "
-                        f"{policy.max_output_bytes} bytes")
-            self.artifacts.get_output(job.job_id, job.output_file, out / job.output_file)
+                return too_big
+            from referee.platform.artifacts import OutputTooLarge
+            try:  # capped while it streams in too: the object may have changed since it was measured
+                self.artifacts.get_output(job.job_id, job.output_file, out / job.output_file,
+                                          max_bytes=policy.max_output_bytes)
+            except OutputTooLarge:
+                return too_big
             return None, ""
         from referee.platform.sandbox import OutputScratch
         scratch = OutputScratch(scratch_dir(job), policy)
@@ -429,13 +493,19 @@ class AwsBatchBackend(Backend):
         return text.encode()[-tail:].decode("utf-8", "replace")
 
     def collect(self, handle: str, job: JobSpec) -> Path:
-        if handle not in self._final:  # submitted by an earlier process: copy out now
+        """The output directory; ``poll`` already copied the prediction file out and checked it, for a
+        re-attached job too (its spec is read back in ``_adopt``). Only when that spec file was gone is it
+        copied out here, and then a refused file (oversize, symlink) is simply absent: the scheduler
+        reports no_output, still the team's failure, with a less precise message."""
+        if handle not in self._final:
             self._copy_out(job)
         return Path(job.output_dir)
 
     def cleanup(self, handle: str) -> None:
         self._final.pop(handle, None)
         job = self._jobs.pop(handle, None)
+        if job is not None:
+            job_spec_file(job.output_dir).unlink(missing_ok=True)
         if job is not None and self.artifacts is not None:
             self.artifacts.delete_outputs(job.job_id)
         elif job is not None:

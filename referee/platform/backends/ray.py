@@ -110,6 +110,7 @@ def execute_job(job_dict: dict[str, Any], runner: str, staged: tuple[str, Any] |
             box["error"] = f"{type(exc).__name__}: {exc}"
 
     thread = threading.Thread(target=work, name=f"referee-{job.job_id}", daemon=True)
+    began = now_utc()  # the task holds its resources from here (statuses made below report it)
     thread.start()
     backstop = time.monotonic() + job.timeout_s + BACKSTOP_GRACE_S
     try:
@@ -120,8 +121,8 @@ def execute_job(job_dict: dict[str, Any], runner: str, staged: tuple[str, Any] |
             cancel.set()
             thread.join(30)
             box["result"] = (JobStatus(JobState.FAILED, FailureReason.TIMED_OUT,
-                                       f"stopped after {job.timeout_s:g}s (backstop)", finished_at=now_utc()),
-                             "")
+                                       f"stopped after {job.timeout_s:g}s (backstop)", started_at=began,
+                                       finished_at=now_utc()), "")
     except KeyboardInterrupt:  # ray.cancel: stop the container before the worker lets go
         cancel.set()
         thread.join(30)
@@ -129,7 +130,7 @@ def execute_job(job_dict: dict[str, Any], runner: str, staged: tuple[str, Any] |
     node = ray.get_runtime_context().get_node_id()
     if "error" in box:
         status, log_tail = JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR,
-                                     f"ray task error: {box['error']}", finished_at=now_utc()), ""
+                                     f"ray task error: {box['error']}", started_at=began, finished_at=now_utc()), ""
     else:
         status, log_tail = box["result"]
     status.node = f"{socket.gethostname()} ({node[:12]})"
@@ -256,7 +257,16 @@ class RayBackend(Backend):
             for ref in ready:
                 self._harvest(ray, ref)
         while self._waiting and len(self._running) < self.max_in_flight:
-            self._launch(self._waiting.popleft())
+            handle = self._waiting.popleft()
+            try:
+                self._launch(handle)
+            except Exception as exc:  # staging, ray.put or the task launch: this job fails, the rest go on
+                entry = self._entries.get(handle)
+                if entry is not None and entry.status is None:
+                    entry.status = JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR,
+                                             f"ray: could not launch the task: {type(exc).__name__}: "
+                                             f"{str(exc).splitlines()[0][:300] if str(exc) else ''}",
+                                             finished_at=now_utc())
 
     def _harvest(self, ray: Any, ref: Any) -> None:
         handle = self._running.pop(ref)

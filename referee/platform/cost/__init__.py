@@ -10,7 +10,7 @@
 * ``pareto``     — score versus cost, and the leaderboard's cost and Pareto columns
 """
 
-from referee.platform.cost.budget import Outlay, budget_reason, check_dispatch
+from referee.platform.cost.budget import Outlay, budget_reason, check_dispatch, dispatch_decision
 from referee.platform.cost.catalog import Catalog, InstanceType, UnknownInstanceType, default_catalog
 from referee.platform.cost.config import CostConfig, Rate, cost_config, parse_cost_section
 from referee.platform.cost.planner import Plan, PlanRequest, plan
@@ -18,6 +18,7 @@ from referee.platform.cost.simulation import SimulationConfig, SimulationResult,
 
 __all__ = [
     "Catalog", "InstanceType", "UnknownInstanceType", "default_catalog", "CostConfig", "Rate", "cost_config",
-    "parse_cost_section", "Outlay", "budget_reason", "check_dispatch", "Plan", "PlanRequest", "plan",
+    "parse_cost_section", "Outlay", "budget_reason", "check_dispatch", "dispatch_decision", "Plan", "PlanRequest",
+    "plan",
     "SimulationConfig", "SimulationResult", "simulate",
 ]

@@ -1,8 +1,10 @@
 """Budgets: before a job is dispatched, spent + committed + projected must stay within the budget.
 
-``budget_reason`` is a pure function over those three numbers; the dispatch hook (reading the store) and
-the fleet simulation (reading its own clock) both call it, so a simulated budget pauses exactly where a
-real run would.
+``dispatch_decision`` is a pure function over those numbers (competition-wide and for the job's team):
+None to go ahead, a reason string to pause all dispatching (the competition's budget), or a team-scoped
+``Hold`` (only the team's budget). The dispatch hook (reading the store, ``check_dispatch``) and the fleet
+simulation (reading its own clock) both call it, with the job priced by the same ``job_rate`` rule, so a
+simulated budget pauses or holds a team exactly where a real run would.
 """
 
 from __future__ import annotations
@@ -66,9 +68,35 @@ def budget_reason(cfg: CostConfig, competition_id: str, outlay: Outlay, *, team:
             f"(`referee cost report {competition_id}` shows what was spent).")
 
 
+def dispatch_decision(cfg: CostConfig, competition_id: str, outlay: Outlay, *, team: str,
+                      team_outlay: Outlay | None, what: str = "the next job") -> Any:
+    """The budget rule for one job: None to go ahead, a reason string to pause everything (the
+    competition's budget would be exceeded), or ``Hold(reason, team)`` when only the team's would be."""
+    reason = budget_reason(cfg, competition_id, outlay, what=what)
+    if reason:
+        return reason  # the competition's budget: nothing more may start
+    reason = budget_reason(cfg, competition_id, outlay, team=team, team_outlay=team_outlay, what=what)
+    if reason:
+        from referee.plugins.records import Hold
+        return Hold(reason, team=team)  # only this team's budget: the others keep running
+    return None
+
+
+def job_rate(cfg: CostConfig, backend: str | None, *, instance_type: str | None, cpu: float | None,
+             memory: int | None, gpus: int | None) -> Rate:
+    """The rate a job about to be dispatched is projected at (share included: ``cost.share``)."""
+    return cfg.rate(backend, requested=instance_type, cpu=cpu, memory=memory, gpus=gpus or 0)
+
+
+def job_label(cfg: CostConfig, rate: Rate, submission: Any, timeout_s: float | None) -> str:
+    """How a budget message names the job it stopped."""
+    where = rate.instance_type or "unpriced"
+    return f"submission #{submission} ({where}, {rate.pricing}, up to {projected_hours(cfg, timeout_s):g} h)"
+
+
 def _spec_rate(cfg: CostConfig, backend: str, resources: dict[str, Any]) -> Rate:
-    return cfg.rate(backend, requested=resources.get("instance_type"), cpu=resources.get("cpu"),
-                    memory=resources.get("memory"), gpus=resources.get("gpus") or 0)
+    return job_rate(cfg, backend, instance_type=resources.get("instance_type"), cpu=resources.get("cpu"),
+                    memory=resources.get("memory"), gpus=resources.get("gpus"))
 
 
 def check_dispatch(store: Any, competition: Any, job: Any, backend: str | None = None) -> Any:
@@ -79,7 +107,7 @@ def check_dispatch(store: Any, competition: Any, job: Any, backend: str | None =
         return None
     backend = backend or competition.backend.name
     res = job.resources
-    rate = cfg.rate(backend, requested=res.instance_type, cpu=res.cpu, memory=res.memory, gpus=res.gpus)
+    rate = job_rate(cfg, backend, instance_type=res.instance_type, cpu=res.cpu, memory=res.memory, gpus=res.gpus)
     projected = projected_cost(cfg, rate, job.timeout_s)
     team = store.get_submission(job.submission_id).team
     committed = team_committed = 0.0
@@ -95,13 +123,5 @@ def check_dispatch(store: Any, competition: Any, job: Any, backend: str | None =
     team_outlay = None
     if cfg.team_budget is not None:
         team_outlay = Outlay(spent(store, competition.id, team), team_committed, team_running, projected)
-    where = rate.instance_type or "unpriced"
-    what = f"submission #{job.submission_id} ({where}, {rate.pricing}, up to {projected_hours(cfg, job.timeout_s):g} h)"
-    reason = budget_reason(cfg, competition.id, outlay, what=what)
-    if reason:
-        return reason  # the competition's budget: nothing more may start
-    reason = budget_reason(cfg, competition.id, outlay, team=team, team_outlay=team_outlay, what=what)
-    if reason:
-        from referee.plugins.records import Hold
-        return Hold(reason, team=team)  # only this team's budget: the others keep running
-    return None
+    return dispatch_decision(cfg, competition.id, outlay, team=team, team_outlay=team_outlay,
+                             what=job_label(cfg, rate, job.submission_id, job.timeout_s))

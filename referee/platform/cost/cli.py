@@ -24,9 +24,37 @@ class Duration(click.ParamType):
             seconds = parse_duration(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
-        if seconds <= 0:
+        if not (seconds > 0 and math.isfinite(seconds)):
             self.fail(f"{value!r} is not a positive duration", param, ctx)
         return seconds
+
+
+class Number(click.ParamType):
+    """A finite number within bounds: nan, inf and out-of-range values are a usage error naming the option
+    (``click.FloatRange`` lets nan through, since nan compares false with every bound)."""
+
+    name = "number"
+
+    def __init__(self, low: float | None = None, high: float | None = None, *, low_open: bool = False,
+                 high_open: bool = False):
+        self.low, self.high, self.low_open, self.high_open = low, high, low_open, high_open
+
+    def _range(self) -> str:
+        lo = "" if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
+        hi = "" if self.high is None else f"{'<' if self.high_open else '<='} {self.high:g}"
+        return " and ".join(x for x in (lo, hi) if x)
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        if (self.low is not None and (v < self.low or (self.low_open and v == self.low))) or \
+                (self.high is not None and (v > self.high or (self.high_open and v == self.high))):
+            self.fail(f"{value!r} is out of range: it must be {self._range()}", param, ctx)
+        return v
 
 
 DURATION = Duration()
@@ -58,15 +86,15 @@ def cost() -> None:
 @click.option("--pilots", "pilot_file", type=click.Path(exists=True, dir_okay=False),
               help="YAML ({type: [9h, 8.5h]}) or CSV (instance_type,runtime) of pilot runtimes.")
 @click.option("--fleet", type=click.IntRange(min=1), default=None, help="Instances available (default: as needed).")
-@click.option("--restart-margin", type=float, default=0.5, show_default=True,
+@click.option("--restart-margin", type=Number(0, 10), default=0.5, show_default=True,
               help="Extra instances for restarts (0.5 = +50%).")
 @click.option("--pricing", type=PRICING, default=None, help="on_demand (default) or spot.")
-@click.option("--failure-rate", type=float, default=0.0, show_default=True,
+@click.option("--failure-rate", type=Number(0, 1, high_open=True), default=0.0, show_default=True,
               help="Probability an attempt is lost to the infrastructure (spot reclaim, node loss).")
 @click.option("--estimator", type=click.Choice(["mean", "median", "p90", "max"]), default="mean", show_default=True,
               help="How pilot runtimes become one runtime.")
 @click.option("--gpus", type=click.IntRange(min=0), default=None, help="GPUs per job (packs jobs per instance).")
-@click.option("--cpu", type=float, default=None, help="vCPUs per job (packs jobs per instance).")
+@click.option("--cpu", type=Number(0, low_open=True), default=None, help="vCPUs per job (packs jobs per instance).")
 @click.option("--memory", default=None, help="Memory per job, e.g. 8GiB (packs jobs per instance).")
 @click.option("--competition", "competition_id", default=None,
               help="Use this loaded competition's price overrides and pricing.")
@@ -89,6 +117,8 @@ def plan_cmd(ctx: click.Context, submissions: int, deadline: float, pilot_opts: 
         mem = parse_size(memory) if memory is not None else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--memory") from None
+    if mem is not None and mem <= 0:
+        raise click.BadParameter(f"{memory!r} is not a positive size", param_hint="--memory")
     req = PlanRequest(submissions=submissions, deadline_s=deadline, pilots=pilots, fleet=fleet,
                       restart_margin=restart_margin, pricing=pricing or cfg.pricing, failure_rate=failure_rate,
                       estimator=estimator, cpu=cpu, memory=mem, gpus=gpus)  # type: ignore[arg-type]
@@ -119,43 +149,58 @@ def plan_cmd(ctx: click.Context, submissions: int, deadline: float, pilot_opts: 
 @cost.command("simulate")
 @click.option("-n", "--submissions", type=click.IntRange(min=1), default=4200, show_default=True)
 @click.option("--runtime", type=DURATION, default="9h", show_default=True, help="Mean runtime per submission.")
-@click.option("--runtime-cv", type=click.FloatRange(min=0), default=0.1, show_default=True,
+@click.option("--runtime-cv", type=Number(0), default=0.1, show_default=True,
               help="Spread of runtimes (coefficient of variation).")
 @click.option("--instance-type", default="p3.2xlarge", show_default=True)
 @click.option("--fleet", type=click.IntRange(min=1), default=None,
               help="Instances (default: planned for --deadline with --restart-margin).")
 @click.option("--deadline", type=DURATION, default="21d", show_default=True)
-@click.option("--restart-margin", type=float, default=0.5, show_default=True)
+@click.option("--restart-margin", type=Number(0, 10), default=0.5, show_default=True)
 @click.option("--jobs-per-instance", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--teams", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--pricing", type=PRICING, default=None)
-@click.option("--failure-rate", type=click.FloatRange(0, 1, max_open=True), default=0.05, show_default=True,
+@click.option("--failure-rate", type=Number(0, 1, high_open=True), default=0.05, show_default=True,
               help="Probability an attempt is lost (spot reclaim, node loss); it is retried.")
 @click.option("--restart-delay", type=DURATION, default="5m", show_default=True,
               help="How long a slot that lost its job takes to come back.")
 @click.option("--max-infra-retries", type=click.IntRange(min=0), default=3, show_default=True)
 @click.option("--timeout", type=DURATION, default=None, help="Job timeout (longer runs fail, charged).")
-@click.option("--budget", type=click.FloatRange(min=0), default=None, help="Competition budget in USD.")
-@click.option("--team-budget", type=click.FloatRange(min=0), default=None, help="Per-team budget in USD.")
+@click.option("--budget", type=Number(0), default=None, help="Competition budget in USD.")
+@click.option("--team-budget", type=Number(0), default=None, help="Per-team budget in USD.")
+@click.option("--share", type=click.Choice(["whole", "reserved"]), default=None,
+              help="What a job pays (cost.share): its whole instance (default), or the share it reserves.")
+@click.option("--gpus", type=click.IntRange(min=0), default=None, help="GPUs per job (prices a reserved share).")
+@click.option("--cpu", type=Number(0, low_open=True), default=None, help="vCPUs per job (prices a reserved share).")
+@click.option("--memory", default=None, help="Memory per job, e.g. 8GiB (prices a reserved share).")
 @click.option("--competition", "competition_id", default=None,
-              help="Use this loaded competition's prices, pricing and budgets.")
+              help="Use this loaded competition's prices, pricing, share and budgets.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def simulate_cmd(ctx: click.Context, submissions: int, runtime: float, runtime_cv: float, instance_type: str,
                  fleet: int | None, deadline: float, restart_margin: float, jobs_per_instance: int, teams: int,
                  pricing: str | None, failure_rate: float, restart_delay: float, max_infra_retries: int,
-                 timeout: float | None, budget: float | None, team_budget: float | None,
-                 competition_id: str | None, seed: int, as_json: bool) -> None:
-    """Simulate the run on a fleet (real scheduling policy and budget check, simulated clock)."""
+                 timeout: float | None, budget: float | None, team_budget: float | None, share: str | None,
+                 gpus: int | None, cpu: float | None, memory: str | None, competition_id: str | None, seed: int,
+                 as_json: bool) -> None:
+    """Simulate the run on a fleet (real scheduling policy, budget check and pricing; simulated clock)."""
     from referee.platform.cost.planner import PlanRequest, plan
     from referee.platform.cost.simulation import SimulationConfig, simulate
+    from referee.platform.spec import parse_size
 
     cfg = _competition_cost(ctx, competition_id)
-    updates = {k: v for k, v in (("pricing", pricing), ("budget", budget), ("team_budget", team_budget))
-               if v is not None}
+    updates = {k: v for k, v in (("pricing", pricing), ("budget", budget), ("team_budget", team_budget),
+                                 ("share", share)) if v is not None}
     cfg = cfg.model_copy(update=updates) if updates else cfg
-    cfg.catalog.get(instance_type)  # an unknown type is an error naming the known ones
+    it = cfg.catalog.get(instance_type)  # an unknown type is an error naming the known ones
+    try:
+        mem = parse_size(memory) if memory is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--memory") from None
+    if mem is not None and mem <= 0:
+        raise click.BadParameter(f"{memory!r} is not a positive size", param_hint="--memory")
+    if cfg.share == "reserved" and cpu is None and mem is None and gpus is None and jobs_per_instance > 1:
+        cpu = it.vcpu / jobs_per_instance  # a job reserves its slot: 1 / jobs_per_instance of the instance
     planned = ""
     if fleet is None:
         p = plan(PlanRequest(submissions=submissions, deadline_s=deadline, pilots={instance_type: [runtime]},
@@ -168,7 +213,8 @@ def simulate_cmd(ctx: click.Context, submissions: int, runtime: float, runtime_c
     r = simulate(SimulationConfig(submissions=submissions, runtime_s=runtime, fleet=fleet, instance_type=instance_type,
                                   jobs_per_instance=jobs_per_instance, runtime_cv=runtime_cv, teams=teams,
                                   failure_rate=failure_rate, restart_delay_s=restart_delay,
-                                  max_infra_retries=max_infra_retries, timeout_s=timeout, cost=cfg, seed=seed))
+                                  max_infra_retries=max_infra_retries, timeout_s=timeout, cost=cfg, seed=seed,
+                                  cpu=cpu, memory=mem, gpus=gpus or 0))
     if as_json:
         emit_json(r.to_dict())
         return
@@ -176,13 +222,20 @@ def simulate_cmd(ctx: click.Context, submissions: int, runtime: float, runtime_c
     c.print(f"[bold]{submissions:,} submissions[/bold] x {runtime / HOUR:g} h on {fleet} x {instance_type}"
             f"{planned}, {cfg.pricing}, failure rate {failure_rate:g}")
     c.print(f"  makespan     {r.makespan_s / HOUR:,.1f} h ({r.makespan_s / DAY:.1f} days)")
-    c.print(f"  cost         {_money(r.cost)} used; {_money(r.provisioned_cost)} if the fleet stays on throughout")
+    c.print(f"  cost         {_money(r.cost)} charged (each job pays {r.share:.0%} of its instance, "
+            f"cost.share: {cfg.share}); {_money(r.provisioned_cost)} if the fleet stays on throughout")
     c.print(f"  utilisation  {r.utilisation:.1%} of {fleet * jobs_per_instance} slots; peak in flight "
             f"{r.peak_in_flight}")
     c.print(f"  outcomes     {r.completed:,} completed, {r.retries:,} retried (not charged), {r.gave_up} gave up, "
             f"{r.timed_out} timed out; {r.lost_hours:,.0f} h lost to failures")
-    if r.pending:
+    if r.held_teams:
+        why = next(iter(r.held_teams.values()))
+        c.print(f"  [yellow]held[/yellow] {len(r.held_teams):,} team(s) over cost.team_budget (a hold never "
+                f"stops other teams). First: {why}")
+    if r.pending and r.paused_reason:
         c.print(f"  [yellow]paused[/yellow] with {r.pending:,} pending: {r.paused_reason}")
+    elif r.pending:
+        c.print(f"  {r.pending:,} submissions of held teams left pending")
     c.print(f"[dim]{r.events:,} events, {r.dispatch_rounds:,} dispatch rounds in {r.wall_s:.2f} s[/dim]")
 
 
@@ -208,6 +261,10 @@ def report_cmd(ctx: click.Context, competition_id: str, as_json: bool) -> None:
     c.print(f"[bold]{comp.title}[/bold] ({comp.id}): {_money(tot.get('USD', 0.0))}, "
             f"{tot.get('gpu-hours', 0.0):,.2f} GPU-hours, {tot.get('instance-hours', 0.0):,.2f} instance-hours, "
             f"{tot['jobs']} jobs")
+    plat = data["platform"]
+    if plat["jobs"]:
+        c.print(f"of which {_money(plat.get('USD', 0.0))} ({plat['jobs']} job{'s' if plat['jobs'] != 1 else ''}) "
+                "went to attempts lost to the platform: retried, paid by the host, not charged to teams")
     if b["budget"] is not None:
         c.print(f"budget {_money(b['budget'])}, remaining {_money(b['remaining'])}")
     for title, key, rows in (("per team", "team", data["teams"]),

@@ -55,7 +55,8 @@ def score_cost_view(entries: Sequence[Any], costs: dict[int, float], primary: st
 
 
 def enrich_leaderboard(store: Any, competition: Any, leaderboard: Any) -> None:
-    """Add a ``cost`` column (USD per entry's submission, all attempts) and a ``pareto`` mark."""
+    """Add a ``cost`` column (USD per entry's submission: the attempts charged to its team, so not those
+    lost to the platform) and a ``pareto`` mark."""
     if not has_costs(store, competition.id):
         return
     costs = submission_totals(store, competition.id)

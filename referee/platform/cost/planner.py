@@ -72,10 +72,16 @@ class PlanRequest:
         problems = []
         if self.submissions < 1:
             problems.append(f"submissions must be at least 1, got {self.submissions}")
-        if self.deadline_s <= 0:
+        if not (self.deadline_s > 0 and math.isfinite(self.deadline_s)):
             problems.append("the deadline must be a positive duration (e.g. 21d or 504h)")
         if self.fleet is not None and self.fleet < 1:
             problems.append(f"fleet must be at least 1 instance, got {self.fleet}")
+        if self.cpu is not None and not (math.isfinite(self.cpu) and self.cpu > 0):
+            problems.append(f"cpu per job must be a positive number, got {self.cpu}")
+        if self.memory is not None and not self.memory > 0:
+            problems.append(f"memory per job must be a positive size, got {self.memory}")
+        if self.gpus is not None and not self.gpus >= 0:
+            problems.append(f"gpus per job cannot be negative, got {self.gpus}")
         if not 0 <= self.restart_margin <= 10:
             problems.append(f"restart margin must be between 0 and 10 (0.5 = +50%), got {self.restart_margin}")
         if not 0 <= self.failure_rate < 1:
@@ -85,7 +91,7 @@ class PlanRequest:
         for name, runs in self.pilots.items():
             if name not in catalog:
                 problems.append(str(UnknownInstanceType(name, catalog.instances)))
-            if not runs or any(not (r > 0) for r in runs):
+            if not runs or any(not (r > 0 and math.isfinite(r)) for r in runs):
                 problems.append(f"{name}: pilot runtimes must be positive durations")
         if problems:
             raise PlanInputError("cannot plan: " + "; ".join(problems))

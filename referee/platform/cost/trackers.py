@@ -24,10 +24,18 @@ class CostTracker(Protocol):
 
 
 def job_hours(job: Any, result: Any = None) -> float:
-    """Wall-clock hours a job held its machine (the backend's own times when it reported them)."""
-    seconds = getattr(result, "duration_s", None)
+    """Wall-clock hours a job held its machine, from the backend's own times.
+
+    A final status without ``started_at`` means the job never started (cancelled or lost while queued, a
+    submit that failed): zero hours, never the time from dispatch to finish, which is queue time. Only
+    without any status (a resumed scheduler re-finishing a job) do the stored job times stand in."""
+    seconds = None
+    if result is not None:
+        if getattr(result, "started_at", None) is None:
+            return 0.0
+        seconds = getattr(result, "duration_s", None)  # None: no finish time reported
     if seconds is None:
-        seconds = job.duration_s
+        seconds = job.duration_s  # the stored times (started_at is the backend's when it reported one)
     return (seconds or 0.0) / SECONDS_PER_HOUR
 
 

@@ -1,6 +1,9 @@
 """Built-in cost plugin: the instance-time and GPU-hours trackers, cost rows per finished job, the
 budget check before dispatch, and the leaderboard's cost and Pareto columns.
 
+Rows of an attempt that failed with ``platform_error`` go to the platform account (the host pays; the
+team's spend, budget and cost column leave them out): see ``referee.platform.cost.ledger``.
+
 Trackers from every plugin (``referee_cost_trackers``) run here, so a third-party tracker's entries land
 in the same ``costs`` table; ``cost.trackers`` in the competition spec picks which ones run.
 """
@@ -73,8 +76,8 @@ def _each_tracker(job: Any, competition: Any, store: Any, call: str, *args: Any)
         name = getattr(tracker, "name", type(tracker).__name__)
         try:
             entries = getattr(tracker, call)(job, *args)
-            if call == "job_finished" and entries:
-                record(store, job, name, entries)
+            if call == "job_finished" and entries:  # an attempt lost to the platform: the host's account
+                record(store, job, name, entries, args[0] if args else None)
         except Exception as exc:  # one broken tracker must not stop scoring or the other trackers
             store.event("cost_tracker_error", f"{name}.{call}: {type(exc).__name__}: {exc}",
                         competition_id=competition.id, job_id=job.id, traceback=traceback.format_exc())

@@ -22,7 +22,7 @@ import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +91,14 @@ class TestOutcome:
 class SuiteRun:
     labels: list[str]
     tests: list[TestOutcome]
-    splits: np.ndarray  # per reference row: True = public
+    splits: np.ndarray  # per reference row: True = public (always from the references of this call)
 
 
-_cache: OrderedDict[tuple[str, str], SuiteRun] = OrderedDict()
+# Suite runs, keyed by (suite sha256, predictions digest, reference layout digest). A cached run holds
+# only what those determine (per-case results and each case's reference row); the split assignment is
+# never cached: it comes from the references of the call, so two competitions sharing a suite (or a host
+# reload changing ``public_fraction``) never see each other's public/private sides.
+_cache: OrderedDict[tuple[str, str, str], SuiteRun] = OrderedDict()
 _suites: dict[str, Any] = {}
 _lock = threading.Lock()
 
@@ -122,14 +126,20 @@ def _check_suite_file(path: str, sha: str) -> None:
                          "re-load the competition")
 
 
+def reference_row(ref: Any, k: int) -> tuple[str, str, str, str, str]:
+    """One reference row as (label, test, case, example, split); cells are positional (empty where a
+    held-out review has no test, or an INV/DIR example no label)."""
+    if isinstance(ref, (list, tuple)) and len(ref) == 5:
+        return tuple(ref)  # type: ignore[return-value]
+    raise ValueError(f"{NAME}: reference row {k} is not (label, test, case, example, split); the "
+                     "competition's data must come from its checklist section")
+
+
 def _checklist_rows(references: Sequence[Any]) -> tuple[list[int], list[tuple[str, int, int]], np.ndarray]:
     rows, layout = [], []
     public = np.zeros(len(references), dtype=bool)
     for k, ref in enumerate(references):
-        if not isinstance(ref, (list, tuple)) or len(ref) != 5:
-            raise ValueError(f"{NAME}: reference row {k} is not (label, test, case, example, split); the "
-                             "competition's data must come from its checklist section")
-        _, test, case, example, split = ref
+        _, test, case, example, split = reference_row(ref, k)
         public[k] = split == "public"
         if test:
             rows.append(k)
@@ -170,7 +180,8 @@ def _formatted(predictions: Any, references: Sequence[Any], labels: list[str]) -
         return last[3]
     rows, layout, public = _checklist_rows(references)
     lines = _prediction_lines(predictions, rows, labels)
-    out = (rows, layout, public, lines, hashlib.sha256("\n".join(lines).encode()).hexdigest())
+    where = hashlib.sha256(repr((len(references), rows, layout)).encode()).hexdigest()
+    out = (rows, layout, public, lines, hashlib.sha256("\n".join(lines).encode()).hexdigest(), where)
     _last_input = (predictions, references, tuple(labels), out)
     return out
 
@@ -182,13 +193,13 @@ def run_suite(predictions: Any, references: Sequence[Any], params: Mapping[str, 
     p = _resolve(params)
     if len(references) != len(predictions):
         raise ValueError(f"{NAME}: {len(predictions)} predictions but {len(references)} references")
-    rows, layout, public, lines, digest = _formatted(predictions, references, p["labels"])
-    key = (p["suite_sha256"], digest)
+    rows, layout, public, lines, digest, where = _formatted(predictions, references, p["labels"])
+    key = (p["suite_sha256"], digest, where)
     _check_suite_file(p["suite"], p["suite_sha256"])
     with _lock:
         if key in _cache:
             _cache.move_to_end(key)
-            return _cache[key]
+            return replace(_cache[key], splits=public)
         suite = _load_suite(p["suite"], p["suite_sha256"])
         expected = case_layout(suite)
         if expected != layout:
@@ -219,11 +230,11 @@ def run_suite(predictions: Any, references: Sequence[Any], params: Mapping[str, 
                 description=str(info.get("description", "") or ""), status=status,
                 first_row=np.array([first[i] for i in range(len(status))], dtype=np.int64),
                 severity=severity, test=test))
-        run = SuiteRun(labels=list(p["labels"]), tests=outcomes, splits=public)
+        run = SuiteRun(labels=list(p["labels"]), tests=outcomes, splits=np.zeros(0, dtype=bool))
         _cache[key] = run
         while len(_cache) > 4:
             _cache.popitem(last=False)
-        return run
+        return replace(run, splits=public)
 
 
 def _worst(expect_result: Any) -> float:
@@ -355,7 +366,7 @@ def accuracy_statistics(predictions: Any, references: Sequence[Any], params: Map
     else:
         pred = [v.strip() for v in predictions.values]
     for k, ref in enumerate(references):
-        label, test = ref[0], ref[1]
+        label, test = reference_row(ref, k)[:2]
         if label and not test:
             out[k] = (float(pred[k] == label), 1.0)
     if not out[:, 1].any():

@@ -120,15 +120,16 @@ def single_references(scorer: str, references: Sequence[Any], n: int) -> list[st
 
 
 def reference_lists(scorer: str, references: Sequence[Any], n: int) -> list[list[str]]:
-    """One or more reference strings per item, as lists."""
+    """One or more reference strings per item, as lists. Empty cells of a multi-reference item (a
+    blank column, an empty list entry) are missing references, not empty ones."""
     if len(references) != n:
         raise ValueError(f"{scorer}: {n} predictions but {len(references)} references")
     out: list[list[str]] = []
     for i, ref in enumerate(references):
         if isinstance(ref, str):
             out.append([ref])
-        elif isinstance(ref, (list, tuple)) and ref and all(isinstance(r, str) for r in ref):
-            out.append(list(ref))
+        elif isinstance(ref, (list, tuple)) and all(isinstance(r, str) for r in ref) and any(ref):
+            out.append([r for r in ref if r])
         else:
             raise ValueError(f"{scorer}: item {i} has {_describe(ref)}; give at least one reference "
                              "string per item")
