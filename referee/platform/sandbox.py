@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 
 from referee.errors import SpecError
 from referee.platform.backends.base import FailureReason, JobSpec, JobState, JobStatus, now_utc
-from referee.platform.spec import parse_duration, parse_size
+from referee.platform.spec import Duration, Size
 
 MANAGED_LABEL = "referee.managed"
 SPEC_LABEL = "referee.spec"
@@ -51,33 +51,22 @@ class SandboxPolicy(BaseModel):
     network: bool = False  # true gives the default bridge network (for trusted debugging only)
     user: str = "auto"  # "uid:gid"; auto = 10001:10001 when referee runs as root, else referee's own ids
     read_only_root: bool = True
-    tmp_size: int = 256 * 2**20  # tmpfs on /tmp (and on any VOLUME the image declares)
-    shm_size: int = 64 * 2**20
+    tmp_size: Size = 256 * 2**20  # tmpfs on /tmp (and on any VOLUME the image declares)
+    shm_size: Size = 64 * 2**20
     pids_limit: int = 256
     nofile: int = 4096
-    max_output_bytes: int = 256 * 2**20  # the output directory (and the prediction file) at most
+    max_output_bytes: Size = 256 * 2**20  # the output directory (and the prediction file) at most
     max_output_files: int = 1000
-    max_log_bytes: int = 1 * 2**20  # stdout+stderr kept per job (the last part)
+    max_log_bytes: Size = 1 * 2**20  # stdout+stderr kept per job (the last part)
     output_tmpfs: bool | Literal["auto"] = "auto"  # mount a capped tmpfs as output dir (needs root)
     input_mount: str = "/data/input"
     output_mount: str = "/data/output"
     command: list[str] | None = None  # replaces the image's CMD for every submission
     gpu_driver: str = ""  # device request driver ("" = the engine's default, e.g. nvidia)
-    build_timeout: float = 900.0  # building a Dockerfile submission
-    build_memory: int = 4 * 2**30
-    max_context_bytes: int = 1 * 2**30  # Dockerfile submission: the build context
-    max_archive_bytes: int = 20 * 2**30  # image tarball submission
-
-    @field_validator("tmp_size", "shm_size", "max_output_bytes", "max_log_bytes", "build_memory",
-                     "max_context_bytes", "max_archive_bytes", mode="before")
-    @classmethod
-    def _size(cls, v: Any) -> int:
-        return parse_size(v)
-
-    @field_validator("build_timeout", mode="before")
-    @classmethod
-    def _duration(cls, v: Any) -> float:
-        return parse_duration(v)
+    build_timeout: Duration = 900.0  # building a Dockerfile submission
+    build_memory: Size = 4 * 2**30
+    max_context_bytes: Size = 1 * 2**30  # Dockerfile submission: the build context
+    max_archive_bytes: Size = 20 * 2**30  # image tarball submission
 
     @field_validator("user")
     @classmethod

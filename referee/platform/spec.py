@@ -11,10 +11,12 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator,
+)
 
 from referee.errors import SpecError
 
@@ -48,6 +50,11 @@ def parse_duration(value: Any) -> float:
     return float(m.group(1)) * _DURATION_UNITS[(m.group(2) or "").lower()]
 
 
+# Field types that accept '512m' / '2GiB' and '90s' / '9h' as well as plain numbers.
+Size = Annotated[int, BeforeValidator(parse_size)]
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -66,13 +73,8 @@ class PredictionSpec(_Model):
     labels: list[str] | None = None  # allowed labels for type=label
     sum_to_one: bool = False  # rows of probability columns must sum to 1
     sum_tolerance: float = 1e-6
-    max_bytes: int = 100 * 1024**2
+    max_bytes: Size = 100 * 1024**2
     encoding: str = "utf-8"
-
-    @field_validator("max_bytes", mode="before")
-    @classmethod
-    def _size(cls, v: Any) -> int:
-        return parse_size(v)
 
     @field_validator("encoding")
     @classmethod
@@ -164,20 +166,10 @@ class LimitsSpec(_Model):
 
 class ResourcesSpec(_Model):
     cpu: float = Field(default=1.0, gt=0)
-    memory: int = Field(default=2 * 1024**3, gt=0)
+    memory: Size = Field(default=2 * 1024**3, gt=0)
     gpus: int = Field(default=0, ge=0)
-    timeout: float = Field(default=3600.0, gt=0)
+    timeout: Duration = Field(default=3600.0, gt=0)
     instance_type: str | None = None
-
-    @field_validator("memory", mode="before")
-    @classmethod
-    def _mem(cls, v: Any) -> int:
-        return parse_size(v)
-
-    @field_validator("timeout", mode="before")
-    @classmethod
-    def _timeout(cls, v: Any) -> float:
-        return parse_duration(v)
 
 
 class BackendSpec(_Model):
