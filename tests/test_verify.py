@@ -54,3 +54,16 @@ def test_container_outputs_are_kept_for_verification(tmp_path, store):
     assert prov["predictions_sha256"] != prov["submission_sha256"]
     assert store.blob_path(prov["predictions_sha256"]).read_text().startswith("id,label")
     assert [v.status for v in verify_competition(store, comp)] == ["same"]
+
+
+def test_leaderboard_notes_entries_scored_against_other_reference(example, store):
+    from referee.platform import leaderboard as lbm
+    d = example("deepfake")
+    comp = load_into_store(store, d / "competition.yaml")
+    a = submit(store, comp, "alpha", d / "submissions" / "alpha__good.csv")
+    Scheduler(store, comp).run()
+    assert not any("different reference" in n for n in lbm.build(store, comp).notes)
+    ref = comp.reference_path
+    ref.write_text(ref.read_text().replace(",1,", ",0,", 1))
+    lb = lbm.build(store, comp)
+    assert any(f"#{a} were scored against different reference data" in n for n in lb.notes)

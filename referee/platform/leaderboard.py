@@ -131,6 +131,19 @@ def _tied(a: float | None, b: float | None) -> bool:
     return math.isclose(a, b, rel_tol=TIE_RTOL, abs_tol=1e-15)
 
 
+def _scored_against_other_reference(store: Store, comp: Competition, sids: list[int], metric: str,
+                                    split: str) -> list[int]:
+    """Listed submissions whose score names a reference sha256 other than the current one."""
+    if not sids:
+        return []
+    from referee.scoring.reference import load_reference
+    current = load_reference(comp).sha256
+    rows = store.query(f"SELECT submission_id, provenance_json FROM scores WHERE metric=? AND split=? "
+                       f"AND submission_id IN ({','.join('?' * len(sids))})", (metric, split, *sids))
+    return sorted(r["submission_id"] for r in rows
+                  if json.loads(r["provenance_json"]).get("reference_sha256") != current)
+
+
 def build(store: Store, comp: Competition, *, phase: str | None = None, split: str = "public",
           mode: str = "best", selection: str = "public", enrich: bool = True) -> Leaderboard:
     """Build the leaderboard for one phase and split (``mode``: best | latest | all)."""
@@ -186,6 +199,11 @@ def build(store: Store, comp: Competition, *, phase: str | None = None, split: s
         lb.notes.append("Each team's private entry is its best submission on the public split.")
     if any(e.rank == entries[i - 1].rank for i, e in enumerate(entries) if i):
         lb.notes.append("Tied entries share a rank and are listed by submission time.")
+    stale = _scored_against_other_reference(store, comp, [e.submission_id for e in entries], primary, split)
+    if stale:
+        lb.notes.append(f"Entries {', '.join(f'#{s}' for s in stale)} were scored against different reference "
+                        "data than the competition has now; `referee verify` shows the change and "
+                        "`referee rerun` re-scores them.")
     if enrich:  # cost, tiers, CheckList columns come from plugins
         get_plugin_manager().hook.referee_leaderboard_enrich(store=store, competition=comp, leaderboard=lb)
     return lb
