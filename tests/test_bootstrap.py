@@ -201,3 +201,20 @@ def test_checklist_failure_rates_get_intervals_too(tmp_path_factory):
             assert "|bootstrap:1000|seed:12345|ci:95%" in json.loads(r["provenance_json"])["signature"]
     finally:
         store.close()
+
+
+def test_shared_resamples_give_each_metrics_own_interval():
+    from referee.plugins.manager import get_plugin_manager
+    from referee.scoring.bootstrap import IntervalSettings, confidence_interval, confidence_intervals
+    pm = get_plugin_manager()
+    rng = np.random.default_rng(3)
+    n = 5000  # above the weight cache: resamples are drawn block by block
+    s1 = np.stack([rng.random(n), np.ones(n)], 1)
+    s2 = np.stack([(rng.random(n) > 0.4).astype(float), np.ones(n)], 1)
+    settings = IntervalSettings(resamples=200)
+    one_pass = confidence_intervals([(pm.scorer("log_loss"), s1, {}), (pm.scorer("accuracy"), s2, {})], settings)
+    separate = [confidence_interval(pm.scorer("log_loss"), s1, {}, settings),
+                confidence_interval(pm.scorer("accuracy"), s2, {}, settings)]
+    for a, b in zip(one_pass, separate):
+        assert a[2] == b[2] and a[0] == pytest.approx(b[0], rel=1e-12) and a[1] == pytest.approx(b[1], rel=1e-12)
+    assert one_pass[0][:2] != one_pass[1][:2]

@@ -238,5 +238,29 @@ def confidence_interval(scorer: Any, stats: np.ndarray, params: Mapping[str, Any
     return ci[0], ci[1], settings.signature()
 
 
+def confidence_intervals(items: list[tuple[Any, np.ndarray, Mapping[str, Any]]],
+                         settings: IntervalSettings) -> list[tuple[float, float, str] | None]:
+    """``confidence_interval`` for several (scorer, stats, params) over the same items, drawing the
+    resamples once: the statistics are stacked side by side and resampled in one pass."""
+    if not items:
+        return []
+    blocks = [np.asarray(stats, dtype=np.float64) for _, stats, _ in items]
+    n = len(blocks[0])
+    if n == 0 or any(b.ndim != 2 or len(b) != n for b in blocks):
+        return [confidence_interval(s, st, p, settings) for s, st, p in items]
+    sums = resampled_sums(np.hstack(blocks), Resampler(n, settings.resamples, settings.seed), settings.backend)
+    out: list[tuple[float, float, str] | None] = []
+    col = 0
+    for (scorer, _, params), stats in zip(items, blocks):
+        k = stats.shape[1]
+        samples = np.asarray(scorer.aggregate(sums[:, col:col + k], params), dtype=np.float64)
+        col += k
+        observed = float(np.asarray(scorer.aggregate(stats.sum(axis=0), params)))
+        ci = interval_from_samples(samples.reshape(settings.resamples), observed, settings.confidence,
+                                   settings.method)
+        out.append(None if ci is None else (ci[0], ci[1], settings.signature()))
+    return out
+
+
 __all__ = ["BACKENDS", "IntervalSettings", "Resampler", "bootstrap_scores", "confidence_interval",
-           "interval_from_samples", "resampled_sums", "resolve_backend"]
+           "confidence_intervals", "interval_from_samples", "resampled_sums", "resolve_backend"]

@@ -108,18 +108,21 @@ def interval_settings(comp: Competition) -> Any:
     return settings if settings.enabled else None
 
 
-def add_interval(result: MetricResult, scorer: ScorerInfo, stats: np.ndarray, params: dict,
-                 settings: Any) -> None:
-    """Fill ``result.ci_low/ci_high`` from a bootstrap of ``stats`` and record how in its provenance."""
-    from referee.scoring.bootstrap import confidence_interval
+def add_intervals(computed: list[tuple[ScorerInfo, dict, np.ndarray, dict[str, MetricResult]]], split: str,
+                  mask: np.ndarray, settings: Any) -> None:
+    """Fill ``ci_low/ci_high`` of every metric's result on ``split`` from one bootstrap of their stacked
+    statistics, and record how in each provenance."""
+    from referee.scoring.bootstrap import confidence_intervals
 
-    ci = confidence_interval(scorer, stats, params, settings)
-    if ci is None:
-        return
-    result.ci_low, result.ci_high, extra = ci
-    prov = result.provenance
-    prov["signature"] = f"{prov['signature']}|{extra}"
-    prov["interval"] = settings.record()
+    cis = confidence_intervals([(scorer, stats[mask], params) for scorer, params, stats, _ in computed], settings)
+    for (_, _, _, per_split), ci in zip(computed, cis):
+        if ci is None:
+            continue
+        result = per_split[split]
+        result.ci_low, result.ci_high, extra = ci
+        prov = result.provenance
+        prov["signature"] = f"{prov['signature']}|{extra}"
+        prov["interval"] = settings.record()
 
 
 def compute_statistics(scorer: ScorerInfo, preds: Predictions, refs: Any, params: dict) -> np.ndarray:
@@ -143,6 +146,7 @@ def score_predictions(comp: Competition, preds: Predictions, ref: ReferenceData,
     refs = reference_values(ref, comp)
     results: list[MetricResult] = []
     intervals = interval_settings(comp) if intervals_enabled else None
+    computed = []  # (scorer, params, stats, result per split)
     for m in comp.metrics:
         scorer = pm.scorer(m.scorer)
         params = dict(m.params)
@@ -153,17 +157,20 @@ def score_predictions(comp: Competition, preds: Predictions, ref: ReferenceData,
             np.save(buf, stats, allow_pickle=False)
             stats_sha = put_blob(buf.getvalue())
         details = scorer.details(preds, refs, params) if scorer.details else {}
+        per_split = {}
         for split in ref.splits():
             mask = ref.mask(split)
             value = aggregate(scorer, stats, mask, params)
             prov = provenance(scorer, m, comp, ref, submission_sha256, split, int(mask.sum()))
             prov["predictions_sha256"] = predictions_sha256 or submission_sha256
-            res = MetricResult(metric=m.key, split=split, value=value, n_items=int(mask.sum()),
-                               stats_sha256=stats_sha, provenance=prov,
-                               details=_split_details(details, split))
-            if intervals is not None:
-                add_interval(res, scorer, stats[mask], params, intervals)
+            per_split[split] = res = MetricResult(metric=m.key, split=split, value=value, n_items=int(mask.sum()),
+                                                  stats_sha256=stats_sha, provenance=prov,
+                                                  details=_split_details(details, split))
             results.append(res)
+        computed.append((scorer, params, stats, per_split))
+    if intervals is not None:
+        for split in ref.splits():  # one set of resamples per split, shared by every metric
+            add_intervals(computed, split, ref.mask(split), intervals)
     return results
 
 
