@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import EXAMPLES, need, prepare_example
+from conftest import EXAMPLES, prepare_example
 from referee.errors import SpecError, SubmissionRejected
 from referee.platform.competitions import load_into_store
 from referee.platform.store import Store

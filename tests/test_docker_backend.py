@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import EXAMPLES, ROOT, need, prepare_example, wait_final
+from conftest import EXAMPLES, ROOT, prepare_example, wait_final
 from referee.platform.backends.base import FailureReason, JobSpec, JobState, Resources
 from referee.platform.backends.docker import DockerBackend
 from referee.platform.competitions import load_into_store

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import EXAMPLES, need, prepare_example
+from conftest import EXAMPLES, prepare_example
 from referee.platform.backends.base import FailureReason, JobSpec
 from referee.platform.competitions import load_into_store
 from referee.platform.sandbox import container_name

@@ -13,7 +13,6 @@ import pytest
 import yaml
 
 from referee.platform.backends.fake import FakeBackend
-from referee.platform.backends.local import LocalBackend
 from referee.platform.competitions import load_into_store
 from referee.platform.policy import Candidate, SchedulingPolicy
 from referee.platform.backends.base import FailureReason

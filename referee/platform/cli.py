@@ -162,7 +162,7 @@ def submit(ctx: click.Context, competition_id: str, source: str, team: str, phas
 def run(ctx: click.Context, competition_id: str, backend: str | None, max_in_flight: int | None,
         limit: int | None, as_json: bool, no_progress: bool) -> None:
     """Score every pending submission of a competition (resumable)."""
-    from referee.platform.scheduler import Scheduler, make_backend
+    from referee.platform.scheduler import make_backend
     store = open_store(ctx)
     comp = store.get_competition(competition_id)
     be = make_backend(comp, store, backend) if backend else None

@@ -24,7 +24,7 @@ from referee.platform.backends.base import (
 )
 from referee.platform.policy import Candidate, SchedulingPolicy
 from referee.platform.spec import Competition
-from referee.platform.store import Store, SubmissionRow, utcnow
+from referee.platform.store import FINAL_STATES, Store, SubmissionRow, utcnow
 from referee.plugins.manager import get_plugin_manager
 from referee.plugins.records import Hold
 from referee.scoring.engine import MetricResult, score_file
@@ -460,18 +460,6 @@ class Scheduler:
         self.summary.failures[reason.value] = self.summary.failures.get(reason.value, 0) + 1
         self.on_progress("failed", sid)
 
-    # -- cancellation ------------------------------------------------------------------------------
-    def cancel(self, sid: int) -> None:
-        """Cancel a pending or running submission (running jobs are cancelled on the backend)."""
-        sub = self.store.get_submission(sid)
-        if sub.status == "pending":
-            self.store.set_submission(sid, status="cancelled", failure_reason="cancelled",
-                                      failure_message="cancelled before it ran", counts_toward_quota=0)
-            return
-        for h, (s, job_row, job) in list(self.in_flight.items()):
-            if s == sid:
-                self.backend.cancel(h)
-
 
 def rerun_submission(store: Store, sid: int, *, by: str = "host") -> None:
     """Put a finished submission back in the queue. Its old scores stay until the new ones replace
@@ -482,7 +470,7 @@ def rerun_submission(store: Store, sid: int, *, by: str = "host") -> None:
         if row is None:
             from referee.errors import NotFound
             raise NotFound(f"no submission #{sid}")
-        if row["status"] not in ("scored", "failed", "cancelled"):
+        if row["status"] not in FINAL_STATES:
             raise RefereeError(f"submission #{sid} is {row['status']}; only a scored, failed or cancelled "
                                "submission can be re-run (cancel it first)")
         c.execute("UPDATE submissions SET status='pending', claimed_by=NULL, failure_reason=NULL, "
@@ -495,7 +483,7 @@ def rerun_submission(store: Store, sid: int, *, by: str = "host") -> None:
 def cancel_submission(store: Store, sid: int, backend: Backend | None = None) -> str:
     """Cancel from outside a running scheduler: pending ones at once, running ones on their backend."""
     sub = store.get_submission(sid)
-    if sub.status in ("scored", "failed", "cancelled"):
+    if sub.status in FINAL_STATES:
         return sub.status
     if sub.status == "pending":
         store.set_submission(sid, status="cancelled", failure_reason="cancelled",

@@ -11,7 +11,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import shutil
 import sqlite3
 import tempfile
 import threading
@@ -119,16 +118,11 @@ MIGRATIONS = [
     ("submissions", "attempt_base", "INTEGER NOT NULL DEFAULT 0"),
 ]
 
-ACTIVE_STATES = ("pending", "running")
 FINAL_STATES = ("scored", "failed", "cancelled")
 
 
 def utcnow() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
-
-
-def parse_time(s: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(s)
 
 
 @dataclass
@@ -333,6 +327,3 @@ class Store:
 
     def scores(self, sid: int) -> list[sqlite3.Row]:
         return self.query("SELECT * FROM scores WHERE submission_id=? ORDER BY split, id", (sid,))
-
-    def remove_tree(self, path: Path) -> None:
-        shutil.rmtree(path, ignore_errors=True)

@@ -7,7 +7,6 @@ from referee.platform.backends.base import (
     JobState,
     JobStatus,
     Resources,
-    UnknownHandle,
 )
 
-__all__ = ["Backend", "FailureReason", "JobSpec", "JobState", "JobStatus", "Resources", "UnknownHandle"]
+__all__ = ["Backend", "FailureReason", "JobSpec", "JobState", "JobStatus", "Resources"]

@@ -120,10 +120,6 @@ class JobStatus:
         return None
 
 
-class UnknownHandle(KeyError):
-    """poll/cancel was given a handle the backend does not know (e.g. after a restart)."""
-
-
 class Backend(abc.ABC):
     """submit / poll / cancel / logs over ``JobSpec``. Implementations must be safe to call from one thread."""
 

@@ -8,7 +8,7 @@ Each job follows a script: a list of outcomes consumed per attempt, keyed by sub
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from referee.platform.backends.base import (
     Backend, FailureReason, JobSpec, JobState, JobStatus, lost_handle, now_utc,
@@ -79,7 +79,3 @@ class FakeBackend(Backend):
 
     def logs(self, handle: str, tail: int = 65536) -> str:
         return f"fake log for {handle}\n"[-tail:]
-
-
-def make(options: dict[str, Any]) -> FakeBackend:
-    return FakeBackend(**options)

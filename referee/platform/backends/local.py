@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import shutil
@@ -16,6 +17,11 @@ from referee.platform.backends.base import (
 )
 
 _PRLIMIT = shutil.which("prlimit")
+
+
+def _set_limits(address_space: int) -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
 @dataclass
@@ -62,9 +68,7 @@ class LocalBackend(Backend):
         if _PRLIMIT:  # util-linux's prlimit keeps the fast (vfork) process start
             command = [_PRLIMIT, f"--as={address_space}", "--core=0", "--", *command]
         else:
-            def preexec() -> None:  # runs in the child before exec
-                resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
-                resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            preexec = functools.partial(_set_limits, address_space)  # runs in the child before exec
 
         log = open(log_path, "wb")
         try:

@@ -29,6 +29,22 @@ class Duration(click.ParamType):
         return seconds
 
 
+class Size(click.ParamType):
+    """A positive size such as 8GiB, 512m or a number of bytes."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        from referee.platform.spec import parse_size
+        try:
+            size = parse_size(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if size <= 0:
+            self.fail(f"{value!r} is not a positive size", param, ctx)
+        return size
+
+
 class Number(click.ParamType):
     """A finite number within bounds: nan, inf and out-of-range values are a usage error naming the option
     (``click.FloatRange`` lets nan through, since nan compares false with every bound)."""
@@ -58,6 +74,7 @@ class Number(click.ParamType):
 
 
 DURATION = Duration()
+SIZE = Size()
 PRICING = click.Choice(["on_demand", "spot"])
 
 
@@ -95,30 +112,24 @@ def cost() -> None:
               help="How pilot runtimes become one runtime.")
 @click.option("--gpus", type=click.IntRange(min=0), default=None, help="GPUs per job (packs jobs per instance).")
 @click.option("--cpu", type=Number(0, low_open=True), default=None, help="vCPUs per job (packs jobs per instance).")
-@click.option("--memory", default=None, help="Memory per job, e.g. 8GiB (packs jobs per instance).")
+@click.option("--memory", type=SIZE, default=None, help="Memory per job, e.g. 8GiB (packs jobs per instance).")
 @click.option("--competition", "competition_id", default=None,
               help="Use this loaded competition's price overrides and pricing.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def plan_cmd(ctx: click.Context, submissions: int, deadline: float, pilot_opts: tuple[str, ...],
              pilot_file: str | None, fleet: int | None, restart_margin: float, pricing: str | None,
-             failure_rate: float, estimator: str, gpus: int | None, cpu: float | None, memory: str | None,
+             failure_rate: float, estimator: str, gpus: int | None, cpu: float | None, memory: int | None,
              competition_id: str | None, as_json: bool) -> None:
     """Project cost and wall time per instance type from pilot runtimes; recommend the cheapest in time."""
     from referee.platform.cost.planner import PlanRequest, load_pilot_file, parse_pilot_option, plan
-    from referee.platform.spec import parse_size
 
     cfg = _competition_cost(ctx, competition_id)
     pilots: dict[str, list[float]] = load_pilot_file(pilot_file) if pilot_file else {}
     for opt in pilot_opts:
         name, runs = parse_pilot_option(opt)
         pilots.setdefault(name, []).extend(runs)
-    try:
-        mem = parse_size(memory) if memory is not None else None
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--memory") from None
-    if mem is not None and mem <= 0:
-        raise click.BadParameter(f"{memory!r} is not a positive size", param_hint="--memory")
+    mem = memory
     req = PlanRequest(submissions=submissions, deadline_s=deadline, pilots=pilots, fleet=fleet,
                       restart_margin=restart_margin, pricing=pricing or cfg.pricing, failure_rate=failure_rate,
                       estimator=estimator, cpu=cpu, memory=mem, gpus=gpus)  # type: ignore[arg-type]
@@ -171,7 +182,7 @@ def plan_cmd(ctx: click.Context, submissions: int, deadline: float, pilot_opts: 
               help="What a job pays (cost.share): its whole instance (default), or the share it reserves.")
 @click.option("--gpus", type=click.IntRange(min=0), default=None, help="GPUs per job (prices a reserved share).")
 @click.option("--cpu", type=Number(0, low_open=True), default=None, help="vCPUs per job (prices a reserved share).")
-@click.option("--memory", default=None, help="Memory per job, e.g. 8GiB (prices a reserved share).")
+@click.option("--memory", type=SIZE, default=None, help="Memory per job, e.g. 8GiB (prices a reserved share).")
 @click.option("--competition", "competition_id", default=None,
               help="Use this loaded competition's prices, pricing, share and budgets.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -181,24 +192,18 @@ def simulate_cmd(ctx: click.Context, submissions: int, runtime: float, runtime_c
                  fleet: int | None, deadline: float, restart_margin: float, jobs_per_instance: int, teams: int,
                  pricing: str | None, failure_rate: float, restart_delay: float, max_infra_retries: int,
                  timeout: float | None, budget: float | None, team_budget: float | None, share: str | None,
-                 gpus: int | None, cpu: float | None, memory: str | None, competition_id: str | None, seed: int,
+                 gpus: int | None, cpu: float | None, memory: int | None, competition_id: str | None, seed: int,
                  as_json: bool) -> None:
     """Simulate the run on a fleet (real scheduling policy, budget check and pricing; simulated clock)."""
     from referee.platform.cost.planner import PlanRequest, plan
     from referee.platform.cost.simulation import SimulationConfig, simulate
-    from referee.platform.spec import parse_size
 
     cfg = _competition_cost(ctx, competition_id)
     updates = {k: v for k, v in (("pricing", pricing), ("budget", budget), ("team_budget", team_budget),
                                  ("share", share)) if v is not None}
     cfg = cfg.model_copy(update=updates) if updates else cfg
     it = cfg.catalog.get(instance_type)  # an unknown type is an error naming the known ones
-    try:
-        mem = parse_size(memory) if memory is not None else None
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--memory") from None
-    if mem is not None and mem <= 0:
-        raise click.BadParameter(f"{memory!r} is not a positive size", param_hint="--memory")
+    mem = memory
     if cfg.share == "reserved" and cpu is None and mem is None and gpus is None and jobs_per_instance > 1:
         cpu = it.vcpu / jobs_per_instance  # a job reserves its slot: 1 / jobs_per_instance of the instance
     planned = ""

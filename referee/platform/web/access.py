@@ -12,7 +12,7 @@ from typing import Any
 from referee.errors import (
     BudgetExceeded, LimitExceeded, NotFound, RefereeError, SpecError, SubmissionRejected,
 )
-from referee.platform.store import FINAL_STATES, Store, SubmissionRow, utcnow
+from referee.platform.store import Store, SubmissionRow
 from referee.platform.web.auth import Principal, authenticate
 
 COOKIE = "referee_token"
