@@ -35,7 +35,7 @@ def timed(fn: Callable[[], Any], repeat: int = 7) -> tuple[float, Any]:
 
 
 def main() -> int:
-    from referee.platform.spec import load_competition
+    from referee.platform.core.spec import load_competition
     from referee.scoring.checklist import scorer as cs
     from referee.scoring.checklist.library import test_suite_module
     from referee.scoring.checklist.suite import prepare_competition

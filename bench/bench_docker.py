@@ -58,7 +58,7 @@ def plain_flags(policy, inputs: Path, out: Path) -> list[str]:
 
 
 def run_plain(image: str, comp, jobs: int, parallel: int, work: Path) -> float:
-    from referee.platform.sandbox import SandboxPolicy
+    from referee.platform.runtime.sandbox import SandboxPolicy
     policy = SandboxPolicy.for_competition(comp)
     uid, gid = policy.uid_gid()
     outs = []
@@ -82,8 +82,8 @@ def run_plain(image: str, comp, jobs: int, parallel: int, work: Path) -> float:
 
 
 def run_referee(image: str, spec: Path, jobs: int, work: Path) -> float:
-    from referee.platform.competitions import load_into_store
-    from referee.platform.scheduler import Scheduler
+    from referee.platform.controller.competitions import load_into_store
+    from referee.platform.controller.scheduler import Scheduler
     from referee.platform.store import Store
     from referee.submissions.submit import submit
 
@@ -110,8 +110,8 @@ def main() -> None:
 
     import docker
 
-    from referee.platform.competitions import load_into_store
-    from referee.platform.images import ensure_base_image
+    from referee.platform.controller.competitions import load_into_store
+    from referee.platform.runtime.images import ensure_base_image
     from referee.platform.store import Store
     from referee.submissions.submit import submit
 

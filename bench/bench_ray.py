@@ -31,8 +31,8 @@ NOOP = ["true"]
 def bench_ray(n: int, num_cpus: int, max_in_flight: int) -> None:
     import ray
 
-    from referee.platform.backends.base import JobSpec, Resources
     from referee.platform.backends.ray import RayBackend, execute_job
+    from referee.platform.core.jobs import JobSpec, Resources
 
     ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR")
 
@@ -117,8 +117,8 @@ def _fast_fake(output: str, fail: bool) -> Any:
 
     ``fail``: every job exits non-zero, so the run measures dispatch bookkeeping without scoring.
     """
-    from referee.platform.backends.base import FailureReason, JobState, JobStatus, now_utc
-    from referee.platform.backends.fake import FakeBackend
+    from referee.platform.core.jobs import FailureReason, JobState, JobStatus, now_utc
+    from referee.plugins.testing import FakeBackend
 
     class FastFake(FakeBackend):
         def submit(self, job: Any) -> str:
@@ -137,8 +137,8 @@ def _fast_fake(output: str, fail: bool) -> Any:
 
 
 def _scheduler_run(n: int, max_in_flight: int, root: Path, *, score: bool) -> tuple[float, int]:
-    from referee.platform.competitions import load_into_store
-    from referee.platform.scheduler import Scheduler
+    from referee.platform.controller.competitions import load_into_store
+    from referee.platform.controller.scheduler import Scheduler
     from referee.platform.store import Store, utcnow
 
     d = root / f"q{n}-{score}"

@@ -16,8 +16,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from referee.platform.core.predictions import Predictions
 from referee.plugins.builtin.scorers import referee_scorers
-from referee.submissions.intake import Predictions
 
 WORDS = ("the cat dog house runs quickly slowly over under a an big small red blue green Hello World "
          "it's don't New York, (see 42 model data learning system paper results table").split()

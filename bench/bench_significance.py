@@ -23,15 +23,14 @@ import os
 import resource
 import time
 import tracemalloc
-
 from typing import Any, Callable
 
 import numpy as np
 
+from referee.platform.core.predictions import Predictions
 from referee.plugins.builtin.scorers import referee_scorers
 from referee.scoring.bootstrap import _cached_weights
 from referee.scoring.significance import PairedTest, assign_tiers
-from referee.submissions.intake import Predictions
 
 SCORERS = {s.name: s for s in referee_scorers()}
 WORDS = ("the cat dog house runs quickly slowly over under a an big small red blue green hello world "

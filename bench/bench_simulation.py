@@ -20,10 +20,10 @@ import math
 import random
 import time
 
+from referee.platform.controller.policy import SchedulingPolicy
 from referee.platform.cost.config import CostConfig
 from referee.platform.cost.planner import PlanRequest, plan
 from referee.platform.cost.simulation import SimulationConfig, simulate
-from referee.platform.policy import SchedulingPolicy
 
 H = 3600.0
 

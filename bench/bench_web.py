@@ -56,9 +56,9 @@ def main() -> None:
 
     from fastapi.testclient import TestClient
 
-    from referee.platform import leaderboard as lbm
-    from referee.platform.competitions import load_into_store
-    from referee.platform.scheduler import Scheduler
+    from referee.platform.controller.competitions import load_into_store
+    from referee.platform.controller.scheduler import Scheduler
+    from referee.platform.leaderboard.build import build as lbm
     from referee.platform.store import Store
     from referee.platform.web.app import create_app
     from referee.platform.web.auth import create_team_token

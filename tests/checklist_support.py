@@ -12,7 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conftest import prepare_example
-from referee.plugins.manager import PluginManager, get_plugin_manager, set_plugin_manager
+
+from referee.plugins.manager import (
+    PluginManager,
+    get_plugin_manager,
+    set_plugin_manager,
+)
 
 _lock = threading.Lock()
 _built: "ScoredExample | None" = None
@@ -37,8 +42,8 @@ def scored_example(tmp_path_factory) -> ScoredExample:
 
 
 def _build(root: Path) -> ScoredExample:
-    from referee.platform.competitions import load_into_store
-    from referee.platform.scheduler import Scheduler
+    from referee.platform.controller.competitions import load_into_store
+    from referee.platform.controller.scheduler import Scheduler
     from referee.platform.store import Store
     from referee.submissions.submit import submit
 

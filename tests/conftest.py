@@ -47,8 +47,9 @@ def wait_final(backend, handles: list[str], limit: float = 90, interval: float =
 
 @pytest.fixture(autouse=True)
 def isolated_plugins():
-    """Each test sees only referee's built-in plugins."""
-    pm = PluginManager(entrypoints=False)
+    """Each test sees only referee's built-in plugins, plus the opt-in testing plugin (the fake backend)."""
+    import referee.plugins.testing
+    pm = PluginManager(entrypoints=False, extra=[referee.plugins.testing])
     set_plugin_manager(pm)
     yield pm
     set_plugin_manager(None)
@@ -92,8 +93,8 @@ def docker_client():
 @pytest.fixture(scope="session")
 def base_image(docker_client):
     """referee/base-python, built once from Debian packages (cached by tag and recipe)."""
-    from referee.errors import BackendError
-    from referee.platform.images import ensure_base_image
+    from referee.platform.core.errors import BackendError
+    from referee.platform.runtime.images import ensure_base_image
     try:
         return ensure_base_image(docker_client)
     except BackendError as exc:

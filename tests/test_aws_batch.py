@@ -15,16 +15,24 @@ from typing import Any
 
 import pytest
 import yaml
-
 from conftest import EXAMPLES, need, prepare_example, wait_final
-from referee.errors import BackendError
-from referee.platform.artifacts import LocalArtifactStore, S3ArtifactStore, blob_key
+
 from referee.platform.backends.aws_batch import (
-    CANCEL_REASON, AwsBatchBackend, batch_status, ensure_job_queue, retry_strategy,
+    CANCEL_REASON,
+    AwsBatchBackend,
+    batch_status,
+    ensure_job_queue,
+    retry_strategy,
 )
-from referee.platform.backends.base import FailureReason, JobSpec, JobState, Resources
-from referee.platform.competitions import load_into_store
-from referee.platform.scheduler import Scheduler
+from referee.platform.controller.competitions import load_into_store
+from referee.platform.controller.scheduler import Scheduler
+from referee.platform.core.errors import BackendError
+from referee.platform.core.jobs import FailureReason, JobSpec, JobState, Resources
+from referee.platform.runtime.artifacts import (
+    LocalArtifactStore,
+    S3ArtifactStore,
+    blob_key,
+)
 from referee.platform.store import Store
 from referee.submissions.submit import submit
 
@@ -440,7 +448,7 @@ def test_s3_urls_expire_with_the_job(moto_aws, tmp_path):
 
 
 def test_output_downloads_are_capped(moto_aws, tmp_path):
-    from referee.platform.artifacts import OutputTooLarge
+    from referee.platform.runtime.artifacts import OutputTooLarge
     src = tmp_path / "pred.csv"
     src.write_bytes(b"x" * 2000)
     moto_aws.client("s3").create_bucket(Bucket="referee-cap")

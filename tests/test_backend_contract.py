@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 import pytest
 
-from referee.platform.backends.base import Backend, FailureReason, JobSpec, JobState, Resources
+from referee.platform.core.backend import Backend
+from referee.platform.core.jobs import FailureReason, JobSpec, JobState, Resources
 
 OK = ("import os; print('hello-from-job', flush=True); "
       "ids = open(os.path.join(os.environ['REFEREE_INPUT'], 'ids.txt')).read(); "
@@ -44,7 +45,7 @@ class Subject:
 
 
 def _fake(request: Any) -> Subject:
-    from referee.platform.backends.fake import FakeBackend
+    from referee.plugins.testing import FakeBackend
     script = {2: ["exited_nonzero"], 3: ["timed_out"]}
     return Subject(FakeBackend(script=script, output="id,label\n" + IDS, polls_to_finish=2), None, real_logs=False,
                    exit_codes=False)

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 import yaml
-
 from conftest import EXAMPLES, prepare_example
-from referee.platform import leaderboard
-from referee.platform.competitions import load_into_store
-from referee.platform.scheduler import Scheduler
+
+from referee.platform.controller.competitions import load_into_store
+from referee.platform.controller.scheduler import Scheduler
+from referee.platform.leaderboard.build import build as leaderboard
 from referee.platform.store import Store
 from referee.submissions.submit import submit
 

@@ -7,12 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import prepare_example
-from referee.errors import SpecError
+
+from referee.platform.core.errors import SpecError
 from referee.plugins.builtin.scorers import referee_scorers
 from referee.scoring import bootstrap as bs
-from referee.scoring.bootstrap import IntervalSettings, Resampler, bootstrap_scores, confidence_interval
+from referee.scoring.bootstrap import (
+    IntervalSettings,
+    Resampler,
+    bootstrap_scores,
+    confidence_interval,
+)
 
 SCORERS = {s.name: s for s in referee_scorers()}
 BUILTIN = {"log_loss", "accuracy", "wer", "cer", "bleu", "chrf", "ter"}
@@ -134,8 +139,8 @@ def _with_leaderboard(src: Path, dest: Path, leaderboard: dict) -> Path:
 
 
 def test_every_builtin_scorer_gets_an_interval_through_the_engine(examples):
-    from referee.platform.spec import load_competition
-    from referee.scoring.engine import score_file
+    from referee.platform.controller.scoring import score_file
+    from referee.platform.core.spec import load_competition
 
     covered = set()
     for name, sample in SAMPLES.items():
@@ -152,8 +157,8 @@ def test_every_builtin_scorer_gets_an_interval_through_the_engine(examples):
 
 
 def test_interval_settings_reach_the_signature_and_can_be_switched_off(examples, tmp_path):
-    from referee.platform.spec import load_competition
-    from referee.scoring.engine import score_file
+    from referee.platform.controller.scoring import score_file
+    from referee.platform.core.spec import load_competition
 
     ex = examples["deepfake"]
     sub = ex / "submissions" / SAMPLES["deepfake"]
@@ -171,7 +176,7 @@ def test_interval_settings_reach_the_signature_and_can_be_switched_off(examples,
 
 
 def test_bad_interval_settings_are_a_spec_error_at_load(examples, store):
-    from referee.platform.competitions import load_into_store
+    from referee.platform.controller.competitions import load_into_store
 
     ex = examples["deepfake"]
     bad = _with_leaderboard(ex / "competition.yaml", ex / "bad.yaml",
@@ -189,6 +194,7 @@ def test_checklist_failure_rates_get_intervals_too(tmp_path_factory):
     import json
 
     from checklist_support import scored_example
+
     from referee.platform.store import Store
 
     ex = scored_example(tmp_path_factory)
@@ -205,7 +211,11 @@ def test_checklist_failure_rates_get_intervals_too(tmp_path_factory):
 
 def test_shared_resamples_give_each_metrics_own_interval():
     from referee.plugins.manager import get_plugin_manager
-    from referee.scoring.bootstrap import IntervalSettings, confidence_interval, confidence_intervals
+    from referee.scoring.bootstrap import (
+        IntervalSettings,
+        confidence_interval,
+        confidence_intervals,
+    )
     pm = get_plugin_manager()
     rng = np.random.default_rng(3)
     n = 5000  # above the weight cache: resamples are drawn block by block

@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
+from test_cost_trackers import (  # noqa: F401
+    ClockedFake,
+    fake_output,
+    make_competition,
+    script_plugins,
+    submit_scripts,
+)
 
+from referee.platform.controller.scheduler import Scheduler
 from referee.platform.cost.budget import Outlay, budget_reason
 from referee.platform.cost.config import CostConfig
-from referee.platform.scheduler import Scheduler
-from test_cost_trackers import ClockedFake, fake_output, make_competition, script_plugins, submit_scripts  # noqa: F401
 
 P3 = 3.06
 PREDICTIONS = ["alpha__good.csv", "bravo__mediocre.csv", "charlie__baseline.csv", "echo__first.csv",
@@ -93,7 +99,7 @@ def test_budget_reason_is_the_single_rule():
 
 
 def test_referee_run_exits_3_with_the_reason(store, example, script_plugins):
-    from referee.platform.cli import cli
+    from referee.platform.cli.main import cli
     root = example("deepfake")
     comp = make_competition(store, root, name="cli-budget", cost={"budget": 5.0, "local_backends": []},
                             resources={"gpus": 1, "instance_type": "p3.2xlarge"})

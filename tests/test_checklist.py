@@ -16,17 +16,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from checklist_support import scored_example
 from conftest import need
-from referee.errors import SpecError, SubmissionRejected
-from referee.platform import leaderboard as lbm
-from referee.platform.competitions import load_into_store
-from referee.platform.spec import load_competition
+
+from referee.platform.controller.competitions import load_into_store
+from referee.platform.core.errors import SpecError, SubmissionRejected
+from referee.platform.core.spec import load_competition
+from referee.platform.leaderboard.build import build as lbm
 from referee.platform.store import Store
 from referee.scoring.checklist import scorer as cs
-from referee.scoring.checklist.suite import prepare_competition
 from referee.scoring.checklist.schema import parse_checklist
+from referee.scoring.checklist.suite import prepare_competition
 from referee.submissions.submit import submit
 
 LABELS = ["negative", "positive"]
@@ -200,7 +200,7 @@ def test_host_suite_scores_like_checklist_itself(tmp_path, store):
     lines = ["id,negative,positive"] + [f"{r['id']},{c[0]},{c[1]}" for r, c in zip(rows, confs)]
     (tmp_path / "preds.csv").write_text("\n".join(lines) + "\n")
     sid = submit(store, comp, "t", tmp_path / "preds.csv")
-    from referee.platform.scheduler import Scheduler
+    from referee.platform.controller.scheduler import Scheduler
     assert Scheduler(store, comp, poll_interval=0.01).run().scored == 1
     details = json.loads(store.scores(sid)[0]["details_json"])["checklist"]
     # checklist's own run on the same model, the ordinary way (TestSuite.run with a predict function)
@@ -353,7 +353,7 @@ def test_label_predictions_score_as_one_hot(scored, tmp_path):
     labels = [LABELS[int(probs[i].argmax())] for i in ids]
     (tmp_path / "labels.txt").write_text("\n".join(labels) + "\n")
     sid = submit(store, comp, "alpha", tmp_path / "labels.txt")
-    from referee.platform.scheduler import Scheduler
+    from referee.platform.controller.scheduler import Scheduler
     assert Scheduler(store, comp, poll_interval=0.01).run().scored == 1, store.get_submission(sid).failure_message
     got = {t["name"]: t for t in json.loads(_score_rows(store, sid)[("failure_rate", "public")]["details_json"])
            ["checklist"]["tests"]}
@@ -414,7 +414,7 @@ def test_public_details_follow_each_competitions_own_split(scored, tmp_path):
             assert got == want[name][split], (name, split)
     # and through the scheduler: the stored public details of the 10% competition
     sid = submit(store, tenth, "alpha", scored.directory / "submissions" / "alpha__lexicon.csv")
-    from referee.platform.scheduler import Scheduler
+    from referee.platform.controller.scheduler import Scheduler
     assert Scheduler(store, tenth, poll_interval=0.01).run().scored == 1
     public = json.loads(_score_rows(store, sid)[("failure_rate", "public")]["details_json"])["checklist"]
     assert sum(t["cases"] for t in public["tests"]) == want["tenth"]["public"]

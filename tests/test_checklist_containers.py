@@ -10,10 +10,10 @@ import json
 
 import pytest
 import yaml
-
 from checklist_support import scored_example
-from referee.platform.competitions import load_into_store
-from referee.platform.scheduler import Scheduler
+
+from referee.platform.controller.competitions import load_into_store
+from referee.platform.controller.scheduler import Scheduler
 from referee.platform.store import Store
 from referee.submissions.submit import submit
 

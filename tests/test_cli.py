@@ -9,12 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def referee(ws: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "referee.platform.cli", "-w", str(ws), *args],
+    proc = subprocess.run([sys.executable, "-m", "referee.platform.cli.main", "-w", str(ws), *args],
                           capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
     if check and proc.returncode != 0:
         raise AssertionError(f"referee {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
@@ -68,12 +67,12 @@ def test_cli_flow_json_and_errors(tmp_path, example):
 
 def test_help_is_fast_and_lists_commands():
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "referee.platform.cli", "--help"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "referee.platform.cli.main", "--help"], capture_output=True,
                          text=True, check=True).stdout
     assert time.perf_counter() - t0 < 5
     for cmd in ("demo", "competition", "submit", "run", "status", "leaderboard", "plugins"):
         assert cmd in out
-    heavy = subprocess.run([sys.executable, "-c", "import sys, referee.platform.cli as c; "
+    heavy = subprocess.run([sys.executable, "-c", "import sys, referee.platform.cli.main as c; "
                             "print(sorted(m for m in ('ray','boto3','torch','docker','fastapi','sacrebleu') "
                             "if m in sys.modules))"], capture_output=True, text=True, check=True).stdout
     assert heavy.strip() == "[]"

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import EXAMPLES, prepare_example
-from referee.errors import SpecError, SubmissionRejected
-from referee.platform.competitions import load_into_store
+
+from referee.platform.controller.competitions import load_into_store
+from referee.platform.core.errors import SpecError, SubmissionRejected
 from referee.platform.store import Store
 from referee.submissions.submit import detect_kind, submit
 
@@ -93,7 +93,7 @@ def test_image_tarball_is_loaded_without_its_tags(tmp_path, docker_client, base_
         docker_client.images.get(base_image).tag(victim)  # the tag the tarball names now points elsewhere
         sub = store.get_submission(submit(store, comp, "bravo", archive))
         assert sub.kind == "docker-archive" and sub.metadata["image"] == good_image
-        from referee.platform.spec import file_sha256
+        from referee.platform.core.hashing import file_sha256
         assert sub.sha256 == file_sha256(archive) and store.blob_path(sub.sha256).is_file()
         assert docker_client.images.get(victim).id == base_id  # a submission cannot re-point a tag
     finally:

@@ -15,12 +15,17 @@ import math
 import pytest
 from click.testing import CliRunner
 
-from referee.platform.cli import cli
+from referee.platform.cli.main import cli
+from referee.platform.core.jobs import JobRecord
 from referee.platform.cost.catalog import default_catalog
 from referee.platform.cost.config import CostConfig
-from referee.platform.cost.planner import PlanInputError, PlanRequest, load_pilot_file, plan
+from referee.platform.cost.planner import (
+    PlanInputError,
+    PlanRequest,
+    load_pilot_file,
+    plan,
+)
 from referee.platform.cost.trackers import InstanceTimeTracker
-from referee.platform.jobs import JobRecord
 
 H = 3600.0
 THREE_WEEKS = 21 * 86400.0

@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from referee.errors import SpecError
-from referee.platform.backends.base import JobSpec, JobStatus
-from referee.platform.backends.fake import FakeBackend
-from referee.platform.competitions import load_into_store
+from referee.platform.controller.competitions import load_into_store
+from referee.platform.controller.scheduler import Scheduler
+from referee.platform.core.errors import SpecError
+from referee.platform.core.jobs import JobSpec, JobStatus
 from referee.platform.cost.ledger import report, submission_totals
 from referee.platform.cost.pareto import pareto_front
-from referee.platform.scheduler import Scheduler
 from referee.plugins import hookimpl
 from referee.plugins.manager import PluginManager, set_plugin_manager
 from referee.plugins.records import CostTrackerInfo, SubmissionKindInfo
+from referee.plugins.testing import FakeBackend
 from referee.submissions.submit import submit
 
 P3 = 3.06  # p3.2xlarge on-demand, USD per hour, from the shipped price table
@@ -174,6 +174,7 @@ def test_scheduler_run_records_costs_per_job_and_totals(store, example, tmp_path
 
     # bravo's first attempt was lost to the platform: the host pays for it, the team is not charged
     import json
+
     from referee.platform.cost.ledger import spent
     lost = [r for r in rows if r["submission_id"] == b1 and json.loads(r["details_json"]).get("account")]
     assert len(lost) == 4 and {json.loads(r["details_json"])["account"] for r in lost} == {"platform"}
@@ -195,7 +196,7 @@ def test_scheduler_run_records_costs_per_job_and_totals(store, example, tmp_path
                                        "instance-hours": pytest.approx(total_h), "jobs": 6}]
 
     # leaderboard: a cost column per entry and the score-vs-cost Pareto front
-    from referee.platform import leaderboard as lbm
+    from referee.platform.leaderboard.build import build as lbm
     lb = lbm.build(store, comp, mode="best")
     assert {"cost", "pareto"} <= set(lb.columns_extra)
     by_team = {e.team: e for e in lb.entries}
@@ -209,7 +210,7 @@ def test_scheduler_run_records_costs_per_job_and_totals(store, example, tmp_path
     assert "| cost | pareto |" in lb.to_markdown()
 
     # A resumed scheduler re-finishing a job replaces its rows instead of counting the job twice.
-    from referee.platform.jobs import JobRecord
+    from referee.platform.core.jobs import JobRecord
     from referee.plugins.manager import get_plugin_manager
     job_row = jobs[0]["id"]
     store.execute("DELETE FROM costs WHERE job_id=? AND tracker='instance-time'", (job_row,))
@@ -223,7 +224,8 @@ def test_scheduler_run_records_costs_per_job_and_totals(store, example, tmp_path
 
     # the same totals and the score-vs-cost view from the command line
     from click.testing import CliRunner
-    from referee.platform.cli import cli
+
+    from referee.platform.cli.main import cli
     runner = CliRunner()
     out = runner.invoke(cli, ["-w", str(store.root), "cost", "report", comp.id, "--json"])
     assert out.exit_code == 0, out.output
@@ -325,10 +327,9 @@ def test_invalid_cost_section_is_a_spec_error_naming_the_field(store, example):
 # -- queue time is never charged ------------------------------------------------------------------------
 def test_a_job_that_never_started_is_charged_nothing():
     """No started_at from the backend (cancelled or lost while queued): zero hours, not dispatch-to-finish."""
-    from referee.platform.backends.base import FailureReason, JobState
+    from referee.platform.core.jobs import FailureReason, JobRecord, JobState
     from referee.platform.cost.config import CostConfig
     from referee.platform.cost.trackers import GpuHoursTracker, InstanceTimeTracker
-    from referee.platform.jobs import JobRecord
 
     t0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     # the jobs row as the scheduler leaves it: started_at is the dispatch time when the backend gave none
@@ -352,7 +353,7 @@ class QueuedLoss(ClockedFake):
 
     def _finish(self, job: JobSpec) -> JobStatus:
         if job.attempt == 1:
-            from referee.platform.backends.base import FailureReason, JobState, now_utc
+            from referee.platform.core.jobs import FailureReason, JobState, now_utc
             return JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR, "lost while queued",
                              finished_at=now_utc() + dt.timedelta(hours=3))
         return super()._finish(job)

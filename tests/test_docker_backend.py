@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import EXAMPLES, ROOT, prepare_example, wait_final
-from referee.platform.backends.base import FailureReason, JobSpec, JobState, Resources
+
 from referee.platform.backends.docker import DockerBackend
-from referee.platform.competitions import load_into_store
-from referee.platform.scheduler import Scheduler
+from referee.platform.controller.competitions import load_into_store
+from referee.platform.controller.scheduler import Scheduler
+from referee.platform.core.jobs import FailureReason, JobSpec, JobState, Resources
+from referee.platform.reports.views import submission_detail
 from referee.platform.store import Store
-from referee.platform.views import submission_detail
 from referee.submissions.submit import submit
 
 pytestmark = pytest.mark.docker
@@ -103,7 +103,7 @@ def test_cancel_stops_a_running_container(tmp_path, docker_client, base_image):
 
 CHILD = """
 import sys
-from referee.platform.scheduler import Scheduler
+from referee.platform.controller.scheduler import Scheduler
 from referee.platform.store import Store
 store = Store(sys.argv[1])
 Scheduler(store, store.get_competition("deepfake"), poll_interval=0.05).run()

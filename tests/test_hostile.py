@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import EXAMPLES, prepare_example
-from referee.platform.backends.base import FailureReason, JobSpec
-from referee.platform.competitions import load_into_store
-from referee.platform.sandbox import container_name
-from referee.platform.scheduler import Scheduler
+
+from referee.platform.controller.competitions import load_into_store
+from referee.platform.controller.scheduler import Scheduler
+from referee.platform.core.jobs import FailureReason, JobSpec
+from referee.platform.runtime.sandbox import container_name
 from referee.platform.store import Store
 from referee.submissions.submit import submit
 

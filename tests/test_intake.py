@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from referee.errors import SubmissionRejected
-from referee.platform.competitions import load_into_store
+from referee.platform.controller.competitions import load_into_store
+from referee.platform.core.errors import SubmissionRejected
 from referee.submissions.submit import submit
 
 REF = "id,label,split\n" + "\n".join(f"x{i},{i % 2},{'public' if i < 4 else 'private'}" for i in range(8)) + "\n"
@@ -111,7 +111,7 @@ def test_txt_and_jsonl_formats(example, store):
 def test_jsonl_line_separator_inside_strings_and_multi_reference_lists(tmp_path, store):
     import json
 
-    from referee.platform.scheduler import Scheduler
+    from referee.platform.controller.scheduler import Scheduler
     refs = [{"id": "s1", "text": ["the cat sat", "a cat sat"]}, {"id": "s2", "text": ["hello world"]}]
     (tmp_path / "ref.jsonl").write_text("".join(json.dumps(r) + "\n" for r in refs))
     spec = {"id": "mt", "title": "MT", "data": {"reference": "ref.jsonl", "reference_columns": ["text"]},

@@ -10,9 +10,9 @@ import json
 import pytest
 import yaml
 
-from referee.platform import leaderboard as lbm
-from referee.platform.competitions import load_into_store
-from referee.platform.scheduler import Scheduler
+from referee.platform.controller.competitions import load_into_store
+from referee.platform.controller.scheduler import Scheduler
+from referee.platform.leaderboard.build import build as lbm
 from referee.submissions.submit import submit
 
 T0 = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)

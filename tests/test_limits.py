@@ -7,10 +7,10 @@ import datetime as dt
 import pytest
 import yaml
 
-from referee.errors import LimitExceeded
-from referee.platform.competitions import load_into_store
-from referee.platform.scheduler import Scheduler
-from referee.platform.backends.fake import FakeBackend
+from referee.platform.controller.competitions import load_into_store
+from referee.platform.controller.scheduler import Scheduler
+from referee.platform.core.errors import LimitExceeded
+from referee.plugins.testing import FakeBackend
 from referee.submissions.submit import submit
 
 

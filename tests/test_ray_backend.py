@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import need, wait_final
-from referee.errors import BackendError
-from referee.platform.backends.base import FailureReason, JobSpec, JobState, Resources
+
+from referee.platform.core.errors import BackendError
+from referee.platform.core.jobs import FailureReason, JobSpec, JobState, Resources
 
 pytestmark = pytest.mark.ray
 _LOCK = threading.Lock()
@@ -55,7 +55,7 @@ def ray_cluster() -> Any:
 
 @pytest.fixture(scope="module")
 def base_image(docker_client):
-    from referee.platform.images import ensure_base_image
+    from referee.platform.runtime.images import ensure_base_image
     return ensure_base_image(docker_client)
 
 
@@ -156,7 +156,7 @@ def test_gpu_device_requests_reach_docker_pinned_to_rays_gpu(ray_cluster, tmp_pa
     """The sandbox asks Docker for the GPUs Ray assigned. Without a GPU engine, Docker refuses that very
     request; with one, the container really sees its GPU."""
     from referee.platform.backends.ray import RayBackend
-    from referee.platform.sandbox import SandboxPolicy, container_config
+    from referee.platform.runtime.sandbox import SandboxPolicy, container_config
     job = py_job(tmp_path, "dgpu", WRITE.format("' '.join(sorted(d for d in os.listdir('/dev') "
                                                  "if d.startswith('nvidia')))"), image=base_image, gpus=1, cpu=1)
     cfg = container_config(job, SandboxPolicy(), output_source=tmp_path)
@@ -197,8 +197,8 @@ def test_registry_builds_the_ray_backend_and_rejects_bad_options(ray_cluster, tm
     import yaml
 
     from referee.platform.backends.ray import RayBackend
-    from referee.platform.competitions import load_into_store
-    from referee.platform.scheduler import make_backend
+    from referee.platform.controller.competitions import load_into_store
+    from referee.platform.controller.scheduler import make_backend
     (tmp_path / "ref.csv").write_text("id,label\na,1\n")
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({
         "id": "rc", "title": "R", "data": {"reference": "ref.csv"}, "metrics": [{"scorer": "accuracy"}],

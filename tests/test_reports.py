@@ -8,13 +8,18 @@ import re
 from html.parser import HTMLParser
 
 import pytest
+from checklist_support import scored_example
 from click.testing import CliRunner
 
-from checklist_support import scored_example
-from referee.platform import leaderboard as lbm
-from referee.platform.cli import cli
-from referee.platform.leaderboard import Entry, Leaderboard
-from referee.platform.reports import leaderboard_html, render_markdown, report_data, submission_fragment_html
+from referee.platform.cli.main import cli
+from referee.platform.core.leaderboard import Entry, Leaderboard
+from referee.platform.leaderboard.build import build as lbm
+from referee.platform.reports.submission import (
+    leaderboard_html,
+    render_markdown,
+    report_data,
+    submission_fragment_html,
+)
 from referee.platform.store import Store
 
 

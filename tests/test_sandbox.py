@@ -14,13 +14,20 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
 from conftest import need
-from referee.errors import SpecError
-from referee.platform.backends.base import FailureReason, JobSpec, JobState, Resources
-from referee.platform.sandbox import (
-    SCRATCH_DIR, OutputScratch, SandboxPolicy, attach_job_in_docker, container_config, container_name, log_path_for,
-    run_job_in_docker, sweep_stale_outputs,
+
+from referee.platform.core.errors import SpecError
+from referee.platform.core.jobs import FailureReason, JobSpec, JobState, Resources
+from referee.platform.runtime.sandbox import (
+    SCRATCH_DIR,
+    OutputScratch,
+    SandboxPolicy,
+    attach_job_in_docker,
+    container_config,
+    container_name,
+    log_path_for,
+    run_job_in_docker,
+    sweep_stale_outputs,
 )
 
 
@@ -286,7 +293,7 @@ def run_unprivileged(script: str, *args: str) -> dict:
 LOCKED_SCRATCH = r"""
 import json, os, sys
 from pathlib import Path
-from referee.platform.sandbox import OutputScratch, SandboxPolicy
+from referee.platform.runtime.sandbox import OutputScratch, SandboxPolicy
 work = Path(sys.argv[1])
 assert os.geteuid() != 0
 policy = SandboxPolicy.from_mapping({"output_tmpfs": False})
@@ -324,8 +331,8 @@ LOCKING_RUN = r"""
 import json, os, sys
 from pathlib import Path
 import docker
-from referee.platform.backends.base import JobSpec, Resources
-from referee.platform.sandbox import SCRATCH_DIR, run_job_in_docker
+from referee.platform.core.jobs import JobSpec, Resources
+from referee.platform.runtime.sandbox import SCRATCH_DIR, run_job_in_docker
 work, image = Path(sys.argv[1]), sys.argv[2]
 out = work / "job" / "output"
 out.mkdir(parents=True)

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from referee.platform.backends.fake import FakeBackend
-from referee.platform.competitions import load_into_store
-from referee.platform.policy import Candidate, SchedulingPolicy
-from referee.platform.backends.base import FailureReason
-from referee.platform.scheduler import Scheduler, cancel_submission
+from referee.platform.controller.competitions import load_into_store
+from referee.platform.controller.policy import Candidate, SchedulingPolicy
+from referee.platform.controller.scheduler import Scheduler, cancel_submission
+from referee.platform.core.jobs import FailureReason
+from referee.plugins.testing import FakeBackend
 from referee.submissions.submit import submit
 
 N_ITEMS = 20
@@ -155,7 +155,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, example, store)
     for i in range(n):
         submit(store, comp, f"team{i}", good)
     env = {**os.environ, "REFEREE_WORKSPACE": str(store.root)}
-    proc = subprocess.Popen([sys.executable, "-m", "referee.platform.cli", "run", "deepfake", "--no-progress"],
+    proc = subprocess.Popen([sys.executable, "-m", "referee.platform.cli.main", "run", "deepfake", "--no-progress"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 60
     while _count(store, "SELECT COUNT(*) FROM submissions WHERE status='scored'") < 3:
@@ -169,7 +169,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, example, store)
     # every scored submission has all of its scores; none has partial ones
     per_sub = store.query("SELECT submission_id, COUNT(*) c FROM scores GROUP BY submission_id")
     assert all(r["c"] == 4 for r in per_sub) and len(per_sub) == done
-    rc = subprocess.run([sys.executable, "-m", "referee.platform.cli", "run", "deepfake", "--json"],
+    rc = subprocess.run([sys.executable, "-m", "referee.platform.cli.main", "run", "deepfake", "--json"],
                         env=env, capture_output=True, text=True)
     assert rc.returncode == 0, rc.stderr
     assert _count(store, "SELECT COUNT(*) FROM submissions WHERE status='scored'") == n
@@ -183,7 +183,7 @@ def test_killed_run_with_running_job_is_retried_not_charged(tmp_path, store):
     slow = "import time\ntime.sleep(1.5)\n" + GOOD
     (sid,) = submit_jobs(store, comp, ["a"], slow)
     env = {**os.environ, "REFEREE_WORKSPACE": str(store.root)}
-    proc = subprocess.Popen([sys.executable, "-m", "referee.platform.cli", "run", comp.id, "--no-progress"],
+    proc = subprocess.Popen([sys.executable, "-m", "referee.platform.cli.main", "run", comp.id, "--no-progress"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 30
     while not store.query("SELECT 1 FROM jobs WHERE submission_id=? AND state='running'", (sid,)):
@@ -201,7 +201,7 @@ def test_killed_run_with_running_job_is_retried_not_charged(tmp_path, store):
 
 
 def test_rerun_gets_fresh_retries_and_replaces_scores(tmp_path, store):
-    from referee.platform.scheduler import rerun_submission
+    from referee.platform.controller.scheduler import rerun_submission
     comp = job_comp(tmp_path, store, max_infra_retries=1)
     (sid,) = submit_jobs(store, comp, ["a"])
     fb = FakeBackend(script={sid: ["platform_error", "platform_error", "platform_error", "ok"]},

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
+from referee.platform.core.predictions import Predictions
 from referee.plugins.builtin.scorers import referee_scorers
 from referee.plugins.records import ScorerInfo
-from referee.submissions.intake import Predictions
 
 SCORERS = {s.name: s for s in referee_scorers()}
 

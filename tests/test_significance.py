@@ -7,14 +7,18 @@ import json
 import numpy as np
 import pytest
 import yaml
-
 from conftest import prepare_example
-from referee.errors import SpecError
+
+from referee.platform.core.errors import SpecError
+from referee.platform.core.predictions import Predictions
 from referee.plugins.builtin.scorers import referee_scorers
 from referee.scoring.significance import (
-    PairedTest, SignificanceSettings, adjust_p_values, assign_tiers, correction_can_reject,
+    PairedTest,
+    SignificanceSettings,
+    adjust_p_values,
+    assign_tiers,
+    correction_can_reject,
 )
-from referee.submissions.intake import Predictions
 
 SCORERS = {s.name: s for s in referee_scorers()}
 WORDS = ("the cat dog house runs quickly slowly over under a an big small red blue green "
@@ -152,8 +156,8 @@ def test_settings_and_resample_floor():
 @pytest.fixture(scope="module")
 def translation_ws(tmp_path_factory):
     """The translation example loaded, its five good samples submitted and scored by the Scheduler."""
-    from referee.platform.competitions import load_into_store
-    from referee.platform.scheduler import Scheduler
+    from referee.platform.controller.competitions import load_into_store
+    from referee.platform.controller.scheduler import Scheduler
     from referee.platform.store import Store
     from referee.submissions.submit import submit
 
@@ -170,7 +174,7 @@ def translation_ws(tmp_path_factory):
 
 
 def test_leaderboard_shows_interval_and_tier(translation_ws):
-    from referee.platform.leaderboard import build
+    from referee.platform.leaderboard.build import build
 
     store, comp, _ = translation_ws
     lb = build(store, comp, split="public")
@@ -200,7 +204,7 @@ def test_leaderboard_shows_interval_and_tier(translation_ws):
 def test_significance_command_prints_matrix_and_tiers(translation_ws):
     from click.testing import CliRunner
 
-    from referee.platform.cli import cli
+    from referee.platform.cli.main import cli
 
     store, comp, _ = translation_ws
     runner = CliRunner()
@@ -220,7 +224,7 @@ def test_significance_command_prints_matrix_and_tiers(translation_ws):
 
 
 def test_entry_without_statistics_gets_no_tier_and_a_note(translation_ws, tmp_path):
-    from referee.platform.leaderboard import build
+    from referee.platform.leaderboard.build import build
     from referee.plugins.builtin import stats as stats_plugin
 
     store, comp, _ = translation_ws
@@ -244,7 +248,7 @@ def test_entry_without_statistics_gets_no_tier_and_a_note(translation_ws, tmp_pa
 
 
 def test_bad_significance_settings_are_a_typed_error(translation_ws, tmp_path):
-    from referee.platform.competitions import load_into_store
+    from referee.platform.controller.competitions import load_into_store
     from referee.platform.store import Store
 
     _, _, ex = translation_ws

@@ -7,13 +7,13 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from test_cost_trackers import script_plugins  # noqa: F401  (fixture)
 
-from referee.platform.cli import cli
+from referee.platform.cli.main import cli
+from referee.platform.controller.policy import SchedulingPolicy
 from referee.platform.cost.config import CostConfig
 from referee.platform.cost.planner import PlanRequest, plan
 from referee.platform.cost.simulation import SimulationConfig, simulate
-from referee.platform.policy import SchedulingPolicy
-from test_cost_trackers import script_plugins  # noqa: F401  (fixture)
 
 H = 3600.0
 THREE_WEEKS = 21 * 86400.0
@@ -112,9 +112,15 @@ def test_team_budget_holds_only_that_team_like_the_scheduler(store, example, scr
     """The scenario of test_budget's team hold, run for real and simulated: same decision, same message."""
     import re
 
+    from test_cost_trackers import (
+        ClockedFake,
+        fake_output,
+        make_competition,
+        submit_scripts,
+    )
+
+    from referee.platform.controller.scheduler import Scheduler
     from referee.platform.cost.config import cost_config
-    from referee.platform.scheduler import Scheduler
-    from test_cost_trackers import ClockedFake, fake_output, make_competition, submit_scripts
 
     root = example("deepfake")
     comp = make_competition(store, root, name="team-budget-sim", max_in_flight=1,

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from referee.errors import SpecError
-from referee.platform.competitions import load_into_store
-from referee.platform.spec import load_competition, parse_duration, parse_size
+from referee.platform.controller.competitions import load_into_store
+from referee.platform.core.errors import SpecError
+from referee.platform.core.spec import load_competition
+from referee.platform.core.units import parse_duration, parse_size
 
 
 def write_spec(tmp_path: Path, doc: dict | str) -> Path:
@@ -135,7 +136,7 @@ def test_nonsense_values_rejected_at_load(tmp_path, patch, field):
 def test_closed_phase_refused_unless_host(tmp_path, store):
     import datetime as dt
 
-    from referee.errors import SubmissionRejected
+    from referee.platform.core.errors import SubmissionRejected
     from referee.submissions.submit import submit
     doc = {**BASE, "phases": [{"name": "old", "start": "2020-01-01", "end": "2021-01-01"},
                               {"name": "next", "start": "2031-01-01"}]}

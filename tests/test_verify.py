@@ -7,9 +7,9 @@ import os
 import subprocess
 import sys
 
-from referee.platform.competitions import load_into_store
-from referee.platform.scheduler import Scheduler
-from referee.platform.verify import verify_competition
+from referee.platform.controller.competitions import load_into_store
+from referee.platform.controller.scheduler import Scheduler
+from referee.platform.controller.verify import verify_competition
 from referee.submissions.submit import submit
 
 
@@ -26,7 +26,7 @@ def test_verify_same_then_detects_tampering_and_changed_reference(example, store
 
     store.execute("UPDATE scores SET value = value + 0.5 WHERE submission_id=2 AND metric='bleu' AND split='public'")
     env = {**os.environ, "REFEREE_WORKSPACE": str(store.root)}
-    out = subprocess.run([sys.executable, "-m", "referee.platform.cli", "verify", comp.id, "--json"],
+    out = subprocess.run([sys.executable, "-m", "referee.platform.cli.main", "verify", comp.id, "--json"],
                          env=env, capture_output=True, text=True)
     assert out.returncode == 1
     by_id = {v["submission_id"]: v for v in json.loads(out.stdout)}
@@ -57,7 +57,7 @@ def test_container_outputs_are_kept_for_verification(tmp_path, store):
 
 
 def test_leaderboard_notes_entries_scored_against_other_reference(example, store):
-    from referee.platform import leaderboard as lbm
+    from referee.platform.leaderboard.build import build as lbm
     d = example("deepfake")
     comp = load_into_store(store, d / "competition.yaml")
     a = submit(store, comp, "alpha", d / "submissions" / "alpha__good.csv")

@@ -11,16 +11,27 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import prepare_example
 from fastapi.testclient import TestClient
 
-from conftest import prepare_example
-from referee.platform.competitions import load_into_store
-from referee.platform.scheduler import Scheduler
+from referee.platform.controller.competitions import load_into_store
+from referee.platform.controller.scheduler import Scheduler
 from referee.platform.store import Store
 from referee.platform.web.app import create_app
-from referee.platform.web.auth import authenticate, create_host_token, create_team_token, csrf_token, list_tokens
+from referee.platform.web.auth import (
+    authenticate,
+    create_host_token,
+    create_team_token,
+    csrf_token,
+    list_tokens,
+)
 from referee.platform.web.uploads import (
-    MAX_FIELD_BYTES, MAX_FIELDS, MAX_FIELDS_TOTAL, MULTIPART_OVERHEAD, receive_upload, upload_limit,
+    MAX_FIELD_BYTES,
+    MAX_FIELDS,
+    MAX_FIELDS_TOTAL,
+    MULTIPART_OVERHEAD,
+    receive_upload,
+    upload_limit,
 )
 
 SMALL_LIMIT = 20_000  # bytes; the deepfake sample submissions are about 40 kB
@@ -536,7 +547,7 @@ def test_background_scoring_loop(deepfake_dir, tmp_path):
 
 
 def test_token_commands(deepfake_dir, tmp_path):
-    from referee.platform.cli import cli
+    from referee.platform.cli.main import cli
     ws = str(tmp_path / "ws")
     store = Store(ws)
     load_into_store(store, deepfake_dir / "competition.yaml")
@@ -623,7 +634,7 @@ def test_secure_cookies(env, deepfake_dir, tmp_path, monkeypatch):
     import uvicorn
 
     import referee.platform.web.app as app_module
-    from referee.platform.cli import cli
+    from referee.platform.cli.main import cli
     seen = {}
     real = app_module.create_app
 

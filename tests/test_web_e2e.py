@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import need, prepare_example
-from referee.platform.competitions import load_into_store
+
+from referee.platform.controller.competitions import load_into_store
 from referee.platform.store import Store
 from referee.platform.web.auth import create_team_token
 from referee.submissions.submit import submit
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.browser
 
 def _serve(workspace: Path) -> tuple[subprocess.Popen, str]:
     """Start ``referee serve --port 0`` and return the process and its base URL."""
-    cmd = [sys.executable, "-c", "from referee.platform.cli import main; main()", "-w", str(workspace), "serve",
+    cmd = [sys.executable, "-c", "from referee.platform.cli.main import main; main()", "-w", str(workspace), "serve",
            "--port", "0", "--interval", "0.5", "--log-level", "warning"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -69,7 +69,7 @@ def _write_csv(path: Path, lines: list[str]) -> None:
 
 
 def generate(outdir: Path) -> None:
-    from referee.platform.spec import load_competition
+    from referee.platform.core.spec import load_competition
     from referee.scoring.checklist.suite import prepare_competition
 
     outdir = Path(outdir)

@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 import pluggy
 
-from referee.errors import NotFound, PluginError
+from referee.platform.core.errors import NotFound, PluginError
 from referee.plugins import hookspecs
 from referee.plugins.records import (
     BackendInfo,

@@ -13,18 +13,17 @@ import importlib.util
 import io
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from referee import __version__
-from referee.errors import SpecError
-from referee.platform.spec import Competition, MetricSpec
+from referee.platform.core.errors import SpecError
+from referee.platform.core.predictions import Predictions
+from referee.platform.core.spec import Competition, MetricSpec
 from referee.plugins.manager import get_plugin_manager
 from referee.plugins.records import ScorerInfo
-from referee.scoring.reference import ReferenceData, load_reference, reference_values
-from referee.submissions.intake import Predictions, validate_predictions
+from referee.scoring.reference import ReferenceData, reference_values
 
 
 @dataclass
@@ -205,17 +204,6 @@ def _default_signature(scorer: ScorerInfo, params: dict) -> str:
     parts = [scorer.name] + [f"{k}:{json.dumps(v, sort_keys=True)}" for k, v in sorted(params.items())]
     parts.append(f"version:{scorer.version}")
     return "|".join(parts)
-
-
-def score_file(comp: Competition, path: Path, *, submission_sha256: str | None = None,
-               predictions_sha256: str | None = None, put_blob: Callable[[bytes], str] | None = None,
-               source: str | None = None, intervals_enabled: bool = True) -> list[MetricResult]:
-    """Validate a prediction file and score it (raises SubmissionRejected on invalid predictions)."""
-    ref = load_reference(comp)
-    preds = validate_predictions(path, comp, ref, source=source)
-    return score_predictions(comp, preds, ref, submission_sha256=submission_sha256,
-                             predictions_sha256=predictions_sha256, put_blob=put_blob,
-                             intervals_enabled=intervals_enabled)
 
 
 def load_stats(store: Any, sha: str) -> np.ndarray:

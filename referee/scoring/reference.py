@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from referee.errors import SpecError
-from referee.platform.spec import Competition, file_sha256
-from referee.submissions.formats import TXT_COLUMN, Table, guess_format, read_table
-from referee.errors import SubmissionRejected
+from referee.platform.core.errors import SpecError, SubmissionRejected
+from referee.platform.core.hashing import file_sha256
+from referee.platform.core.spec import Competition
+from referee.platform.core.tables import TXT_COLUMN, Table, guess_format, read_table
 
 SPLITS = ("public", "private")
 

@@ -32,7 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from referee.scoring.bootstrap import BACKENDS, Resampler, interval_from_samples, resampled_sums
+from referee.scoring.bootstrap import (
+    BACKENDS,
+    Resampler,
+    interval_from_samples,
+    resampled_sums,
+)
 from referee.scoring.metrics import _common as c
 
 METHODS = ("paired_bootstrap", "approximate_randomization")

@@ -15,17 +15,18 @@ import json
 import lzma
 import os
 import re
-import tarfile
 import socket
+import tarfile
 import tempfile
 import threading
 import zlib
 from pathlib import Path
 from typing import Any, Callable
 
-from referee.errors import BackendError, SpecError, SubmissionRejected
-from referee.platform.sandbox import SandboxPolicy
-from referee.platform.spec import Competition, file_sha256
+from referee.platform.core.errors import BackendError, SpecError, SubmissionRejected
+from referee.platform.core.hashing import file_sha256
+from referee.platform.core.spec import Competition
+from referee.platform.runtime.sandbox import SandboxPolicy
 from referee.platform.store import Store, SubmissionRow
 
 IMAGE_PREFIX = "docker-image:"
@@ -65,7 +66,7 @@ def is_image_ref(source: Any) -> bool:
 
 # -- common ----------------------------------------------------------------------------------------
 def _client() -> Any:
-    from referee.platform.sandbox import default_client
+    from referee.platform.runtime.sandbox import default_client
     try:
         client = default_client()
         client.ping()
@@ -509,7 +510,8 @@ def restore_image(sub: SubmissionRow, comp: Competition, store: Store) -> str | 
     """The image id to run: reloads a tarball or rebuilds a Dockerfile context from its blob when the
     engine lost the image; None when there is nothing to restore from."""
     import docker.errors
-    from referee.platform.sandbox import default_client
+
+    from referee.platform.runtime.sandbox import default_client
     meta = sub.metadata
     client = default_client()
     try:

@@ -5,31 +5,17 @@ Every rejection says which line and what to do. Validation never writes anything
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from referee.errors import SubmissionRejected
-from referee.platform.spec import Competition
+from referee.platform.core.errors import SubmissionRejected
+from referee.platform.core.predictions import Predictions
+from referee.platform.core.spec import Competition
+from referee.platform.core.tables import Table, read_table
 from referee.scoring.reference import ReferenceData
-from referee.submissions.formats import Table, read_table
 
 _SHOW = 5
-
-
-@dataclass
-class Predictions:
-    """Predictions aligned to reference order."""
-
-    type: str  # probability | label | text
-    columns: list[str]
-    values: Any  # float array (n, c) for probability; list[str] for label/text
-    raw: dict[str, list[str]]  # every prediction column, aligned, as text
-
-    def __len__(self) -> int:
-        return len(self.values)
 
 
 def _fmt_ids(ids: list[str]) -> str:

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from referee.errors import SubmissionRejected
+from referee.platform.core.errors import SubmissionRejected
 
 ENTRYPOINT = "predict.py"
 MAX_SCRIPT_BYTES = 50 * 1024**2

@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from referee.errors import LimitExceeded, SubmissionRejected
-from referee.platform.spec import Competition
+from referee.platform.core.errors import LimitExceeded, SubmissionRejected
+from referee.platform.core.spec import Competition
 from referee.platform.store import Store, utcnow
 from referee.plugins.manager import get_plugin_manager
 

@@ -1,7 +1,7 @@
 """Backends: local processes, Docker engine, Ray, AWS Batch, and an in-memory fake for tests."""
 
-from referee.platform.backends.base import (
-    Backend,
+from referee.platform.core.backend import Backend
+from referee.platform.core.jobs import (
     FailureReason,
     JobSpec,
     JobState,

@@ -36,11 +36,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from referee.errors import BackendError
-from referee.platform.backends.base import (
-    Backend, FailureReason, JobSpec, JobState, JobStatus, lost_handle, now_utc,
+from referee.platform.core.backend import Backend, lost_handle
+from referee.platform.core.errors import BackendError
+from referee.platform.core.jobs import (
+    FailureReason,
+    JobSpec,
+    JobState,
+    JobStatus,
+    now_utc,
 )
-from referee.platform.sandbox import _INVALID_START  # start failures that are the image's fault
+from referee.platform.runtime.sandbox import (
+    _INVALID_START,  # start failures that are the image's fault
+)
 
 DESCRIBE_BATCH = 100  # describe_jobs takes at most 100 job ids
 MIN_ATTEMPT_SECONDS = 60  # Batch refuses shorter attempt timeouts; referee enforces shorter ones itself
@@ -118,8 +125,8 @@ def resource_requirements(job: JobSpec) -> list[dict[str, str]]:
 
 def sandbox_policy(job: JobSpec) -> Any:
     """The job's sandbox settings (validated); a bad setting is a BackendError naming the field."""
-    from referee.errors import SpecError
-    from referee.platform.sandbox import SandboxPolicy
+    from referee.platform.core.errors import SpecError
+    from referee.platform.runtime.sandbox import SandboxPolicy
     try:
         return SandboxPolicy.from_mapping(job.sandbox, where=f"job {job.job_id}")
     except SpecError as exc:
@@ -130,13 +137,13 @@ def batch_user(policy: Any) -> str:
     """A numeric uid:gid for Batch (``auto`` is the sandbox user the base images create)."""
     if policy.user != "auto":
         return str(policy.user)
-    from referee.platform.images import SANDBOX_UID
+    from referee.platform.runtime.images import SANDBOX_UID
     return f"{SANDBOX_UID}:{SANDBOX_UID}"
 
 
 def scratch_dir(job: JobSpec) -> Path:
     """What the container writes (shared-fs mode): next to the job's output directory, as in the sandbox."""
-    from referee.platform.sandbox import SCRATCH_DIR
+    from referee.platform.runtime.sandbox import SCRATCH_DIR
     return Path(job.output_dir).parent / SCRATCH_DIR
 
 
@@ -232,7 +239,7 @@ class AwsBatchBackend(Backend):
         self.url_margin_s = int(url_margin_s)
         self.artifacts = None
         if data == "s3":
-            from referee.platform.artifacts import S3ArtifactStore
+            from referee.platform.runtime.artifacts import S3ArtifactStore
             self.artifacts = S3ArtifactStore(s3_bucket, s3_prefix,  # type: ignore[arg-type]
                                              client=self.session.client("s3", **kw))
         self._trees: dict[str, str] = {}  # input dir -> uploaded tree sha
@@ -450,14 +457,14 @@ class AwsBatchBackend(Backend):
                        f"{policy.max_output_bytes} bytes")
             if size > policy.max_output_bytes:
                 return too_big
-            from referee.platform.artifacts import OutputTooLarge
+            from referee.platform.runtime.artifacts import OutputTooLarge
             try:  # capped while it streams in too: the object may have changed since it was measured
                 self.artifacts.get_output(job.job_id, job.output_file, out / job.output_file,
                                           max_bytes=policy.max_output_bytes)
             except OutputTooLarge:
                 return too_big
             return None, ""
-        from referee.platform.sandbox import OutputScratch
+        from referee.platform.runtime.sandbox import OutputScratch
         scratch = OutputScratch(scratch_dir(job), policy)
         if not scratch.path.is_dir():
             return None, ""  # copied out earlier

@@ -14,11 +14,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from referee.platform.backends.base import (
-    Backend, FailureReason, JobSpec, JobState, JobStatus, lost_handle, now_utc,
+from referee.platform.core.backend import Backend, lost_handle
+from referee.platform.core.jobs import (
+    FailureReason,
+    JobSpec,
+    JobState,
+    JobStatus,
+    now_utc,
 )
-from referee.platform.sandbox import (
-    attach_job_in_docker, container_name, job_of_container, log_path_for, read_log_tail, run_job_in_docker,
+from referee.platform.runtime.sandbox import (
+    attach_job_in_docker,
+    container_name,
+    job_of_container,
+    log_path_for,
+    read_log_tail,
+    run_job_in_docker,
     sweep_stale_outputs,
 )
 

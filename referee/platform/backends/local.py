@@ -12,8 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from referee.platform.backends.base import (
-    Backend, FailureReason, JobSpec, JobState, JobStatus, lost_handle, now_utc,
+from referee.platform.core.backend import Backend, lost_handle
+from referee.platform.core.jobs import (
+    FailureReason,
+    JobSpec,
+    JobState,
+    JobStatus,
+    now_utc,
 )
 
 _PRLIMIT = shutil.which("prlimit")

@@ -30,9 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from referee.errors import BackendError
-from referee.platform.backends.base import (
-    Backend, FailureReason, JobSpec, JobState, JobStatus, lost_handle, now_utc,
+from referee.platform.core.backend import Backend, lost_handle
+from referee.platform.core.errors import BackendError
+from referee.platform.core.jobs import (
+    FailureReason,
+    JobSpec,
+    JobState,
+    JobStatus,
+    now_utc,
 )
 
 LOG_TAIL_BYTES = 1 << 16
@@ -82,7 +87,12 @@ def _run_process(job: JobSpec, cancel: threading.Event) -> tuple[JobStatus, str]
 
 
 def _run_docker(job: JobSpec, cancel: threading.Event, gpu_ids: list[str]) -> tuple[JobStatus, str]:
-    from referee.platform.sandbox import default_client, log_path_for, read_log_tail, run_job_in_docker
+    from referee.platform.runtime.sandbox import (
+        default_client,
+        log_path_for,
+        read_log_tail,
+        run_job_in_docker,
+    )
 
     status = run_job_in_docker(job, client=default_client(), cancel_event=cancel, gpu_device_ids=gpu_ids or None)
     return status, read_log_tail(log_path_for(job), LOG_TAIL_BYTES)
@@ -143,7 +153,7 @@ def execute_job(job_dict: dict[str, Any], runner: str, staged: tuple[str, Any] |
 
 def remove_container(name: str) -> bool:
     """On a node: force-remove a referee sandbox container by name; True if there was one."""
-    from referee.platform.sandbox import MANAGED_LABEL, default_client
+    from referee.platform.runtime.sandbox import MANAGED_LABEL, default_client
     client = default_client()
     try:
         labels = client.api.inspect_container(name)["Config"].get("Labels") or {}
@@ -214,7 +224,7 @@ class RayBackend(Backend):
         Path(job.output_dir).mkdir(parents=True, exist_ok=True)
         handle = job.job_id
         if self.runner == "docker":  # the sandbox's container name: any node can find it by handle
-            from referee.platform.sandbox import container_name
+            from referee.platform.runtime.sandbox import container_name
             handle = container_name(job)
         if handle in self._entries and self._entries[handle].status is None:
             raise BackendError(f"ray backend: job {job.job_id} is already running")
@@ -234,9 +244,10 @@ class RayBackend(Backend):
         """Put an input tree into Ray's object store once (named by its manifest hash)."""
         if input_dir not in self._staged:
             import hashlib
+
             import ray
 
-            from referee.platform.artifacts import manifest_bytes, tree_manifest
+            from referee.platform.runtime.artifacts import manifest_bytes, tree_manifest
             root = Path(input_dir)
             sha = hashlib.sha256(manifest_bytes(tree_manifest(root))).hexdigest()
             buf = io.BytesIO()
@@ -331,7 +342,7 @@ class RayBackend(Backend):
             return ""
         if entry.log_tail:
             return entry.log_tail[-tail:]
-        from referee.platform.sandbox import log_path_for, read_log_tail
+        from referee.platform.runtime.sandbox import log_path_for, read_log_tail
         return read_log_tail(log_path_for(entry.job), tail)
 
     def collect(self, handle: str, job: JobSpec) -> Path:

@@ -10,11 +10,30 @@
 * ``pareto``     — score versus cost, and the leaderboard's cost and Pareto columns
 """
 
-from referee.platform.cost.budget import Outlay, budget_reason, check_dispatch, dispatch_decision
-from referee.platform.cost.catalog import Catalog, InstanceType, UnknownInstanceType, default_catalog
-from referee.platform.cost.config import CostConfig, Rate, cost_config, parse_cost_section
+from referee.platform.cost.budget import (
+    Outlay,
+    budget_reason,
+    check_dispatch,
+    dispatch_decision,
+)
+from referee.platform.cost.catalog import (
+    Catalog,
+    InstanceType,
+    UnknownInstanceType,
+    default_catalog,
+)
+from referee.platform.cost.config import (
+    CostConfig,
+    Rate,
+    cost_config,
+    parse_cost_section,
+)
 from referee.platform.cost.planner import Plan, PlanRequest, plan
-from referee.platform.cost.simulation import SimulationConfig, SimulationResult, simulate
+from referee.platform.cost.simulation import (
+    SimulationConfig,
+    SimulationResult,
+    simulate,
+)
 
 __all__ = [
     "Catalog", "InstanceType", "UnknownInstanceType", "default_catalog", "CostConfig", "Rate", "cost_config",

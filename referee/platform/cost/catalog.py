@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any, Iterable, Literal, Mapping
 
-from referee.errors import RefereeError
+from referee.platform.core.errors import RefereeError
 
 Pricing = Literal["on_demand", "spot"]
 GIB = 1024**3

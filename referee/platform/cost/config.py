@@ -22,11 +22,24 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
 
-from referee.errors import SpecError
-from referee.platform.cost.catalog import Catalog, Pricing, UnknownInstanceType, default_catalog
-from referee.platform.spec import Competition, parse_duration
+from referee.platform.core.errors import SpecError
+from referee.platform.core.spec import Competition
+from referee.platform.core.units import parse_duration
+from referee.platform.cost.catalog import (
+    Catalog,
+    Pricing,
+    UnknownInstanceType,
+    default_catalog,
+)
 
 USD = "USD"
 

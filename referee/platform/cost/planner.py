@@ -23,9 +23,14 @@ from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
-from referee.errors import RefereeError
-from referee.platform.cost.catalog import Catalog, Pricing, UnknownInstanceType, default_catalog
-from referee.platform.spec import parse_duration
+from referee.platform.core.errors import RefereeError
+from referee.platform.core.units import parse_duration
+from referee.platform.cost.catalog import (
+    Catalog,
+    Pricing,
+    UnknownInstanceType,
+    default_catalog,
+)
 
 Estimator = Literal["mean", "median", "p90", "max"]
 HOUR = 3600.0

@@ -31,11 +31,17 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
-from referee.platform.backends.base import FailureReason
-from referee.platform.cost.budget import Outlay, dispatch_decision, job_label, job_rate, projected_cost
+from referee.platform.controller.policy import Candidate, SchedulingPolicy
+from referee.platform.core.jobs import FailureReason
+from referee.platform.cost.budget import (
+    Outlay,
+    dispatch_decision,
+    job_label,
+    job_rate,
+    projected_cost,
+)
 from referee.platform.cost.config import CostConfig
 from referee.platform.cost.planner import PlanInputError
-from referee.platform.policy import Candidate, SchedulingPolicy
 from referee.plugins.records import Hold
 
 HOUR = 3600.0

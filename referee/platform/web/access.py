@@ -9,8 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from referee.errors import (
-    BudgetExceeded, LimitExceeded, NotFound, RefereeError, SpecError, SubmissionRejected,
+from referee.platform.core.errors import (
+    BudgetExceeded,
+    LimitExceeded,
+    NotFound,
+    RefereeError,
+    SpecError,
+    SubmissionRejected,
 )
 from referee.platform.store import Store, SubmissionRow
 from referee.platform.web.auth import Principal, authenticate
@@ -133,8 +138,8 @@ def public_competition(comp: Any, store: Store) -> dict[str, Any]:
 
 def rerun_submission(store: Store, sid: int, *, by: str = "host") -> None:
     """Put a finished submission back in the queue (the scheduler's helper), as a web error on conflict."""
-    from referee.errors import NotFound, RefereeError
-    from referee.platform.scheduler import rerun_submission as rerun
+    from referee.platform.controller.scheduler import rerun_submission as rerun
+    from referee.platform.core.errors import NotFound, RefereeError
     try:
         rerun(store, sid, by=by)
     except NotFound:
@@ -145,7 +150,7 @@ def rerun_submission(store: Store, sid: int, *, by: str = "host") -> None:
 
 def cancel(store: Store, sid: int) -> str:
     """Cancel through the scheduler's helper (pending at once, running on its backend)."""
-    from referee.platform.scheduler import cancel_submission
+    from referee.platform.controller.scheduler import cancel_submission
     try:
         store.get_submission(sid)
     except NotFound:

@@ -11,9 +11,9 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from referee.platform import leaderboard as lbm
+from referee.platform.leaderboard.build import build as lbm
+from referee.platform.reports.views import submission_detail, submission_table
 from referee.platform.store import Store
-from referee.platform.views import submission_detail, submission_table
 from referee.platform.web import access
 from referee.platform.web.auth import Principal
 from referee.platform.web.uploads import accept_upload
@@ -166,7 +166,7 @@ def export_text(lb: lbm.Leaderboard, fmt: str) -> tuple[str, str]:
         return lb.to_markdown(), "text/markdown; charset=utf-8"
     if fmt == "html":
         try:
-            from referee.platform.reports import leaderboard_html
+            from referee.platform.reports.submission import leaderboard_html
         except ImportError:
             raise access.WebError(400, "bad_request", "html export needs referee.platform.reports; "
                                                       "use json, csv or md") from None

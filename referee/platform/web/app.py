@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from referee.errors import RefereeError
+from referee.platform.core.errors import RefereeError
 from referee.platform.store import Store
 from referee.platform.web import access
 from referee.platform.web.auth import ensure_schema
@@ -30,8 +30,8 @@ def create_app(workspace: str | Path | Store, *, run_scheduler: bool = True, sch
     caps every upload below the competition's own limits; ``secure_cookies`` marks the sign-in
     cookie Secure even when the app sees plain http (behind a TLS-terminating proxy)."""
     from referee import __version__
+    from referee.platform.controller.loop import ScoringLoop
     from referee.platform.web import api, pages
-    from referee.platform.web.worker import ScoringLoop
 
     store = workspace if isinstance(workspace, Store) else Store(workspace)
     ensure_schema(store)

@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from referee.errors import NotFound, RefereeError
+from referee.platform.core.errors import NotFound, RefereeError
 from referee.platform.store import Store, SubmissionRow, utcnow
 
 TOKEN_PREFIX = "rft_"

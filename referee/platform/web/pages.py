@@ -20,10 +20,10 @@ from urllib.parse import quote, urlsplit
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from referee.errors import RefereeError
-from referee.platform import leaderboard as lbm
+from referee.platform.core.errors import RefereeError
+from referee.platform.leaderboard.build import build as lbm
+from referee.platform.reports.views import submission_detail, submission_table
 from referee.platform.store import Store
-from referee.platform.views import submission_detail, submission_table
 from referee.platform.web import access, plots
 from referee.platform.web.auth import Principal, authenticate, check_csrf, csrf_token
 from referee.platform.web.uploads import accept_upload, runs_images, upload_limit
@@ -327,7 +327,7 @@ def submission_page(request: Request, sid: int) -> Response:
 def _submission_report(store: Store, sid: int, who: Principal) -> str:
     """Extra per-submission HTML (e.g. the CheckList matrix) from the reports module, when it has one."""
     try:
-        from referee.platform import reports
+        from referee.platform.reports.submission import submission as reports
     except ImportError:
         return ""
     fn = getattr(reports, "submission_fragment_html", None)

@@ -73,7 +73,7 @@ def upload_limit(comp: Any, filename: str | None = None, cap: int | None = None)
     limit = int(comp.prediction.max_bytes)
     if is_archive_name(filename) and runs_images(comp):
         try:
-            from referee.platform.sandbox import SandboxPolicy
+            from referee.platform.runtime.sandbox import SandboxPolicy
             limit = max(limit, SandboxPolicy.for_competition(comp).max_archive_bytes)
         except ImportError:  # a build without container support
             pass

@@ -14,11 +14,6 @@ def _local(options, workspace):
     return LocalBackend(workspace=workspace, **options)
 
 
-def _fake(options, workspace):
-    from referee.platform.backends.fake import FakeBackend
-    return FakeBackend(**options)
-
-
 def _docker(options, workspace):
     from referee.platform.backends.docker import DockerBackend
     return DockerBackend(workspace=workspace, **options)
@@ -43,7 +38,5 @@ def referee_backends():
         BackendInfo(name="ray", factory=_ray, description="sandboxed containers as Ray tasks on a Ray cluster",
                     runs_images=True),
         BackendInfo(name="aws-batch", factory=_aws_batch, description="AWS Batch job queues (GPU fleets)",
-                    runs_images=True),
-        BackendInfo(name="fake", factory=_fake, description="in-memory backend for tests of scheduling logic",
                     runs_images=True),
     ]

@@ -64,7 +64,7 @@ def _active_trackers(competition: Any, store: Any) -> list[Any]:
 
 
 def _each_tracker(job: Any, competition: Any, store: Any, call: str, *args: Any) -> None:
-    from referee.errors import RefereeError
+    from referee.platform.core.errors import RefereeError
     from referee.platform.cost.ledger import record
 
     try:
@@ -95,7 +95,7 @@ def referee_job_finished(job, result, competition, store):
 
 @hookimpl
 def referee_dispatch_check(competition, job, store, backend):
-    from referee.errors import RefereeError
+    from referee.platform.core.errors import RefereeError
     from referee.platform.cost.budget import check_dispatch
 
     try:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from referee.errors import SpecError
+from referee.platform.core.errors import SpecError
 from referee.plugins.hookspecs import hookimpl
 
 COLUMNS = ("tier", "p_vs_leader", "p_vs_prev")

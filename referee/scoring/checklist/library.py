@@ -27,7 +27,7 @@ import types
 import warnings
 from typing import Any
 
-from referee.errors import RefereeError
+from referee.platform.core.errors import RefereeError
 
 _lock = threading.Lock()
 _WORDNET_MODULE = "pattern.text.en.wordnet"

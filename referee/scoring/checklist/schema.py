@@ -26,9 +26,16 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from referee.errors import SpecError
+from referee.platform.core.errors import SpecError
 
 TestType = Literal["MFT", "INV", "DIR"]
 TEST_TYPES: tuple[str, ...] = ("MFT", "INV", "DIR")

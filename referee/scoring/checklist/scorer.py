@@ -116,7 +116,7 @@ def _load_suite(path: str, sha: str) -> Any:
 
 
 def _check_suite_file(path: str, sha: str) -> None:
-    from referee.platform.spec import file_sha256
+    from referee.platform.core.hashing import file_sha256
 
     p = Path(path)
     if not p.is_file():

@@ -41,14 +41,19 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from referee.errors import SpecError
-from referee.platform.spec import Competition, DataSpec, SplitSpec, file_sha256
+from referee.platform.core.errors import SpecError
+from referee.platform.core.hashing import file_sha256
+from referee.platform.core.spec import Competition, DataSpec, SplitSpec
+from referee.platform.core.tables import write_table
 from referee.scoring.checklist import library
 from referee.scoring.checklist.schema import (
-    ChecklistSpec, ExpectationSpec, PerturbationSpec, TestSpec, parse_checklist,
+    ChecklistSpec,
+    ExpectationSpec,
+    PerturbationSpec,
+    TestSpec,
+    parse_checklist,
 )
 from referee.scoring.checklist.scorer import ACCURACY_NAME, INJECTED, NAME
-from referee.submissions.formats import write_table
 
 BUILD_REVISION = "1"
 REFERENCE_COLUMNS = ("label", "test", "case", "example", "split")
@@ -261,8 +266,8 @@ def _case_label(test: Any, case: int, labels: list[str]) -> str:
 
 def read_heldout(spec: ChecklistSpec, base_dir: Path, source: str) -> list[tuple[str, str, str]]:
     """(id, text, label) rows of the held-out file; ``BuildError`` names the line of a bad row."""
-    from referee.errors import SubmissionRejected
-    from referee.submissions.formats import read_table
+    from referee.platform.core.errors import SubmissionRejected
+    from referee.platform.core.tables import read_table
 
     h = spec.heldout
     if h is None:

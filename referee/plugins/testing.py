@@ -1,4 +1,7 @@
-"""In-memory fake backend for unit tests of scheduling logic (never a test of a real backend).
+"""Test doubles as an opt-in plugin (like pytest's ``pytester``): never registered in a plain install.
+
+Register it explicitly, e.g. ``PluginManager(extra=[referee.plugins.testing])``, to get the ``fake``
+backend: an in-memory backend for unit tests of the controller's logic (never a test of a real backend).
 
 Each job follows a script: a list of outcomes consumed per attempt, keyed by submission id, e.g.
 ``{7: ["platform_error", "ok"]}``; unscripted jobs succeed. "ok" writes ``output`` (a callable
@@ -10,9 +13,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from referee.platform.backends.base import (
-    Backend, FailureReason, JobSpec, JobState, JobStatus, lost_handle, now_utc,
+from referee.platform.core.backend import Backend, lost_handle
+from referee.platform.core.jobs import (
+    FailureReason,
+    JobSpec,
+    JobState,
+    JobStatus,
+    now_utc,
 )
+from referee.plugins.hookspecs import hookimpl
+from referee.plugins.records import BackendInfo
 
 
 class FakeBackend(Backend):
@@ -79,3 +89,10 @@ class FakeBackend(Backend):
 
     def logs(self, handle: str, tail: int = 65536) -> str:
         return f"fake log for {handle}\n"[-tail:]
+
+
+@hookimpl
+def referee_backends() -> list[BackendInfo]:
+    return [BackendInfo(name="fake", factory=lambda options, workspace: FakeBackend(**options),
+                        description="in-memory backend for tests of scheduling logic (referee.plugins.testing)",
+                        runs_images=True)]

@@ -11,10 +11,7 @@ is escaped: ``html.escape`` for HTML, and for Markdown table cells pipes, newlin
 from __future__ import annotations
 
 import html
-from pathlib import Path
 from typing import Any, Iterable
-
-import click
 
 from referee.scoring.checklist.schema import TEST_TYPES
 
@@ -32,7 +29,7 @@ code,.sig{font-family:ui-monospace,monospace;font-size:.85em;word-break:break-al
 # -- collecting ----------------------------------------------------------------------------------------
 def report_data(store: Any, sid: int, *, splits: Iterable[str] = SPLITS) -> dict[str, Any]:
     """The submission with its scores (only ``splits``) and its competition's title."""
-    from referee.platform.views import submission_detail
+    from referee.platform.reports.views import submission_detail
 
     d = submission_detail(store, sid)
     wanted = set(splits)
@@ -253,25 +250,3 @@ def leaderboard_html(lb: Any) -> str:
             else "<p>No scored submissions yet.</p>"]
     body += [f"<p class=\"muted\">{_h(n)}</p>" for n in lb.notes]
     return _page(title, "\n".join(body))
-
-
-# -- command -------------------------------------------------------------------------------------------
-@click.command()
-@click.argument("submission_id", type=int)
-@click.option("--format", "fmt", type=click.Choice(["md", "html"]), default="md", show_default=True)
-@click.option("--split", type=click.Choice(["public", "private", "all"]), default="all", show_default=True,
-              help="Which split's scores and CheckList results to include.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write to a file.")
-@click.pass_context
-def report(ctx: click.Context, submission_id: int, fmt: str, split: str, output: str | None) -> None:
-    """Render a submission's report: scores with provenance and, for CheckList, the matrix."""
-    from referee.platform.cli import open_store
-
-    splits = SPLITS if split == "all" else (split,)
-    d = report_data(open_store(ctx), submission_id, splits=splits)
-    text = render_html(d) if fmt == "html" else render_markdown(d)
-    if output:
-        Path(output).write_text(text, encoding="utf-8")
-        click.echo(f"wrote {output}")
-    else:
-        click.echo(text, nl=False)

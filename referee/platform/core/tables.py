@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from referee.errors import SubmissionRejected
+from referee.platform.core.errors import SubmissionRejected
 
 TXT_COLUMN = "text"
 FORMATS = ("csv", "tsv", "jsonl", "txt")

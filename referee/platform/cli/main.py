@@ -11,18 +11,18 @@ from typing import Any
 
 import click
 
-from referee.errors import RefereeError
+from referee.platform.core.errors import RefereeError
 
 DEFAULT_WORKSPACE = "referee-workspace"
 
 # Subcommands that live with their area, imported only when used (keeps `referee --help` fast).
 LAZY_COMMANDS: dict[str, str] = {
-    "cost": "referee.platform.cost.cli:cost",
-    "serve": "referee.platform.web.cli:serve",
-    "token": "referee.platform.web.cli:token",
-    "images": "referee.platform.images:images",
-    "report": "referee.platform.reports:report",
-    "significance": "referee.scoring.significance_cli:significance",
+    "cost": "referee.platform.cli.cost:cost",
+    "serve": "referee.platform.cli.web:serve",
+    "token": "referee.platform.cli.web:token",
+    "images": "referee.platform.cli.images:images",
+    "report": "referee.platform.cli.report:report",
+    "significance": "referee.platform.cli.significance:significance",
 }
 
 
@@ -83,7 +83,7 @@ def competition() -> None:
 @click.pass_context
 def competition_load(ctx: click.Context, spec: str, as_json: bool) -> None:
     """Validate a competition YAML file and load it into the workspace."""
-    from referee.platform.competitions import load_into_store
+    from referee.platform.controller.competitions import load_into_store
     comp = load_into_store(open_store(ctx), spec)
     if as_json:
         emit_json({"id": comp.id, "title": comp.title, "source": str(comp.source_path)})
@@ -162,7 +162,7 @@ def submit(ctx: click.Context, competition_id: str, source: str, team: str, phas
 def run(ctx: click.Context, competition_id: str, backend: str | None, max_in_flight: int | None,
         limit: int | None, as_json: bool, no_progress: bool) -> None:
     """Score every pending submission of a competition (resumable)."""
-    from referee.platform.scheduler import make_backend
+    from referee.platform.controller.scheduler import make_backend
     store = open_store(ctx)
     comp = store.get_competition(competition_id)
     be = make_backend(comp, store, backend) if backend else None
@@ -186,11 +186,17 @@ def run(ctx: click.Context, competition_id: str, backend: str | None, max_in_fli
 
 def run_with_progress(store: Any, comp: Any, backend: Any = None, *, show: bool = True,
                       limit: int | None = None, **kw: Any) -> Any:
-    from referee.platform.scheduler import Scheduler
+    from referee.platform.controller.scheduler import Scheduler
     pending = len(store.submissions(comp.id, status=("pending", "running")))
     if not show or pending == 0:
         return Scheduler(store, comp, backend, **kw).run(limit=limit)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
     with Progress(TextColumn(f"[bold]{comp.id}[/bold]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console(stderr=True), transient=False) as prog:
         task = prog.add_task("scoring", total=min(pending, limit) if limit else pending)
@@ -211,7 +217,7 @@ def run_with_progress(store: Any, comp: Any, backend: Any = None, *, show: bool 
 def status(ctx: click.Context, competition_id: str, team: str | None, submission_id: int | None,
            as_json: bool) -> None:
     """Show submissions and their status, failure reason and log tail."""
-    from referee.platform.views import submission_detail, submission_table
+    from referee.platform.reports.views import submission_detail, submission_table
     store = open_store(ctx)
     store.get_competition(competition_id)
     if submission_id is not None:
@@ -249,7 +255,7 @@ def status(ctx: click.Context, competition_id: str, team: str | None, submission
 @click.pass_context
 def cancel(ctx: click.Context, submission_id: int) -> None:
     """Cancel a pending or running submission (no quota is charged)."""
-    from referee.platform.scheduler import cancel_submission
+    from referee.platform.controller.scheduler import cancel_submission
     click.echo(f"#{submission_id}: {cancel_submission(open_store(ctx), submission_id)}")
 
 
@@ -258,7 +264,7 @@ def cancel(ctx: click.Context, submission_id: int) -> None:
 @click.pass_context
 def rerun(ctx: click.Context, submission_id: int) -> None:
     """Put a finished submission back in the queue (old scores replaced atomically on the next run)."""
-    from referee.platform.scheduler import rerun_submission
+    from referee.platform.controller.scheduler import rerun_submission
     rerun_submission(open_store(ctx), submission_id, by="cli")
     click.echo(f"#{submission_id}: pending")
 
@@ -269,7 +275,7 @@ def rerun(ctx: click.Context, submission_id: int) -> None:
 @click.pass_context
 def verify(ctx: click.Context, competition_id: str, as_json: bool) -> None:
     """Re-score every scored submission from its stored predictions and compare (exit 1 on a difference)."""
-    from referee.platform.verify import verdicts_json, verify_competition
+    from referee.platform.controller.verify import verdicts_json, verify_competition
     store = open_store(ctx)
     verdicts = verify_competition(store, store.get_competition(competition_id))
     bad = [v for v in verdicts if v.status != "same"]
@@ -300,7 +306,7 @@ def verify(ctx: click.Context, competition_id: str, as_json: bool) -> None:
 def leaderboard(ctx: click.Context, competition_id: str, phase: str | None, split: str, mode: str, fmt: str,
                 output: str | None) -> None:
     """Show or export a leaderboard."""
-    from referee.platform import leaderboard as lbm
+    from referee.platform.leaderboard.build import build as lbm
     store = open_store(ctx)
     lb = lbm.build(store, store.get_competition(competition_id), phase=phase, split=split, mode=mode)
     if fmt == "table" and output is None:
@@ -320,7 +326,7 @@ def render_leaderboard(lb: Any, fmt: str) -> str:
     if fmt == "csv":
         return lb.to_csv()
     if fmt == "html":
-        from referee.platform.reports import leaderboard_html
+        from referee.platform.reports.submission import leaderboard_html
         return leaderboard_html(lb)
     return lb.to_markdown()
 
@@ -405,7 +411,7 @@ def plugins_list(as_json: bool) -> None:
 @click.pass_context
 def demo(ctx: click.Context, keep: bool, with_containers: bool | None) -> None:
     """Build a fresh workspace, load the examples, submit the samples, run, print leaderboards."""
-    from referee.platform.demo import run_demo
+    from referee.platform.cli.demo import run_demo
     ws = ctx.obj["workspace"]
     if ctx.obj.get("workspace_is_default"):
         ws = "demo-workspace"

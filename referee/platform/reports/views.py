@@ -25,7 +25,7 @@ def submission_detail(store: Store, sid: int) -> dict[str, Any]:
     jobs = [dict(j) for j in store.query("SELECT id, attempt, backend, state, failure_reason, message, exit_code, "
                                          "node, instance_type, started_at, finished_at FROM jobs "
                                          "WHERE submission_id=? ORDER BY attempt", (sid,))]
-    from referee.platform.backends.base import FailureReason
+    from referee.platform.core.jobs import FailureReason
     explanation = None
     if s.failure_reason:
         try:

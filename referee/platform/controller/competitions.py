@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from referee.errors import SpecError
-from referee.platform.spec import Competition, check_data_files, load_competition
+from referee.platform.core.errors import SpecError
+from referee.platform.core.spec import Competition, check_data_files, load_competition
 from referee.platform.store import Store
 
 
 def validate(comp: Competition) -> None:
     """Check what the YAML schema cannot: scorers exist and accept the params, reference data parses."""
+    from referee.platform.runtime.sandbox import SandboxPolicy
     from referee.scoring.engine import check_metric_params
     from referee.scoring.reference import load_reference
-
-    from referee.platform.sandbox import SandboxPolicy
 
     problems = check_metric_params(comp)
     if problems:

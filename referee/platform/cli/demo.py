@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from referee.errors import RefereeError
+from referee.platform.core.errors import RefereeError
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 DEMO_MARKER = ".referee-demo"
@@ -47,7 +47,7 @@ def _base_image_cached() -> bool:
     try:
         import docker
 
-        from referee.platform.images import BASE_IMAGE
+        from referee.platform.runtime.images import BASE_IMAGE
         docker.from_env(timeout=5).images.get(BASE_IMAGE)
         return True
     except Exception:
@@ -60,10 +60,10 @@ def run_demo(workspace: Path, *, fresh: bool = True, with_containers: bool | Non
     from rich.console import Console
     from rich.markup import escape
 
-    from referee.platform import leaderboard as lbm
-    from referee.platform.cli import print_leaderboard
-    from referee.platform.competitions import load_into_store
-    from referee.platform.scheduler import Scheduler
+    from referee.platform.cli.main import print_leaderboard
+    from referee.platform.controller.competitions import load_into_store
+    from referee.platform.controller.scheduler import Scheduler
+    from referee.platform.leaderboard.build import build as lbm
     from referee.platform.store import Store
     from referee.submissions.submit import submit
 

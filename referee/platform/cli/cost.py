@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from referee.platform.cli import console, emit_json, open_store
+from referee.platform.cli.main import console, emit_json, open_store
 
 DAY = 86400.0
 HOUR = 3600.0
@@ -19,7 +19,7 @@ class Duration(click.ParamType):
     name = "duration"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> float:
-        from referee.platform.spec import parse_duration
+        from referee.platform.core.units import parse_duration
         try:
             seconds = parse_duration(value)
         except ValueError as exc:
@@ -35,7 +35,7 @@ class Size(click.ParamType):
     name = "size"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> int:
-        from referee.platform.spec import parse_size
+        from referee.platform.core.units import parse_size
         try:
             size = parse_size(value)
         except ValueError as exc:
@@ -122,7 +122,12 @@ def plan_cmd(ctx: click.Context, submissions: int, deadline: float, pilot_opts: 
              failure_rate: float, estimator: str, gpus: int | None, cpu: float | None, memory: int | None,
              competition_id: str | None, as_json: bool) -> None:
     """Project cost and wall time per instance type from pilot runtimes; recommend the cheapest in time."""
-    from referee.platform.cost.planner import PlanRequest, load_pilot_file, parse_pilot_option, plan
+    from referee.platform.cost.planner import (
+        PlanRequest,
+        load_pilot_file,
+        parse_pilot_option,
+        plan,
+    )
 
     cfg = _competition_cost(ctx, competition_id)
     pilots: dict[str, list[float]] = load_pilot_file(pilot_file) if pilot_file else {}
@@ -299,9 +304,9 @@ def report_cmd(ctx: click.Context, competition_id: str, as_json: bool) -> None:
 def pareto_cmd(ctx: click.Context, competition_id: str, phase: str | None, split: str, mode: str,
                as_json: bool) -> None:
     """Score versus cost, cheapest first, with the Pareto front marked."""
-    from referee.platform import leaderboard as lbm
     from referee.platform.cost.ledger import submission_totals
     from referee.platform.cost.pareto import score_cost_view
+    from referee.platform.leaderboard.build import build as lbm
 
     store = open_store(ctx)
     comp = store.get_competition(competition_id)

@@ -34,7 +34,7 @@ def serve(ctx: click.Context, host: str, port: int, scheduler: bool, interval: f
     """Serve the leaderboard pages and the submission API (OpenAPI at /docs)."""
     import uvicorn
 
-    from referee.platform.spec import parse_size
+    from referee.platform.core.units import parse_size
     from referee.platform.web.app import create_app
 
     try:

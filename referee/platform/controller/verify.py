@@ -12,10 +12,10 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from referee.errors import SubmissionRejected
-from referee.platform.spec import Competition
+from referee.platform.controller.scoring import score_file
+from referee.platform.core.errors import SubmissionRejected
+from referee.platform.core.spec import Competition
 from referee.platform.store import Store
-from referee.scoring.engine import score_file
 from referee.scoring.reference import load_reference
 
 REL_TOL = 1e-12

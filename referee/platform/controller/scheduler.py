@@ -18,16 +18,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from referee.errors import BackendError, SubmissionRejected
-from referee.platform.backends.base import (
-    Backend, FailureReason, JobSpec, JobState, JobStatus, Resources,
+from referee.platform.controller.policy import Candidate, SchedulingPolicy
+from referee.platform.controller.scoring import score_file
+from referee.platform.core.backend import Backend
+from referee.platform.core.errors import BackendError, SubmissionRejected
+from referee.platform.core.jobs import (
+    FailureReason,
+    JobSpec,
+    JobState,
+    JobStatus,
+    Resources,
 )
-from referee.platform.policy import Candidate, SchedulingPolicy
-from referee.platform.spec import Competition
+from referee.platform.core.spec import Competition
 from referee.platform.store import FINAL_STATES, Store, SubmissionRow, utcnow
 from referee.plugins.manager import get_plugin_manager
 from referee.plugins.records import Hold
-from referee.scoring.engine import MetricResult, score_file
+from referee.scoring.engine import MetricResult
 
 LOG_TAIL_BYTES = 8192
 MAX_POLL_ERRORS = 10  # consecutive failed polls before a run gives up (its jobs stay claimed)
@@ -388,7 +394,7 @@ class Scheduler:
         self.on_progress("finished", sid)
 
     def _job_record(self, job_row: int) -> Any:
-        from referee.platform.jobs import JobRecord
+        from referee.platform.core.jobs import JobRecord
         return JobRecord.load(self.store, job_row)
 
     # -- outcomes ----------------------------------------------------------------------------------
@@ -464,11 +470,11 @@ class Scheduler:
 def rerun_submission(store: Store, sid: int, *, by: str = "host") -> None:
     """Put a finished submission back in the queue. Its old scores stay until the new ones replace
     them (in the transaction that marks it scored); a re-run counts toward the quota like a run."""
-    from referee.errors import RefereeError
+    from referee.platform.core.errors import RefereeError
     with store.tx() as c:
         row = c.execute("SELECT status, competition_id, attempts FROM submissions WHERE id=?", (sid,)).fetchone()
         if row is None:
-            from referee.errors import NotFound
+            from referee.platform.core.errors import NotFound
             raise NotFound(f"no submission #{sid}")
         if row["status"] not in FINAL_STATES:
             raise RefereeError(f"submission #{sid} is {row['status']}; only a scored, failed or cancelled "

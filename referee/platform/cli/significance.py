@@ -33,8 +33,8 @@ def significance(ctx: click.Context, competition_id: str, phase: str | None, spl
                  method: str | None, resamples: int | None, seed: int | None, alpha: float | None,
                  correction: str | None, backend: str | None, as_json: bool) -> None:
     """Pairwise p-values and rank tiers between leaderboard entries (primary metric)."""
-    from referee.platform import leaderboard as lbm
-    from referee.platform.cli import emit_json, open_store
+    from referee.platform.cli.main import emit_json, open_store
+    from referee.platform.leaderboard.build import build as lbm
     from referee.plugins.builtin.stats import compare_entries, significance_settings
 
     store = open_store(ctx)
@@ -60,7 +60,7 @@ def print_significance(lb: Any, result: Any) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from referee.platform.cli import console
+    from referee.platform.cli.main import console
 
     entries = result.entries
     show_matrix = 1 < len(entries) <= MATRIX_MAX_ENTRIES

@@ -29,11 +29,23 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from referee.errors import SpecError
-from referee.platform.backends.base import FailureReason, JobSpec, JobState, JobStatus, now_utc
-from referee.platform.spec import Duration, Size
+from referee.platform.core.errors import SpecError
+from referee.platform.core.jobs import (
+    FailureReason,
+    JobSpec,
+    JobState,
+    JobStatus,
+    now_utc,
+)
+from referee.platform.core.units import Duration, Size
 
 MANAGED_LABEL = "referee.managed"
 SPEC_LABEL = "referee.spec"

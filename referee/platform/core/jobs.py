@@ -1,16 +1,11 @@
-"""The backend seam: one small interface over one job spec.
-
-A backend runs a job (an image or a command over read-only inputs, writing one output directory) and
-reports its state. The scheduler only ever talks to this interface; it knows nothing backend-specific.
-"""
+"""Job types: what a backend is asked to run (``JobSpec``), what it reports (``JobStatus``), and the
+record job hooks receive (``JobRecord``)."""
 
 from __future__ import annotations
 
-import abc
 import datetime as dt
 import enum
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 
@@ -120,42 +115,33 @@ class JobStatus:
         return None
 
 
-class Backend(abc.ABC):
-    """submit / poll / cancel / logs over ``JobSpec``. Implementations must be safe to call from one thread."""
-
-    name: str = "abstract"
-
-    @abc.abstractmethod
-    def submit(self, job: JobSpec) -> str:
-        """Start the job; return an opaque handle (string) that survives a scheduler restart."""
-
-    @abc.abstractmethod
-    def poll(self, handles: list[str]) -> dict[str, JobStatus]:
-        """Current status of each handle. Unknown handles map to a PLATFORM_ERROR failure."""
-
-    @abc.abstractmethod
-    def cancel(self, handle: str) -> None:
-        """Stop the job if it is running; idempotent."""
-
-    @abc.abstractmethod
-    def logs(self, handle: str, tail: int = 65536) -> str:
-        """The last ``tail`` bytes of the job's combined stdout/stderr."""
-
-    def collect(self, handle: str, job: JobSpec) -> Path:
-        """Make the job's output available locally; return the local output directory."""
-        return Path(job.output_dir)
-
-    def cleanup(self, handle: str) -> None:
-        """Release what the job left behind (containers, temp files). Called after collect."""
-
-    def close(self) -> None:
-        """Release connections and workers."""
-
-
 def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def lost_handle(handle: str, backend: str) -> JobStatus:
-    return JobStatus(state=JobState.FAILED, reason=FailureReason.PLATFORM_ERROR,
-                     message=f"{backend} backend does not know job {handle!r} (lost after a restart?)")
+@dataclass(frozen=True)
+class JobRecord:
+    id: int
+    job_id: str
+    submission_id: int
+    competition_id: str
+    team: str
+    attempt: int
+    backend: str
+    state: str
+    failure_reason: str | None
+    cpu: float | None
+    memory: int | None
+    gpus: int
+    instance_type: str | None
+    node: str | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    spec: dict[str, Any]
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return max(0.0, (self.finished_at - self.started_at).total_seconds())
+        return None

@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import click
-
-from referee.errors import BackendError
+from referee.platform.core.errors import BackendError
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 SANDBOX_UID = 10001
@@ -197,47 +195,7 @@ def local_images(client: Any) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: r["tag"])
 
 
-# -- command line ------------------------------------------------------------------------------------
-@click.group()
-def images() -> None:
-    """Build and list referee's base images (built locally from Debian packages)."""
-
-
-@images.command("build")
-@click.argument("names", nargs=-1)
-@click.option("--force", is_flag=True, help="Rebuild even when a current image exists.")
-@click.option("--mirror", default=DEFAULT_MIRROR, show_default=True, help="Debian mirror for debootstrap.")
-def images_build(names: tuple[str, ...], force: bool, mirror: str) -> None:
-    """Build base images (default: all of them); cached by tag and recipe."""
-    client = _client_or_error()
-    for name in names or tuple(BASE_IMAGES):
-        recipe = _recipe(name)
-        if not force and image_recipe(client, recipe.tag) == recipe.recipe_hash:
-            click.echo(f"{recipe.tag}: up to date (use --force to rebuild)")
-            continue
-        tag = ensure_base_image(client, name, force=force, mirror=mirror,
-                                log=lambda m: click.echo(f"  {m}", err=True))
-        click.echo(f"{tag}: built")
-
-
-@images.command("list")
-@click.option("--json", "as_json", is_flag=True)
-def images_list(as_json: bool) -> None:
-    """List base images (with their recipe) and built submission images."""
-    client = _client_or_error()
-    rows = local_images(client)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for name, recipe in BASE_IMAGES.items():
-        state = image_recipe(client, recipe.tag)
-        status = "missing" if state is None else ("current" if state == recipe.recipe_hash else "outdated")
-        click.echo(f"{recipe.tag:36} {status:9} {recipe.description}")
-    subs = [r for r in rows if r["tag"].startswith("referee-sub/")]
-    click.echo(f"{len(subs)} submission image(s) (referee-sub/*)")
-
-
-def _client_or_error() -> Any:
+def client_or_error() -> Any:
     try:
         client = default_client()
         client.ping()

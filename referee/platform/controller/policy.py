@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence, TypeVar
 
-from referee.platform.backends.base import FailureReason
+from referee.platform.core.jobs import FailureReason
 
 T = TypeVar("T")
 

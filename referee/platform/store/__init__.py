@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from referee.errors import NotFound
+from referee.platform.core.errors import NotFound
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS competitions (
@@ -280,7 +280,7 @@ class Store:
                       (comp.id, spec_json, sha, str(comp.source_path or ""), utcnow()))
 
     def get_competition(self, cid: str) -> Any:
-        from referee.platform.spec import Competition
+        from referee.platform.core.spec import Competition
         rows = self.query("SELECT spec_json FROM competitions WHERE id=?", (cid,))
         if not rows:
             known = [r["id"] for r in self.query("SELECT id FROM competitions ORDER BY id")]

@@ -22,8 +22,8 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from referee.errors import BackendError
-from referee.platform.spec import file_sha256
+from referee.platform.core.errors import BackendError
+from referee.platform.core.hashing import file_sha256
 
 MANIFEST_VERSION = 1
 COPY_CHUNK = 1 << 20

@@ -88,7 +88,7 @@ class ScoringLoop:
                 t.start()
 
     def _run_one(self, cid: str) -> None:
-        from referee.platform.scheduler import Scheduler
+        from referee.platform.controller.scheduler import Scheduler
         progressed = False
         try:
             comp = self.store.get_competition(cid)

@@ -1,0 +1,1 @@
+"""Leaderboards: building them from the store and rendering them."""
