@@ -1,4 +1,4 @@
-"""Throughput of sandboxed container jobs: referee (Scheduler + DockerBackend) against a plain loop
+"""Throughput of sandboxed container jobs: referee (Controller + DockerBackend) against a plain loop
 of ``docker run`` with the same sandbox flags and the same parallelism, in the same run.
 
 Both sides run M short jobs (the deepfake example's good numpy model) N at a time. referee's side also
@@ -83,7 +83,7 @@ def run_plain(image: str, comp, jobs: int, parallel: int, work: Path) -> float:
 
 def run_referee(image: str, spec: Path, jobs: int, work: Path) -> float:
     from referee.platform.controller.competitions import load_into_store
-    from referee.platform.controller.scheduler import Scheduler
+    from referee.platform.controller.reconcile import Controller
     from referee.platform.store import Store
     from referee.submissions.submit import submit
 
@@ -92,7 +92,7 @@ def run_referee(image: str, spec: Path, jobs: int, work: Path) -> float:
     for i in range(jobs):
         submit(store, comp, f"team{i % 8}", f"docker-image:{image}")
     t, cpu = time.perf_counter(), time.process_time()
-    summary = Scheduler(store, comp, poll_interval=0.02).run()
+    summary = Controller(store, comp, poll_interval=0.02).run()
     elapsed = time.perf_counter() - t
     print(f"  (referee process CPU: {time.process_time() - cpu:.2f}s)")
     if summary.scored != jobs:

@@ -4,7 +4,7 @@ Part 1 (Ray): N no-op jobs (each runs ``true`` as a process on a Ray worker) thr
 RayBackend (submit, bounded in-flight, poll), then the same N ``true`` processes as plain Ray tasks,
 in the same run on the same local cluster. Prints seconds, per-job cost and the ratio.
 
-Part 2 (scheduler): the Scheduler drains 1k / 10k / 100k queued submissions through an in-memory
+Part 2 (scheduler): the Controller drains 1k / 10k / 100k queued submissions through an in-memory
 backend (no engine: this is referee's own bookkeeping: claiming, job rows, polling, scoring a tiny
 prediction file, hooks). Prints per-job microseconds at each size; near-linear means a flat column.
 
@@ -138,7 +138,7 @@ def _fast_fake(output: str, fail: bool) -> Any:
 
 def _scheduler_run(n: int, max_in_flight: int, root: Path, *, score: bool) -> tuple[float, int]:
     from referee.platform.controller.competitions import load_into_store
-    from referee.platform.controller.scheduler import Scheduler
+    from referee.platform.controller.reconcile import Controller
     from referee.platform.store import Store, utcnow
 
     d = root / f"q{n}-{score}"
@@ -154,7 +154,7 @@ def _scheduler_run(n: int, max_in_flight: int, root: Path, *, score: bool) -> tu
         c.executemany("INSERT INTO submissions(competition_id, team, phase, kind, sha256, status, created_at, "
                       "updated_at) VALUES ('bench', ?, 'main', 'bench-noop', '0', 'pending', ?, ?)",
                       [(f"team{i % 50}", now, now) for i in range(n)])
-    sched = Scheduler(store, comp, _fast_fake("id,label\na,0.9\nb,0.2\n", fail=not score),
+    sched = Controller(store, comp, _fast_fake("id,label\na,0.9\nb,0.2\n", fail=not score),
                       max_in_flight=max_in_flight, poll_interval=0)
     start = time.perf_counter()
     summary = sched.run()
@@ -167,7 +167,7 @@ def run_scheduler_part(sizes: list[int], full_sizes: list[int], max_in_flight: i
     from referee.plugins.manager import PluginManager, set_plugin_manager
 
     set_plugin_manager(PluginManager(entrypoints=False, extra=[_noop_kind_plugin()]))
-    print(f"Scheduler: drain N queued submissions through an in-memory backend (max_in_flight={max_in_flight})")
+    print(f"Controller: drain N queued submissions through an in-memory backend (max_in_flight={max_in_flight})")
     with tempfile.TemporaryDirectory() as tmp:
         _scheduler_run(200, max_in_flight, Path(tmp), score=True)  # warm imports and caches
         for label, score, ns in (("dispatch only (jobs fail: claim, job rows, poll, finish)", False, sizes),

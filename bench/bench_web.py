@@ -57,8 +57,8 @@ def main() -> None:
     from fastapi.testclient import TestClient
 
     from referee.platform.controller.competitions import load_into_store
-    from referee.platform.controller.scheduler import Scheduler
-    from referee.platform.leaderboard.build import build as lbm
+    from referee.platform.controller.reconcile import Controller
+    from referee.platform.leaderboard import build as lbm
     from referee.platform.store import Store
     from referee.platform.web.app import create_app
     from referee.platform.web.auth import create_team_token
@@ -75,7 +75,7 @@ def main() -> None:
         t0 = time.perf_counter()
         for i in range(args.teams):
             submit(store, comp, f"team{i:03d}", files[i % len(files)])
-        Scheduler(store, comp, poll_interval=0.01).run()
+        Controller(store, comp, poll_interval=0.01).run()
         print(f"setup: {args.teams} scored entries in {time.perf_counter() - t0:.1f} s")
         client = TestClient(create_app(store, run_scheduler=False))
         token = create_team_token(store, comp.id, "uploader")

@@ -43,7 +43,7 @@ def scored_example(tmp_path_factory) -> ScoredExample:
 
 def _build(root: Path) -> ScoredExample:
     from referee.platform.controller.competitions import load_into_store
-    from referee.platform.controller.scheduler import Scheduler
+    from referee.platform.controller.reconcile import Controller
     from referee.platform.store import Store
     from referee.submissions.submit import submit
 
@@ -55,7 +55,7 @@ def _build(root: Path) -> ScoredExample:
         comp = load_into_store(store, ex / "competition.yaml")
         lexicon = submit(store, comp, "alpha", ex / "submissions" / "alpha__lexicon.csv")
         better = submit(store, comp, "bravo", ex / "submissions" / "bravo__better.csv")
-        summary = Scheduler(store, comp, poll_interval=0.05).run()
+        summary = Controller(store, comp, poll_interval=0.05).run()
         assert summary.scored == 2, summary.to_dict()
         store.close()
         return ScoredExample(ex, root / "ws", comp.id, lexicon, better)

@@ -25,7 +25,7 @@ from referee.platform.backends.aws_batch import (
     retry_strategy,
 )
 from referee.platform.controller.competitions import load_into_store
-from referee.platform.controller.scheduler import Scheduler
+from referee.platform.controller.reconcile import Controller
 from referee.platform.core.errors import BackendError
 from referee.platform.core.jobs import FailureReason, JobSpec, JobState, Resources
 from referee.platform.runtime.artifacts import (
@@ -160,7 +160,7 @@ def test_batch_states_map_to_referee(desc, state, reason):
 
 
 def test_start_errors_use_the_sandboxs_own_list():
-    from referee.platform import sandbox
+    from referee.platform.runtime import sandbox
     from referee.platform.backends import aws_batch
     assert aws_batch._INVALID_START is sandbox._INVALID_START  # one list for both backends
 
@@ -263,21 +263,21 @@ def test_spot_reclaim_is_retried_and_not_charged_a_crash_is_not_retried(moto_aws
 
     def on_progress(event: str, sid: int) -> None:
         if event == "started" and sid == good and not reclaimed:  # the first attempt loses its instance
-            handle = store.query("SELECT handle FROM jobs WHERE submission_id=? ORDER BY attempt DESC LIMIT 1",
+            handle = store._query("SELECT handle FROM jobs WHERE submission_id=? ORDER BY attempt DESC LIMIT 1",
                                  (sid,))[0]["handle"]
             batch.terminate_job(jobId=handle, reason="Host EC2 (instance i-0123456789abcdef0) terminated.")
             reclaimed.append(handle)
 
-    summary = Scheduler(store, comp, backend, poll_interval=0.2, on_progress=on_progress).run()
+    summary = Controller(store, comp, backend, poll_interval=0.2, on_progress=on_progress).run()
     assert (summary.scored, summary.failed, summary.retried) == (1, 1, 1)
-    jobs = store.query("SELECT attempt, state, failure_reason, handle FROM jobs WHERE submission_id=? "
+    jobs = store._query("SELECT attempt, state, failure_reason, handle FROM jobs WHERE submission_id=? "
                        "ORDER BY attempt", (good,))
     assert [(j["attempt"], j["state"], j["failure_reason"]) for j in jobs] == \
         [(1, "failed", "platform_error"), (2, "succeeded", None)]
     assert jobs[0]["handle"] == reclaimed[0] != jobs[1]["handle"]
     g = store.get_submission(good)
     assert g.status == "scored" and g.attempts == 2 and g.counts_toward_quota == 1
-    assert {r["split"] for r in store.scores(good)} == {"public", "private"}
+    assert {r.split for r in store.scores(good)} == {"public", "private"}
     c = store.get_submission(crash)
     assert (c.status, c.failure_reason, c.attempts, c.counts_toward_quota) == ("failed", "exited_nonzero", 1, 1)
     assert "ValueError" in (c.log_tail or "")  # read back from CloudWatch Logs

@@ -12,8 +12,8 @@ import yaml
 from conftest import EXAMPLES, prepare_example
 
 from referee.platform.controller.competitions import load_into_store
-from referee.platform.controller.scheduler import Scheduler
-from referee.platform.leaderboard.build import build as leaderboard
+from referee.platform.controller.reconcile import Controller
+from referee.platform.leaderboard import build as leaderboard
 from referee.platform.store import Store
 from referee.submissions.submit import submit
 
@@ -54,7 +54,7 @@ def run_competition(root: Path, name: str, moto: Any) -> tuple[dict, dict]:
     store = Store(root / "ws")
     comp = load_into_store(store, ex / "competition.yaml")
     ids = {team: submit(store, comp, team, CODE / code) for team, code in TEAMS.items()}
-    summary = Scheduler(store, comp, poll_interval=0.1).run()  # the backend comes from the YAML
+    summary = Controller(store, comp, poll_interval=0.1).run()  # the backend comes from the YAML
     assert (summary.scored, summary.failed, summary.retried) == (2, 1, 0), summary.to_dict()
     boards = {}
     for split in ("public", "private"):
@@ -62,7 +62,7 @@ def run_competition(root: Path, name: str, moto: Any) -> tuple[dict, dict]:
         boards[split] = [(e.rank, e.team, e.metrics, e.intervals) for e in lb.entries]
     outcomes = {team: (store.get_submission(sid).status, store.get_submission(sid).failure_reason)
                 for team, sid in ids.items()}
-    jobs = store.query("SELECT DISTINCT backend FROM jobs")
+    jobs = store._query("SELECT DISTINCT backend FROM jobs")
     assert [r["backend"] for r in jobs] == [name.removesuffix("-s3")]
     store.close()
     return boards, outcomes

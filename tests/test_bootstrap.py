@@ -201,10 +201,10 @@ def test_checklist_failure_rates_get_intervals_too(tmp_path_factory):
     store = Store(ex.workspace)
     try:
         rows = store.scores(ex.better_id)
-        assert {"checklist", "checklist_accuracy"} <= {json.loads(r["provenance_json"])["scorer"] for r in rows}
+        assert {"checklist", "checklist_accuracy"} <= {r.provenance["scorer"] for r in rows}
         for r in rows:
-            assert r["ci_low"] is not None and r["ci_low"] <= r["ci_high"], dict(r)
-            assert "|bootstrap:1000|seed:12345|ci:95%" in json.loads(r["provenance_json"])["signature"]
+            assert r.ci_low is not None and r.ci_high is not None and r.ci_low <= r.ci_high, r
+            assert "|bootstrap:1000|seed:12345|ci:95%" in r.provenance["signature"]
     finally:
         store.close()
 

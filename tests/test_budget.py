@@ -13,7 +13,7 @@ from test_cost_trackers import (  # noqa: F401
     submit_scripts,
 )
 
-from referee.platform.controller.scheduler import Scheduler
+from referee.platform.controller.reconcile import Controller
 from referee.platform.cost.budget import Outlay, budget_reason
 from referee.platform.cost.config import CostConfig
 
@@ -34,7 +34,7 @@ def test_scheduler_pauses_before_exceeding_the_competition_budget(store, example
 
     # Each job runs 1 h on a p3.2xlarge ($3.06) and is projected at its 1 h timeout: three fit in $10.
     backend = ClockedFake(default_hours=1.0, output=fake_output(texts))
-    summary = Scheduler(store, comp, backend, poll_interval=0.01).run()
+    summary = Controller(store, comp, backend, poll_interval=0.01).run()
     assert len(backend.submitted) == 3 and summary.scored == 3
     reason = summary.paused_reason
     assert reason is not None
@@ -43,12 +43,12 @@ def test_scheduler_pauses_before_exceeding_the_competition_budget(store, example
     assert "(p3.2xlarge, on_demand, up to 1 h) $3.06 = $12.24" in reason
     assert "raise cost.budget" in reason
     assert pending(store, comp) == 3
-    paused = store.query("SELECT message FROM events WHERE kind='paused' AND competition_id=?", (comp.id,))
+    paused = store._query("SELECT message FROM events WHERE kind='paused' AND competition_id=?", (comp.id,))
     assert [e["message"] for e in paused] == [reason]
 
     # Resuming with $9.18 spent: the next job would take it to $12.24, so nothing is dispatched at all.
     backend2 = ClockedFake(default_hours=1.0, output=fake_output(texts))
-    summary2 = Scheduler(store, comp, backend2, poll_interval=0.01).run()
+    summary2 = Controller(store, comp, backend2, poll_interval=0.01).run()
     assert backend2.submitted == [] and summary2.scored == 0
     assert "spent $9.18 + committed $0.00 (0 running jobs)" in summary2.paused_reason
     assert pending(store, comp) == 3
@@ -57,10 +57,10 @@ def test_scheduler_pauses_before_exceeding_the_competition_budget(store, example
     comp.cost["budget"] = 100.0
     store.put_competition(comp)
     comp = store.get_competition(comp.id)
-    summary3 = Scheduler(store, comp, ClockedFake(default_hours=1.0, output=fake_output(texts)),
+    summary3 = Controller(store, comp, ClockedFake(default_hours=1.0, output=fake_output(texts)),
                          poll_interval=0.01).run()
     assert summary3.paused_reason is None and summary3.scored == 3
-    total = store.query("SELECT SUM(amount) FROM costs WHERE competition_id=? AND unit='USD'", (comp.id,))[0][0]
+    total = store._query("SELECT SUM(amount) FROM costs WHERE competition_id=? AND unit='USD'", (comp.id,))[0][0]
     assert total == pytest.approx(6 * P3)
 
 
@@ -73,7 +73,7 @@ def test_team_budget_holds_only_that_team(store, example, script_plugins):
     plan = [("alpha", p) for p in PREDICTIONS[:4]] + [("bravo", PREDICTIONS[4]), ("bravo", PREDICTIONS[0])]
     texts = submit_scripts(store, comp, root, plan)
     backend = ClockedFake(default_hours=0.5, output=fake_output(texts))
-    summary = Scheduler(store, comp, backend, poll_interval=0.01).run()
+    summary = Controller(store, comp, backend, poll_interval=0.01).run()
     # alpha: 3 jobs at $1.53 = $4.59 spent; a fourth would make $6.12 > $5
     teams = [store.get_submission(j.submission_id).team for j in backend.submitted]
     assert teams.count("alpha") == 3
@@ -84,7 +84,7 @@ def test_team_budget_holds_only_that_team(store, example, script_plugins):
     assert "submissions are held; other teams keep running" in reason
     (held,) = store.submissions(comp.id, status="pending")
     assert held.team == "alpha"
-    assert store.query("SELECT kind, message FROM events WHERE kind='held'")
+    assert store._query("SELECT kind, message FROM events WHERE kind='held'")
 
 
 def test_budget_reason_is_the_single_rule():
@@ -107,7 +107,7 @@ def test_referee_run_exits_3_with_the_reason(store, example, script_plugins):
     result = CliRunner().invoke(cli, ["-w", str(store.root), "run", comp.id, "--no-progress"])
     assert result.exit_code == 3, result.output
     assert "paused:" in result.output and "budget of $5.00 would be exceeded" in result.output
-    assert len(store.query("SELECT id FROM jobs")) == 1  # one dispatched, the second held back
+    assert len(store._query("SELECT id FROM jobs")) == 1  # one dispatched, the second held back
 
 
 def test_attempts_lost_to_the_platform_do_not_count_toward_the_team_budget(store, example, script_plugins):
@@ -121,7 +121,7 @@ def test_attempts_lost_to_the_platform_do_not_count_toward_the_team_budget(store
     # alpha's first submission loses two attempts to the platform ($1.53 each, paid by the host)
     backend = ClockedFake(default_hours=0.5, output=fake_output(texts),
                           script={first: ["platform_error", "platform_error", "ok"]})
-    summary = Scheduler(store, comp, backend, poll_interval=0.01).run()
+    summary = Controller(store, comp, backend, poll_interval=0.01).run()
     # charged to alpha: three successful runs, $4.59 <= $5; counting the lost attempts would have held
     # alpha after its first submission ($4.59 + $1.53 > $5)
     assert summary.held_teams == {} and summary.scored == 3 and summary.retried == 2

@@ -22,7 +22,7 @@ from conftest import need
 from referee.platform.controller.competitions import load_into_store
 from referee.platform.core.errors import SpecError, SubmissionRejected
 from referee.platform.core.spec import load_competition
-from referee.platform.leaderboard.build import build as lbm
+from referee.platform.leaderboard import build as lbm
 from referee.platform.store import Store
 from referee.scoring.checklist import scorer as cs
 from referee.scoring.checklist.schema import parse_checklist
@@ -47,7 +47,7 @@ def _probs(path: Path) -> dict[str, np.ndarray]:
 
 
 def _score_rows(store: Store, sid: int) -> dict[tuple[str, str], dict]:
-    return {(r["metric"], r["split"]): dict(r) for r in store.scores(sid)}
+    return {(r.metric, r.split): vars(r) for r in store.scores(sid)}
 
 
 # -- spec ---------------------------------------------------------------------------------------------
@@ -200,9 +200,9 @@ def test_host_suite_scores_like_checklist_itself(tmp_path, store):
     lines = ["id,negative,positive"] + [f"{r['id']},{c[0]},{c[1]}" for r, c in zip(rows, confs)]
     (tmp_path / "preds.csv").write_text("\n".join(lines) + "\n")
     sid = submit(store, comp, "t", tmp_path / "preds.csv")
-    from referee.platform.controller.scheduler import Scheduler
-    assert Scheduler(store, comp, poll_interval=0.01).run().scored == 1
-    details = json.loads(store.scores(sid)[0]["details_json"])["checklist"]
+    from referee.platform.controller.reconcile import Controller
+    assert Controller(store, comp, poll_interval=0.01).run().scored == 1
+    details = store.scores(sid)[0].details["checklist"]
     # checklist's own run on the same model, the ordinary way (TestSuite.run with a predict function)
     from referee.scoring.checklist.library import test_suite_module
     suite = test_suite_module().TestSuite.from_file(str(tmp_path / "suite.pkl"))
@@ -211,7 +211,7 @@ def test_host_suite_scores_like_checklist_itself(tmp_path, store):
     got = {t["name"]: t for t in details["tests"]}
     assert {n: (s.fails, s.testcases) for n, s in want.items()} == {n: (t["fails"], t["n"]) for n, t in got.items()}
     assert got["words"]["fails"] == 1 and got["typos"]["fails"] == 1
-    assert store.scores(sid)[0]["value"] == pytest.approx(2 / 6)
+    assert store.scores(sid)[0].value == pytest.approx(2 / 6)
 
 
 def test_host_suite_with_bad_labels_is_rejected(tmp_path):
@@ -353,8 +353,8 @@ def test_label_predictions_score_as_one_hot(scored, tmp_path):
     labels = [LABELS[int(probs[i].argmax())] for i in ids]
     (tmp_path / "labels.txt").write_text("\n".join(labels) + "\n")
     sid = submit(store, comp, "alpha", tmp_path / "labels.txt")
-    from referee.platform.controller.scheduler import Scheduler
-    assert Scheduler(store, comp, poll_interval=0.01).run().scored == 1, store.get_submission(sid).failure_message
+    from referee.platform.controller.reconcile import Controller
+    assert Controller(store, comp, poll_interval=0.01).run().scored == 1, store.get_submission(sid).failure_message
     got = {t["name"]: t for t in json.loads(_score_rows(store, sid)[("failure_rate", "public")]["details_json"])
            ["checklist"]["tests"]}
     ref = {t["name"]: t for t in json.loads(_score_rows(Store(scored.workspace), scored.lexicon_id)
@@ -414,8 +414,8 @@ def test_public_details_follow_each_competitions_own_split(scored, tmp_path):
             assert got == want[name][split], (name, split)
     # and through the scheduler: the stored public details of the 10% competition
     sid = submit(store, tenth, "alpha", scored.directory / "submissions" / "alpha__lexicon.csv")
-    from referee.platform.controller.scheduler import Scheduler
-    assert Scheduler(store, tenth, poll_interval=0.01).run().scored == 1
+    from referee.platform.controller.reconcile import Controller
+    assert Controller(store, tenth, poll_interval=0.01).run().scored == 1
     public = json.loads(_score_rows(store, sid)[("failure_rate", "public")]["details_json"])["checklist"]
     assert sum(t["cases"] for t in public["tests"]) == want["tenth"]["public"]
 

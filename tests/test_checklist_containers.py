@@ -13,7 +13,7 @@ import yaml
 from checklist_support import scored_example
 
 from referee.platform.controller.competitions import load_into_store
-from referee.platform.controller.scheduler import Scheduler
+from referee.platform.controller.reconcile import Controller
 from referee.platform.store import Store
 from referee.submissions.submit import submit
 
@@ -23,8 +23,8 @@ pytestmark = pytest.mark.docker
 def _results(store: Store, sid: int) -> dict:
     out = {}
     for r in store.scores(sid):
-        tests = json.loads(r["details_json"]).get("checklist", {}).get("tests", [])
-        out[(r["metric"], r["split"])] = (round(r["value"], 12), [(t["name"], t["fails"], t["n"]) for t in tests])
+        tests = r.details.get("checklist", {}).get("tests", [])
+        out[(r.metric, r.split)] = (round(r.value, 12), [(t["name"], t["fails"], t["n"]) for t in tests])
     return out
 
 
@@ -39,7 +39,7 @@ def test_container_submissions_score_like_their_files(tmp_path, tmp_path_factory
     ids = {name: submit(store, comp, team, scored.directory / "code" / name)
            for name, team in (("lexicon", "alpha"), ("better", "bravo"))}
     try:
-        summary = Scheduler(store, comp, poll_interval=0.1).run()
+        summary = Controller(store, comp, poll_interval=0.1).run()
         subs = {n: store.get_submission(i) for n, i in ids.items()}
         assert summary.scored == 2, {n: (s.status, s.failure_reason, s.failure_message, s.log_tail)
                                      for n, s in subs.items()}

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def referee(ws: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "referee.platform.cli.main", "-w", str(ws), *args],
+    proc = subprocess.run([sys.executable, "-m", "referee.platform.cli", "-w", str(ws), *args],
                           capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
     if check and proc.returncode != 0:
         raise AssertionError(f"referee {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
@@ -67,7 +67,7 @@ def test_cli_flow_json_and_errors(tmp_path, example):
 
 def test_help_is_fast_and_lists_commands():
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "referee.platform.cli.main", "--help"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "referee.platform.cli", "--help"], capture_output=True,
                          text=True, check=True).stdout
     assert time.perf_counter() - t0 < 5
     for cmd in ("demo", "competition", "submit", "run", "status", "leaderboard", "plugins"):

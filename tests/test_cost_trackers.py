@@ -1,4 +1,4 @@
-"""Cost trackers: real Scheduler runs (fake backend on a fake clock, and the local backend) record cost rows
+"""Cost trackers: real Controller runs (fake backend on a fake clock, and the local backend) record cost rows
 per job; totals per submission, team and competition; the leaderboard's cost and Pareto columns."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+import referee.plugins.testing as testing_plugin
 from referee.platform.controller.competitions import load_into_store
-from referee.platform.controller.scheduler import Scheduler
+from referee.platform.controller.reconcile import Controller
 from referee.platform.core.errors import SpecError
 from referee.platform.core.jobs import JobSpec, JobStatus
 from referee.platform.cost.ledger import report, submission_totals
@@ -60,7 +61,7 @@ class ClockedFake(FakeBackend):
 
 @pytest.fixture
 def script_plugins():
-    pm = PluginManager(entrypoints=False, extra=[ScriptKind()])
+    pm = PluginManager(entrypoints=False, extra=[testing_plugin, ScriptKind()])
     set_plugin_manager(pm)
     return pm
 
@@ -99,7 +100,7 @@ def fake_output(texts: dict[int, str]):
 
 
 def cost_rows(store, comp_id: str) -> list[dict]:
-    return [dict(r) for r in store.query("SELECT * FROM costs WHERE competition_id=? ORDER BY job_id, tracker, unit",
+    return [dict(r) for r in store._query("SELECT * FROM costs WHERE competition_id=? ORDER BY job_id, tracker, unit",
                                          (comp_id,))]
 
 
@@ -142,7 +143,7 @@ def test_scheduler_run_records_costs_per_job_and_totals(store, example, tmp_path
             return [CostTrackerInfo("flat-fee", factory=lambda comp, st: counting),
                     CostTrackerInfo("broken", factory=lambda comp, st: BrokenTracker())]
 
-    set_plugin_manager(PluginManager(entrypoints=False, extra=[ScriptKind(), ExtraTrackers()]))
+    set_plugin_manager(PluginManager(entrypoints=False, extra=[testing_plugin, ScriptKind(), ExtraTrackers()]))
     comp = make_competition(store, root, name="costs", resources={"gpus": 1, "instance_type": "p3.2xlarge"},
                             cost={"local_backends": []})  # price the fake backend like a cloud one
     texts = submit_scripts(store, comp, root, [("alpha", "alpha__good.csv"), ("alpha", "charlie__baseline.csv"),
@@ -151,11 +152,11 @@ def test_scheduler_run_records_costs_per_job_and_totals(store, example, tmp_path
     a1, a2, b1, c1, d1 = sorted(texts)
     hours = {a1: 3.0, a2: 1.5, b1: 0.5, c1: 0.25, d1: 2.0}
     backend = ClockedFake(hours=hours, script={b1: ["platform_error", "ok"]}, output=fake_output(texts))
-    summary = Scheduler(store, comp, backend, poll_interval=0.01).run()
+    summary = Controller(store, comp, backend, poll_interval=0.01).run()
     assert summary.scored == 5 and summary.retried == 1
 
     rows = cost_rows(store, comp.id)
-    jobs = store.query("SELECT j.id, j.submission_id FROM jobs j JOIN submissions s ON s.id=j.submission_id "
+    jobs = store._query("SELECT j.id, j.submission_id FROM jobs j JOIN submissions s ON s.id=j.submission_id "
                        "WHERE s.competition_id=?", (comp.id,))
     assert len(jobs) == 6  # bravo ran twice
     for j in jobs:
@@ -168,7 +169,7 @@ def test_scheduler_run_records_costs_per_job_and_totals(store, example, tmp_path
         assert ("broken", "fee") not in mine
     # the third-party tracker saw every start and finish; the broken one was reported, not fatal
     assert sorted(counting.started) == sorted(counting.finished) == sorted(j["id"] for j in jobs)
-    errors = store.query("SELECT message FROM events WHERE kind='cost_tracker_error' AND competition_id=?",
+    errors = store._query("SELECT message FROM events WHERE kind='cost_tracker_error' AND competition_id=?",
                          (comp.id,))
     assert len(errors) == 12 and all("tracker bug" in e["message"] for e in errors)
 
@@ -196,7 +197,7 @@ def test_scheduler_run_records_costs_per_job_and_totals(store, example, tmp_path
                                        "instance-hours": pytest.approx(total_h), "jobs": 6}]
 
     # leaderboard: a cost column per entry and the score-vs-cost Pareto front
-    from referee.platform.leaderboard.build import build as lbm
+    from referee.platform.leaderboard import build as lbm
     lb = lbm.build(store, comp, mode="best")
     assert {"cost", "pareto"} <= set(lb.columns_extra)
     by_team = {e.team: e for e in lb.entries}
@@ -213,8 +214,8 @@ def test_scheduler_run_records_costs_per_job_and_totals(store, example, tmp_path
     from referee.platform.core.jobs import JobRecord
     from referee.plugins.manager import get_plugin_manager
     job_row = jobs[0]["id"]
-    store.execute("DELETE FROM costs WHERE job_id=? AND tracker='instance-time'", (job_row,))
-    record = JobRecord.load(store, job_row)
+    store._execute("DELETE FROM costs WHERE job_id=? AND tracker='instance-time'", (job_row,))
+    record = store.job_record(job_row)
     for _ in range(2):
         get_plugin_manager().hook.referee_job_finished(job=record, result=None,
                                                        competition=store.get_competition(comp.id), store=store)
@@ -258,8 +259,8 @@ def test_local_backend_run_is_priced_by_its_equivalent_or_as_zero_cost_time(stor
                             resources={"instance_type": "p3.2xlarge"},  # ignored for local runs
                             cost={"local_equivalent": equivalent, "share": "reserved"})
     texts = submit_scripts(store, comp, root, [("alpha", "alpha__good.csv"), ("bravo", "bravo__mediocre.csv")])
-    summary = Scheduler(store, comp, poll_interval=0.05).run()
-    assert summary.scored == 2, store.query("SELECT message FROM events")
+    summary = Controller(store, comp, poll_interval=0.05).run()
+    assert summary.scored == 2, store._query("SELECT message FROM events")
 
     rows = cost_rows(store, comp.id)
     usd = {r["submission_id"]: r for r in rows if r["unit"] == "USD"}
@@ -267,7 +268,7 @@ def test_local_backend_run_is_priced_by_its_equivalent_or_as_zero_cost_time(stor
     assert sorted(usd) == sorted(texts)
     import json
     for sid, r in usd.items():
-        job = store.query("SELECT started_at, finished_at FROM jobs WHERE submission_id=?", (sid,))[0]
+        job = store._query("SELECT started_at, finished_at FROM jobs WHERE submission_id=?", (sid,))[0]
         seconds = (dt.datetime.fromisoformat(job["finished_at"]) -
                    dt.datetime.fromisoformat(job["started_at"])).total_seconds()
         assert seconds >= 0.3  # the script sleeps that long
@@ -364,7 +365,7 @@ def test_scheduler_run_charges_no_queue_time(store, example, script_plugins):
     comp = make_competition(store, root, name="queued", resources={"gpus": 1, "instance_type": "p3.2xlarge"},
                             cost={"local_backends": []})
     texts = submit_scripts(store, comp, root, [("alpha", "alpha__good.csv")])
-    summary = Scheduler(store, comp, QueuedLoss(default_hours=1.0, output=fake_output(texts)),
+    summary = Controller(store, comp, QueuedLoss(default_hours=1.0, output=fake_output(texts)),
                         poll_interval=0.01).run()
     assert summary.scored == 1 and summary.retried == 1
     usd = {r["job_id"]: r["amount"] for r in cost_rows(store, comp.id) if r["unit"] == "USD"}

@@ -18,7 +18,7 @@ from conftest import EXAMPLES, ROOT, prepare_example, wait_final
 
 from referee.platform.backends.docker import DockerBackend
 from referee.platform.controller.competitions import load_into_store
-from referee.platform.controller.scheduler import Scheduler
+from referee.platform.controller.reconcile import Controller
 from referee.platform.core.jobs import FailureReason, JobSpec, JobState, Resources
 from referee.platform.reports.views import submission_detail
 from referee.platform.store import Store
@@ -40,14 +40,14 @@ def docker_competition(root: Path, *, slots: int = 3, retries: int = 3, timeout:
 
 
 def scores(store: Store, sid: int) -> dict[tuple[str, str], float]:
-    return {(r["metric"], r["split"]): r["value"] for r in store.scores(sid)}
+    return {(r.metric, r.split): r.value for r in store.scores(sid)}
 
 
 def test_example_code_submissions(tmp_path, docker_client, base_image):
     store, comp = docker_competition(tmp_path)
     ids = {name: submit(store, comp, name, CODE / name) for name in ("good", "poor", "crash")}
     assert {store.get_submission(i).kind for i in ids.values()} == {"dockerfile"}
-    summary = Scheduler(store, comp, poll_interval=0.05).run()
+    summary = Controller(store, comp, poll_interval=0.05).run()
     assert (summary.scored, summary.failed, summary.retried) == (2, 1, 0)
     good, poor = scores(store, ids["good"]), scores(store, ids["poor"])
     for split in ("public", "private"):
@@ -103,10 +103,10 @@ def test_cancel_stops_a_running_container(tmp_path, docker_client, base_image):
 
 CHILD = """
 import sys
-from referee.platform.controller.scheduler import Scheduler
+from referee.platform.controller.reconcile import Controller
 from referee.platform.store import Store
 store = Store(sys.argv[1])
-Scheduler(store, store.get_competition("deepfake"), poll_interval=0.05).run()
+Controller(store, store.get_competition("deepfake"), poll_interval=0.05).run()
 """
 
 
@@ -126,7 +126,7 @@ def test_restarted_scheduler_reattaches_to_running_container(tmp_path, docker_cl
         handle = None
         end = time.monotonic() + 60
         while time.monotonic() < end and handle is None:
-            rows = store.query("SELECT handle FROM jobs WHERE submission_id=? AND state='running'", (sid,))
+            rows = store._query("SELECT handle FROM jobs WHERE submission_id=? AND state='running'", (sid,))
             if rows and rows[0]["handle"] and docker_client.containers.list(filters={"name": rows[0]["handle"]}):
                 handle = rows[0]["handle"]
             time.sleep(0.1)
@@ -135,20 +135,20 @@ def test_restarted_scheduler_reattaches_to_running_container(tmp_path, docker_cl
         child.send_signal(signal.SIGKILL)  # the scheduler dies; its container keeps running
         child.wait()
     assert docker_client.containers.get(handle).status == "running"
-    summary = Scheduler(store, comp, poll_interval=0.05).run()
+    summary = Controller(store, comp, poll_interval=0.05).run()
     assert summary.scored == 1 and summary.retried == 0
     sub = store.get_submission(sid)
     assert sub.status == "scored" and sub.attempts == 1  # finished by re-attaching, not by running it again
     assert scores(store, sid)[("log_loss", "public")] < math.log(2)
     assert not docker_client.containers.list(all=True, filters={"name": handle})
-    assert store.query("SELECT COUNT(*) AS n FROM events WHERE kind='reclaimed' AND submission_id=?", (sid,))[0]["n"]
+    assert store._query("SELECT COUNT(*) AS n FROM events WHERE kind='reclaimed' AND submission_id=?", (sid,))[0]["n"]
 
 
 def test_unreachable_engine_is_a_platform_error_not_charged(tmp_path, docker_client, base_image):
     store, comp = docker_competition(tmp_path, retries=1)
     sid = submit(store, comp, "alpha", CODE / "good")
     backend = DockerBackend(slots=1, base_url="unix:///nonexistent/docker.sock", timeout=2)
-    summary = Scheduler(store, comp, backend, poll_interval=0.05).run()
+    summary = Controller(store, comp, backend, poll_interval=0.05).run()
     sub = store.get_submission(sid)
     assert (sub.status, sub.failure_reason, sub.counts_toward_quota) == ("failed", "platform_error", 0)
     assert sub.attempts == 2 and summary.retried == 1

@@ -22,7 +22,7 @@ import yaml
 from conftest import EXAMPLES, prepare_example
 
 from referee.platform.controller.competitions import load_into_store
-from referee.platform.controller.scheduler import Scheduler
+from referee.platform.controller.reconcile import Controller
 from referee.platform.core.jobs import FailureReason, JobSpec
 from referee.platform.runtime.sandbox import container_name
 from referee.platform.store import Store
@@ -251,8 +251,8 @@ def test_hostile_submissions_are_contained(tmp_path, docker_client, base_image, 
     inputs_before, reference_before = tree_hash(comp.input_path), tree_hash(reference.parent)
 
     alone = submit(store, comp, "good-alone", GOOD)
-    Scheduler(store, comp, poll_interval=0.05).run()
-    alone_scores = {(r["metric"], r["split"]): r["value"] for r in store.scores(alone)}
+    Controller(store, comp, poll_interval=0.05).run()
+    alone_scores = {(r.metric, r.split): r.value for r in store.scores(alone)}
     assert store.get_submission(alone).status == "scored" and alone_scores
 
     ipam = docker_client.networks.get("bridge").attrs["IPAM"]["Config"][0]
@@ -266,7 +266,7 @@ def test_hostile_submissions_are_contained(tmp_path, docker_client, base_image, 
     with ThreadPoolExecutor(4) as pool:
         ids = dict(zip(dirs, pool.map(lambda name: submit(store, comp, name, dirs[name]), dirs)))
     try:
-        summary = Scheduler(store, comp, poll_interval=0.05).run()
+        summary = Controller(store, comp, poll_interval=0.05).run()
         check_outcomes(store, comp, docker_client, ids, alone_scores, hits, marker)
     finally:
         for name, sid in ids.items():
@@ -297,7 +297,7 @@ def check_outcomes(store, comp, docker_client, ids, alone_scores, hits, marker) 
 
     # The good submission scores exactly as it did alone; so does the one that left processes behind.
     for name in ("good", "outlive"):
-        assert {(r["metric"], r["split"]): r["value"] for r in store.scores(ids[name])} == alone_scores, name
+        assert {(r.metric, r.split): r.value for r in store.scores(ids[name])} == alone_scores, name
 
     # Reasons come with the detail a team needs.
     assert "status 5" in subs["network"].failure_message and "reached []" in subs["network"].log_tail
@@ -316,13 +316,13 @@ def check_outcomes(store, comp, docker_client, ids, alone_scores, hits, marker) 
     assert 0 < int(sizes["output"]) <= OUTPUT_CAP + 2**20
     flood_log = subs["log_flood"].log_tail
     assert flood_log.rstrip().splitlines()[-1].startswith("FLOOD-END bytes=")
-    flood_job = store.query("SELECT spec_json FROM jobs WHERE submission_id=?", (ids["log_flood"],))[0]
+    flood_job = store._query("SELECT spec_json FROM jobs WHERE submission_id=?", (ids["log_flood"],))[0]
     flood_spec = JobSpec.from_dict(json.loads(flood_job["spec_json"]))
     flood_file = Path(flood_spec.output_dir).parent / f"{flood_spec.job_id}.log"
     assert flood_file.stat().st_size <= LOG_CAP + 100
 
     # The platform is as it was: nothing left running or mounted (inputs and references: checked by the caller).
-    for row in store.query("SELECT j.spec_json FROM jobs j JOIN submissions s ON s.id=j.submission_id "
+    for row in store._query("SELECT j.spec_json FROM jobs j JOIN submissions s ON s.id=j.submission_id "
                            "WHERE s.competition_id=?", (comp.id,)):
         spec = JobSpec.from_dict(json.loads(row["spec_json"]))
         assert not docker_client.containers.list(all=True, filters={"name": container_name(spec)})

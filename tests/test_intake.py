@@ -66,7 +66,7 @@ def test_rejections_name_line_and_store_nothing(tmp_path, store, comp, name, tex
         assert e.value.line == line and f"line {line}" in str(e.value)
     assert store.submissions("c") == []
     assert sorted(store.root.joinpath("blobs").rglob("*")) == blobs_before
-    events = store.query("SELECT kind, message FROM events WHERE kind='rejected'")
+    events = store._query("SELECT kind, message FROM events WHERE kind='rejected'")
     assert len(events) == 1 and message in events[0]["message"]
 
 
@@ -111,7 +111,7 @@ def test_txt_and_jsonl_formats(example, store):
 def test_jsonl_line_separator_inside_strings_and_multi_reference_lists(tmp_path, store):
     import json
 
-    from referee.platform.controller.scheduler import Scheduler
+    from referee.platform.controller.reconcile import Controller
     refs = [{"id": "s1", "text": ["the cat sat", "a cat sat"]}, {"id": "s2", "text": ["hello world"]}]
     (tmp_path / "ref.jsonl").write_text("".join(json.dumps(r) + "\n" for r in refs))
     spec = {"id": "mt", "title": "MT", "data": {"reference": "ref.jsonl", "reference_columns": ["text"]},
@@ -123,9 +123,9 @@ def test_jsonl_line_separator_inside_strings_and_multi_reference_lists(tmp_path,
     p = tmp_path / "h.jsonl"
     p.write_text("".join(json.dumps(h, ensure_ascii=False) + "\n" for h in hyp), encoding="utf-8")
     sid = submit(store, comp, "t", p)  # U+2028 inside a JSON string is not a line break
-    Scheduler(store, comp).run()
+    Controller(store, comp).run()
     import sacrebleu
-    got = {r["metric"]: r["value"] for r in store.scores(sid)}
+    got = {r.metric: r.value for r in store.scores(sid)}
     streams = [["the cat sat", "hello world"], ["a cat sat", None]]
     assert got["bleu"] == pytest.approx(sacrebleu.corpus_bleu(["a cat sat", "hello\u2028world"], streams).score)
     assert got["ter"] == pytest.approx(sacrebleu.corpus_ter(["a cat sat", "hello\u2028world"], streams).score)

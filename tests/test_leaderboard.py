@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from referee.platform.controller.competitions import load_into_store
-from referee.platform.controller.scheduler import Scheduler
-from referee.platform.leaderboard.build import build as lbm
+from referee.platform.controller.reconcile import Controller
+from referee.platform.leaderboard import build as lbm
 from referee.submissions.submit import submit
 
 T0 = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
@@ -44,7 +44,7 @@ def test_best_latest_private_selection_and_ties(tmp_path, store, comp):
     a2 = sub(tmp_path, store, comp, "a", 2, 4, 1)   # worse public, best private (latest)
     b1 = sub(tmp_path, store, comp, "b", 3, 3, 2)
     c1 = sub(tmp_path, store, comp, "c", 3, 2, 3)   # ties b on public, submitted later
-    Scheduler(store, comp).run()
+    Controller(store, comp).run()
 
     pub = lbm.build(store, comp, split="public")
     assert [(e.team, e.rank, e.submission_id) for e in pub.entries] == [("a", 1, a1), ("b", 2, b1), ("c", 2, c1)]
@@ -67,7 +67,7 @@ def test_best_latest_private_selection_and_ties(tmp_path, store, comp):
 def test_exports_round_trip(tmp_path, store, comp):
     sub(tmp_path, store, comp, "a", 4, 1, 0)
     sub(tmp_path, store, comp, "b", 1, 3, 1)
-    Scheduler(store, comp).run()
+    Controller(store, comp).run()
     lb = lbm.build(store, comp, split="public")
     data = json.loads(lb.to_json())
     assert data["primary"] == "accuracy" and data["entries"][0]["team"] == "a"
@@ -80,8 +80,8 @@ def test_exports_round_trip(tmp_path, store, comp):
 
 def test_failed_and_rejected_never_ranked(tmp_path, store, comp):
     sub(tmp_path, store, comp, "a", 4, 4, 0)
-    Scheduler(store, comp).run()
-    store.execute("UPDATE submissions SET status='failed'")
+    Controller(store, comp).run()
+    store._execute("UPDATE submissions SET status='failed'")
     assert lbm.build(store, comp).entries == []
 
 
@@ -91,7 +91,7 @@ def test_primary_metric_first_and_direction(example, store):
     for f, team in (("alpha__good.csv", "alpha"), ("charlie__baseline.csv", "charlie"),
                     ("delta__overconfident.csv", "delta")):
         submit(store, comp, team, good / f)
-    Scheduler(store, comp).run()
+    Controller(store, comp).run()
     lb = lbm.build(store, comp, split="private")
     assert lb.metric_order[0] == "log_loss" and lb.direction == "minimize"
     values = [e.metrics["log_loss"] for e in lb.entries]

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from referee.platform.controller.competitions import load_into_store
-from referee.platform.controller.scheduler import Scheduler
+from referee.platform.controller.reconcile import Controller
 from referee.platform.core.errors import LimitExceeded
 from referee.plugins.testing import FakeBackend
 from referee.submissions.submit import submit
@@ -50,7 +50,7 @@ def test_total_and_concurrent(store, comp_factory, pred):
     submit(store, comp, "a", pred)
     with pytest.raises(LimitExceeded, match="waiting or running"):
         submit(store, comp, "a", pred)
-    Scheduler(store, comp).run()
+    Controller(store, comp).run()
     submit(store, comp, "a", pred)
     with pytest.raises(LimitExceeded, match="used all 3"):
         submit(store, comp, "a", pred)
@@ -62,7 +62,7 @@ def test_platform_failure_refunds_quota(tmp_path, store):
     comp = job_comp(tmp_path, store, limits={"total": 2}, max_infra_retries=1)
     (sid,) = submit_jobs(store, comp, ["a"])
     backend = FakeBackend(script={sid: ["platform_error", "platform_error"]})
-    Scheduler(store, comp, backend, poll_interval=0).run()
+    Controller(store, comp, backend, poll_interval=0).run()
     sub = store.get_submission(sid)
     assert sub.status == "failed" and sub.failure_reason == "platform_error" and not sub.counts_toward_quota
     submit_jobs(store, comp, ["a", "a"])  # still two left

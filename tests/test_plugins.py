@@ -69,7 +69,7 @@ def test_third_party_scorer_and_broken_plugin(plugin_path, tmp_path, store):
     # the third-party scorer works end to end through a competition
     set_plugin_manager(pm)
     from referee.platform.controller.competitions import load_into_store
-    from referee.platform.controller.scheduler import Scheduler
+    from referee.platform.controller.reconcile import Controller
     from referee.submissions.submit import submit
     (tmp_path / "ref.csv").write_text("id,label\na,1\nb,0\n")
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({
@@ -77,10 +77,10 @@ def test_third_party_scorer_and_broken_plugin(plugin_path, tmp_path, store):
     comp = load_into_store(store, tmp_path / "c.yaml")
     (tmp_path / "s.csv").write_text("id,label\na,0.75\nb,0.25\n")
     sid = submit(store, comp, "t", tmp_path / "s.csv")
-    Scheduler(store, comp).run()
-    (row,) = [r for r in store.scores(sid) if r["split"] == "public"]
-    assert row["value"] == pytest.approx(0.25)
-    assert json.loads(row["provenance_json"])["scorer_version"] == "2.1"
+    Controller(store, comp).run()
+    (row,) = [r for r in store.scores(sid) if r.split == "public"]
+    assert row.value == pytest.approx(0.25)
+    assert row.provenance["scorer_version"] == "2.1"
 
 
 def test_strict_mode_makes_broken_plugin_fatal(plugin_path):
@@ -90,11 +90,11 @@ def test_strict_mode_makes_broken_plugin_fatal(plugin_path):
 
 def test_cli_reports_broken_plugin_and_keeps_working(plugin_path):
     env = {**os.environ, "PYTHONPATH": f"{plugin_path}{os.pathsep}{ROOT}"}
-    out = subprocess.run([sys.executable, "-m", "referee.platform.cli.main", "plugins", "list", "--json"],
+    out = subprocess.run([sys.executable, "-m", "referee.platform.cli", "plugins", "list", "--json"],
                          env=env, capture_output=True, text=True, check=True)
     rows = {r["name"]: r for r in json.loads(out.stdout)}
     assert rows["referee-broken"]["error"] and rows["builtin_scorers"]["error"] is None
-    strict = subprocess.run([sys.executable, "-m", "referee.platform.cli.main", "plugins", "list"],
+    strict = subprocess.run([sys.executable, "-m", "referee.platform.cli", "plugins", "list"],
                             env={**env, "REFEREE_STRICT_PLUGINS": "1"}, capture_output=True, text=True)
     assert strict.returncode == 1 and "strict plugin mode" in strict.stderr
 

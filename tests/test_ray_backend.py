@@ -198,7 +198,7 @@ def test_registry_builds_the_ray_backend_and_rejects_bad_options(ray_cluster, tm
 
     from referee.platform.backends.ray import RayBackend
     from referee.platform.controller.competitions import load_into_store
-    from referee.platform.controller.scheduler import make_backend
+    from referee.platform.controller.reconcile import make_backend
     (tmp_path / "ref.csv").write_text("id,label\na,1\n")
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({
         "id": "rc", "title": "R", "data": {"reference": "ref.csv"}, "metrics": [{"scorer": "accuracy"}],

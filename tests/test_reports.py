@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from referee.platform.cli.main import cli
 from referee.platform.core.leaderboard import Entry, Leaderboard
-from referee.platform.leaderboard.build import build as lbm
+from referee.platform.leaderboard import build as lbm
 from referee.platform.reports.submission import (
     leaderboard_html,
     render_markdown,
@@ -53,10 +53,10 @@ def test_markdown_report_has_scores_matrix_and_failing_examples(scored):
     store = Store(scored.workspace)
     d = report_data(store, scored.lexicon_id)
     md = render_markdown(d)
-    rows = {r["metric"]: r for r in store.scores(scored.lexicon_id) if r["split"] == "public"}
-    assert f"{rows['failure_rate']['value']:.5f}" in md and f"{rows['accuracy']['value']:.5f}" in md
-    assert json.loads(rows["failure_rate"]["provenance_json"])["signature"].replace("|", "\\|") in md
-    details = json.loads(rows["failure_rate"]["details_json"])["checklist"]
+    rows = {r.metric: r for r in store.scores(scored.lexicon_id) if r.split == "public"}
+    assert f"{rows['failure_rate'].value:.5f}" in md and f"{rows['accuracy'].value:.5f}" in md
+    assert rows["failure_rate"].provenance["signature"].replace("|", "\\|") in md
+    details = rows["failure_rate"].details["checklist"]
     neg = details["matrix"]["cells"]["Negation"]["MFT"]
     assert re.search(rf"\| Negation \| {100 * neg['rate']:.1f}% \({neg['fails']}/{neg['n']}\) \|", md)
     assert "| capability | MFT | INV | DIR | all |" in md
@@ -66,14 +66,14 @@ def test_markdown_report_has_scores_matrix_and_failing_examples(scored):
 
 def test_html_report_is_escaped_and_complete(scored, tmp_path):
     store = Store(scored.workspace)
-    store.execute("UPDATE submissions SET team=? WHERE id=?", ('<script>alert("x")</script>', scored.better_id))
+    store._execute("UPDATE submissions SET team=? WHERE id=?", ('<script>alert("x")</script>', scored.better_id))
     try:
         result = CliRunner().invoke(cli, ["-w", str(scored.workspace), "report", str(scored.better_id),
                                           "--format", "html", "-o", str(tmp_path / "r.html")])
         assert result.exit_code == 0, result.output
         page = (tmp_path / "r.html").read_text()
     finally:
-        store.execute("UPDATE submissions SET team='bravo' WHERE id=?", (scored.better_id,))
+        store._execute("UPDATE submissions SET team='bravo' WHERE id=?", (scored.better_id,))
     parsed = _parse(page)
     assert "script" not in parsed.tags  # the team name came through as text, not markup
     assert '<script>alert("x")</script>' in "".join(parsed.text)

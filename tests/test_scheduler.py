@@ -1,4 +1,4 @@
-"""Scheduler: scoring, retries, failure taxonomy, bounded dispatch, resumability (with a real kill)."""
+"""Controller: scoring, retries, failure taxonomy, bounded dispatch, resumability (with a real kill)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -14,7 +15,8 @@ import yaml
 
 from referee.platform.controller.competitions import load_into_store
 from referee.platform.controller.policy import Candidate, SchedulingPolicy
-from referee.platform.controller.scheduler import Scheduler, cancel_submission
+from referee.platform.controller.reconcile import Controller
+from referee.platform.controller.actions import cancel_submission
 from referee.platform.core.jobs import FailureReason
 from referee.plugins.testing import FakeBackend
 from referee.submissions.submit import submit
@@ -82,12 +84,12 @@ def test_infra_failures_retried_then_scored(tmp_path, store):
     a, b = submit_jobs(store, comp, ["a", "b"])
     fb = FakeBackend(script={a: ["platform_error", "platform_error", "ok"], b: ["exited_nonzero"]},
                      output=fake_output)
-    summary = Scheduler(store, comp, fb, poll_interval=0).run()
+    summary = Controller(store, comp, fb, poll_interval=0).run()
     assert summary.retried == 2 and summary.scored == 1 and summary.failed == 1
     sa, sb = store.get_submission(a), store.get_submission(b)
     assert sa.status == "scored" and sa.attempts == 3 and sa.counts_toward_quota
     assert sb.status == "failed" and sb.failure_reason == "exited_nonzero" and sb.attempts == 1
-    attempts = [r["state"] for r in store.query("SELECT state FROM jobs WHERE submission_id=? ORDER BY attempt", (a,))]
+    attempts = [r["state"] for r in store._query("SELECT state FROM jobs WHERE submission_id=? ORDER BY attempt", (a,))]
     assert attempts == ["failed", "failed", "succeeded"]
 
 
@@ -95,7 +97,7 @@ def test_bounded_in_flight(tmp_path, store):
     comp = job_comp(tmp_path, store)
     submit_jobs(store, comp, [f"t{i}" for i in range(7)])
     fb = FakeBackend(output=fake_output, polls_to_finish=3)
-    Scheduler(store, comp, fb, max_in_flight=3, poll_interval=0).run()
+    Controller(store, comp, fb, max_in_flight=3, poll_interval=0).run()
     assert fb.max_seen_in_flight == 3
     assert len(store.submissions(comp.id, status="scored")) == 7
 
@@ -106,7 +108,7 @@ def test_cancel_pending_is_not_charged(tmp_path, store):
     assert cancel_submission(store, sid) == "cancelled"
     sub = store.get_submission(sid)
     assert sub.status == "cancelled" and not sub.counts_toward_quota
-    assert Scheduler(store, comp, FakeBackend(), poll_interval=0).run().scored == 0
+    assert Controller(store, comp, FakeBackend(), poll_interval=0).run().scored == 0
 
 
 # -- local backend: real processes ----------------------------------------------------------------
@@ -123,7 +125,7 @@ def test_local_backend_failure_taxonomy(tmp_path, store):
                    "os.environ['REFEREE_OUTPUT_FILE']))\n",
     }
     ids = {name: submit_jobs(store, comp, [name], code)[0] for name, code in cases.items()}
-    summary = Scheduler(store, comp, poll_interval=0.05, max_in_flight=6).run()
+    summary = Controller(store, comp, poll_interval=0.05, max_in_flight=6).run()
     got = {n: store.get_submission(i) for n, i in ids.items()}
     assert got["good"].status == "scored"
     assert got["crash"].failure_reason == "exited_nonzero" and "model file missing" in got["crash"].log_tail
@@ -135,15 +137,15 @@ def test_local_backend_failure_taxonomy(tmp_path, store):
     # the good one is scored exactly as the same predictions submitted as a file
     (good_out,) = list((store.root / "work" / comp.id).glob(f"s{ids['good']}/a1/output/predictions.csv"))
     fid = submit(store, comp, "file", good_out)
-    Scheduler(store, comp).run()
-    a = {(r["metric"], r["split"]): r["value"] for r in store.scores(ids["good"])}
-    b = {(r["metric"], r["split"]): r["value"] for r in store.scores(fid)}
+    Controller(store, comp).run()
+    a = {(r.metric, r.split): r.value for r in store.scores(ids["good"])}
+    b = {(r.metric, r.split): r.value for r in store.scores(fid)}
     assert a == b and len(a) == 4
 
 
 # -- resumability with a real kill ----------------------------------------------------------------
 def _count(store, sql, *args):
-    return store.query(sql, args)[0][0]
+    return store._query(sql, args)[0][0]
 
 
 def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, example, store):
@@ -155,7 +157,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, example, store)
     for i in range(n):
         submit(store, comp, f"team{i}", good)
     env = {**os.environ, "REFEREE_WORKSPACE": str(store.root)}
-    proc = subprocess.Popen([sys.executable, "-m", "referee.platform.cli.main", "run", "deepfake", "--no-progress"],
+    proc = subprocess.Popen([sys.executable, "-m", "referee.platform.cli", "run", "deepfake", "--no-progress"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 60
     while _count(store, "SELECT COUNT(*) FROM submissions WHERE status='scored'") < 3:
@@ -167,14 +169,14 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, example, store)
     done = _count(store, "SELECT COUNT(*) FROM submissions WHERE status='scored'")
     assert 3 <= done < n, "the kill must land mid-run"
     # every scored submission has all of its scores; none has partial ones
-    per_sub = store.query("SELECT submission_id, COUNT(*) c FROM scores GROUP BY submission_id")
+    per_sub = store._query("SELECT submission_id, COUNT(*) c FROM scores GROUP BY submission_id")
     assert all(r["c"] == 4 for r in per_sub) and len(per_sub) == done
-    rc = subprocess.run([sys.executable, "-m", "referee.platform.cli.main", "run", "deepfake", "--json"],
+    rc = subprocess.run([sys.executable, "-m", "referee.platform.cli", "run", "deepfake", "--json"],
                         env=env, capture_output=True, text=True)
     assert rc.returncode == 0, rc.stderr
     assert _count(store, "SELECT COUNT(*) FROM submissions WHERE status='scored'") == n
     assert _count(store, "SELECT COUNT(*) FROM scores") == n * 4
-    values = {r[0] for r in store.query("SELECT value FROM scores WHERE metric='log_loss' AND split='private'")}
+    values = {r[0] for r in store._query("SELECT value FROM scores WHERE metric='log_loss' AND split='private'")}
     assert len(values) == 1  # same file, same score, every time
 
 
@@ -183,50 +185,50 @@ def test_killed_run_with_running_job_is_retried_not_charged(tmp_path, store):
     slow = "import time\ntime.sleep(1.5)\n" + GOOD
     (sid,) = submit_jobs(store, comp, ["a"], slow)
     env = {**os.environ, "REFEREE_WORKSPACE": str(store.root)}
-    proc = subprocess.Popen([sys.executable, "-m", "referee.platform.cli.main", "run", comp.id, "--no-progress"],
+    proc = subprocess.Popen([sys.executable, "-m", "referee.platform.cli", "run", comp.id, "--no-progress"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 30
-    while not store.query("SELECT 1 FROM jobs WHERE submission_id=? AND state='running'", (sid,)):
+    while not store._query("SELECT 1 FROM jobs WHERE submission_id=? AND state='running'", (sid,)):
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert store.get_submission(sid).status == "running"
-    summary = Scheduler(store, comp, poll_interval=0.05).run()
+    summary = Controller(store, comp, poll_interval=0.05).run()
     sub = store.get_submission(sid)
     assert sub.status == "scored" and summary.retried == 1 and sub.counts_toward_quota
-    reasons = [r["failure_reason"] for r in store.query("SELECT failure_reason FROM jobs WHERE submission_id=? "
+    reasons = [r["failure_reason"] for r in store._query("SELECT failure_reason FROM jobs WHERE submission_id=? "
                                                         "ORDER BY attempt", (sid,))]
     assert reasons == ["platform_error", None]
 
 
 def test_rerun_gets_fresh_retries_and_replaces_scores(tmp_path, store):
-    from referee.platform.controller.scheduler import rerun_submission
+    from referee.platform.controller.actions import rerun_submission
     comp = job_comp(tmp_path, store, max_infra_retries=1)
     (sid,) = submit_jobs(store, comp, ["a"])
     fb = FakeBackend(script={sid: ["platform_error", "platform_error", "platform_error", "ok"]},
                      output=fake_output)
-    Scheduler(store, comp, fb, poll_interval=0).run()
+    Controller(store, comp, fb, poll_interval=0).run()
     assert store.get_submission(sid).failure_reason == "platform_error"
     rerun_submission(store, sid)
     assert store.get_submission(sid).status == "pending"
-    Scheduler(store, comp, fb, poll_interval=0).run()
+    Controller(store, comp, fb, poll_interval=0).run()
     sub = store.get_submission(sid)
     assert sub.status == "scored" and sub.attempts == 4 and len(store.scores(sid)) == 4
     with pytest.raises(Exception, match="only a scored, failed or cancelled"):
-        store.set_submission(sid, status="running")
+        store._execute("UPDATE submissions SET status='running' WHERE id=?", (sid,))
         rerun_submission(store, sid)
 
 
 def test_cancel_while_running_stays_cancelled(tmp_path, store):
     comp = job_comp(tmp_path, store)
     (sid,) = submit_jobs(store, comp, ["a"], "import time\ntime.sleep(30)\n")
-    sched = Scheduler(store, comp, poll_interval=0.05)
+    sched = Controller(store, comp, poll_interval=0.05)
     import threading
     t = threading.Thread(target=sched.run)
     t.start()
     deadline = time.time() + 20
-    while not store.query("SELECT 1 FROM jobs WHERE submission_id=? AND state='running'", (sid,)):
+    while not store._query("SELECT 1 FROM jobs WHERE submission_id=? AND state='running'", (sid,)):
         assert time.time() < deadline
         time.sleep(0.02)
     assert cancel_submission(store, sid, backend=sched.backend) == "cancelled"
@@ -240,18 +242,20 @@ DEAD = f"{__import__('socket').gethostname()}:4190000:dead"  # a scheduler proce
 
 
 def test_reclaim_applies_a_finished_jobs_outcome_without_dispatching_again(tmp_path, store):
+    from referee.platform.core.jobs import JobSpec
     comp = job_comp(tmp_path, store)
     (sid,) = submit_jobs(store, comp, ["a"])
-    fb = FakeBackend(output=fake_output)
-    sched = Scheduler(store, comp, fb, poll_interval=0)
-    (sub,) = sched._claim_batch()
-    sched._start(sub)
-    (handle,) = sched.in_flight
-    fb.poll([handle])  # the job finished and wrote its output ...
-    store.execute("UPDATE jobs SET state='succeeded', finished_at=started_at WHERE submission_id=?", (sid,))
-    store.execute("UPDATE submissions SET claimed_by=? WHERE id=?", (DEAD, sid))  # ... then the scheduler died
+    # a controller claimed it, dispatched attempt 1, the job finished and wrote its output ... then it died
+    store.claim(sid, DEAD)
+    out = store.work_dir(comp.id, f"s{sid}", "a1", "output")
+    job = JobSpec(job_id="gone", submission_id=sid, attempt=1, competition_id=comp.id, output_dir=str(out),
+                  output_file="predictions.csv")
+    job_row = store.add_job(sid, 1, "fake", job.to_dict(), gpus=0, cpu=1, memory=1, instance_type=None)
+    store.job_dispatched(job_row, "gone")
+    FakeBackend(output=fake_output).output_for(job)
+    store._execute("UPDATE jobs SET state='succeeded', finished_at=started_at WHERE id=?", (job_row,))
     fresh = FakeBackend(output=fake_output)
-    summary = Scheduler(store, comp, fresh, poll_interval=0).run()
+    summary = Controller(store, comp, fresh, poll_interval=0).run()
     assert summary.scored == 1 and fresh.submitted == []  # scored from the finished job, not run again
     assert store.get_submission(sid).status == "scored" and store.get_submission(sid).attempts == 1
 
@@ -259,23 +263,47 @@ def test_reclaim_applies_a_finished_jobs_outcome_without_dispatching_again(tmp_p
 def test_only_one_scheduler_reclaims_a_submission(tmp_path, store):
     comp = job_comp(tmp_path, store)
     (sid,) = submit_jobs(store, comp, ["a"])
-    store.execute("UPDATE submissions SET status='running', claimed_by=? WHERE id=?", (DEAD, sid))
-    first, second = Scheduler(store, comp, FakeBackend()), Scheduler(store, comp, FakeBackend())
-    assert first.reclaim() == 1 and second.reclaim() == 0
+    store._execute("UPDATE submissions SET status='running', claimed_by=? WHERE id=?", (DEAD, sid))
+    first, second = Controller(store, comp, FakeBackend()), Controller(store, comp, FakeBackend())
+    assert first.adopt() == 1 and second.adopt() == 0
     assert store.get_submission(sid).status == "pending"  # it had no job yet: back in the queue, once
 
 
 def test_outside_cancel_is_not_undone_by_a_late_platform_error(tmp_path, store):
     comp = job_comp(tmp_path, store)
     (sid,) = submit_jobs(store, comp, ["a"])
-    fb = FakeBackend(script={sid: ["platform_error"]}, polls_to_finish=3)
-    sched = Scheduler(store, comp, fb, poll_interval=0)
-    (sub,) = sched._claim_batch()
-    sched._start(sub)
-    store.execute("UPDATE submissions SET status='cancelled', claimed_by=NULL WHERE id=?", (sid,))  # host, elsewhere
+    fb = FakeBackend(script={sid: ["platform_error"]}, polls_to_finish=50)
+
+    def host_cancels_elsewhere(event: str, _sid: int) -> None:
+        if event == "started":
+            store._execute("UPDATE submissions SET status='cancelled', claimed_by=NULL WHERE id=?", (sid,))
+
+    sched = Controller(store, comp, fb, poll_interval=0, on_progress=host_cancels_elsewhere)
     sched.run()
     sub = store.get_submission(sid)
     assert sub.status == "cancelled" and len(fb.submitted) == 1 and sched.summary.retried == 0
+
+
+def test_host_cancel_is_guarded_and_stops_the_job(tmp_path, store):
+    """A cancel never overwrites a final status, and the controller holding the job stops it."""
+    comp = job_comp(tmp_path, store)
+    done, running = submit_jobs(store, comp, ["a", "b"])
+    Controller(store, comp, FakeBackend(output=fake_output), poll_interval=0).run(limit=1)
+    assert store.get_submission(done).status == "scored"
+    assert cancel_submission(store, done) == "scored"  # already final: unchanged
+    assert store.get_submission(done).status == "scored" and len(store.scores(done)) == 4
+    fb = FakeBackend(output=fake_output, polls_to_finish=10**6)
+    sched = Controller(store, comp, fb, poll_interval=0.01)
+    t = threading.Thread(target=sched.run)
+    t.start()
+    deadline = time.time() + 20
+    while not fb.submitted:
+        assert time.time() < deadline
+        time.sleep(0.01)
+    assert cancel_submission(store, running) == "cancelled"  # no backend given: the live controller stops it
+    t.join(timeout=20)
+    assert not t.is_alive() and fb.cancelled == [fb.submitted[0].job_id]
+    assert store.get_submission(running).status == "cancelled"
 
 
 def test_a_broken_submission_fails_alone(tmp_path, store):
@@ -283,7 +311,7 @@ def test_a_broken_submission_fails_alone(tmp_path, store):
     (bad,) = submit_jobs(store, comp, ["a"], GOOD + "# a different program\n")
     (good,) = submit_jobs(store, comp, ["b"])
     store.blob_path(store.get_submission(bad).sha256).unlink()  # its stored code is gone
-    summary = Scheduler(store, comp, FakeBackend(output=fake_output), poll_interval=0).run()
+    summary = Controller(store, comp, FakeBackend(output=fake_output), poll_interval=0).run()
     b, g = store.get_submission(bad), store.get_submission(good)
     assert b.status == "failed" and b.failure_reason == "platform_error" and not b.counts_toward_quota
     assert "could not start" in b.failure_message and g.status == "scored" and summary.scored == 1
@@ -292,21 +320,21 @@ def test_a_broken_submission_fails_alone(tmp_path, store):
 def test_limit_claims_exactly_that_many(tmp_path, store):
     comp = job_comp(tmp_path, store)
     submit_jobs(store, comp, ["a", "b", "c", "d"])
-    Scheduler(store, comp, FakeBackend(output=fake_output), poll_interval=0).run(limit=1)
+    Controller(store, comp, FakeBackend(output=fake_output), poll_interval=0).run(limit=1)
     assert [s.status for s in store.submissions(comp.id)] == ["scored", "pending", "pending", "pending"]
 
 
 def test_a_claim_not_renewed_within_the_lease_is_taken_over(tmp_path, store):
     import datetime as dt
 
-    from referee.platform import scheduler as sch
+    from referee.platform.controller import reconcile as sch
     comp = job_comp(tmp_path, store)
     (sid,) = submit_jobs(store, comp, ["a"])
     other_host = "elsewhere:1:x"
     stale = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=sch.LEASE_S + 5)).isoformat()
     fresh = dt.datetime.now(dt.timezone.utc).isoformat()
-    store.execute("UPDATE submissions SET status='running', claimed_by=?, updated_at=? WHERE id=?",
+    store._execute("UPDATE submissions SET status='running', claimed_by=?, updated_at=? WHERE id=?",
                   (other_host, fresh, sid))
-    assert Scheduler(store, comp, FakeBackend()).reclaim() == 0  # another machine, renewed: alive
-    store.execute("UPDATE submissions SET updated_at=? WHERE id=?", (stale, sid))
-    assert Scheduler(store, comp, FakeBackend()).reclaim() == 1  # not renewed for the lease: dead
+    assert Controller(store, comp, FakeBackend()).adopt() == 0  # another machine, renewed: alive
+    store._execute("UPDATE submissions SET updated_at=? WHERE id=?", (stale, sid))
+    assert Controller(store, comp, FakeBackend()).adopt() == 1  # not renewed for the lease: dead

@@ -155,9 +155,9 @@ def test_settings_and_resample_floor():
 
 @pytest.fixture(scope="module")
 def translation_ws(tmp_path_factory):
-    """The translation example loaded, its five good samples submitted and scored by the Scheduler."""
+    """The translation example loaded, its five good samples submitted and scored by the Controller."""
     from referee.platform.controller.competitions import load_into_store
-    from referee.platform.controller.scheduler import Scheduler
+    from referee.platform.controller.reconcile import Controller
     from referee.platform.store import Store
     from referee.submissions.submit import submit
 
@@ -167,7 +167,7 @@ def translation_ws(tmp_path_factory):
     comp = load_into_store(store, ex / "competition.yaml")
     for name in ("alpha__very_good", "bravo__medium", "charlie__poor", "delta__tied", "echo__tied"):
         submit(store, comp, name.split("__")[0], ex / "submissions" / f"{name}.jsonl")
-    summary = Scheduler(store, comp).run()
+    summary = Controller(store, comp).run()
     assert summary.scored == 5
     yield store, comp, ex
     store.close()
@@ -230,7 +230,7 @@ def test_entry_without_statistics_gets_no_tier_and_a_note(translation_ws, tmp_pa
     store, comp, _ = translation_ws
     lb = build(store, comp, split="public", enrich=False)
     charlie = next(e for e in lb.entries if e.team == "charlie")
-    sha = store.query("SELECT stats_sha256 FROM scores WHERE submission_id=? AND metric='bleu'",
+    sha = store._query("SELECT stats_sha256 FROM scores WHERE submission_id=? AND metric='bleu'",
                       (charlie.submission_id,))[0][0]
     blob = store.blob_path(sha)
     moved = tmp_path / "blob"

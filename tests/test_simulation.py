@@ -119,7 +119,7 @@ def test_team_budget_holds_only_that_team_like_the_scheduler(store, example, scr
         submit_scripts,
     )
 
-    from referee.platform.controller.scheduler import Scheduler
+    from referee.platform.controller.reconcile import Controller
     from referee.platform.cost.config import cost_config
 
     root = example("deepfake")
@@ -129,7 +129,7 @@ def test_team_budget_holds_only_that_team_like_the_scheduler(store, example, scr
     plan_ = [("alpha", p) for p in ("alpha__good.csv", "bravo__mediocre.csv", "charlie__baseline.csv",
                                     "echo__first.csv")] + [("bravo", "echo__second.csv"), ("bravo", "alpha__good.csv")]
     texts = submit_scripts(store, comp, root, plan_)
-    real = Scheduler(store, comp, ClockedFake(default_hours=0.5, output=fake_output(texts)), poll_interval=0.01).run()
+    real = Controller(store, comp, ClockedFake(default_hours=0.5, output=fake_output(texts)), poll_interval=0.01).run()
     sim = simulate(SimulationConfig(submissions=len(plan_), runtime_s=0.5 * H, fleet=1, instance_type="p3.2xlarge",
                                     team_names=[t for t, _ in plan_], timeout_s=comp.resources.timeout,
                                     cost=cost_config(comp), gpus=1))

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from referee.platform.controller.competitions import load_into_store
-from referee.platform.controller.scheduler import Scheduler
+from referee.platform.controller.reconcile import Controller
 from referee.platform.controller.verify import verify_competition
 from referee.submissions.submit import submit
 
@@ -18,15 +18,15 @@ def test_verify_same_then_detects_tampering_and_changed_reference(example, store
     comp = load_into_store(store, d / "competition.yaml")
     for f in ("alpha__very_good.jsonl", "bravo__medium.jsonl", "charlie__poor.jsonl"):
         submit(store, comp, f.split("__")[0], d / "submissions" / f)
-    Scheduler(store, comp).run()
+    Controller(store, comp).run()
     verdicts = verify_competition(store, comp)
     assert [v.status for v in verdicts] == ["same"] * 3 and not any(v.notes for v in verdicts)
-    prov = json.loads(store.scores(verdicts[0].submission_id)[0]["provenance_json"])
+    prov = store.scores(verdicts[0].submission_id)[0].provenance
     assert prov["predictions_sha256"] == prov["submission_sha256"] == store.get_submission(1).sha256
 
-    store.execute("UPDATE scores SET value = value + 0.5 WHERE submission_id=2 AND metric='bleu' AND split='public'")
+    store._execute("UPDATE scores SET value = value + 0.5 WHERE submission_id=2 AND metric='bleu' AND split='public'")
     env = {**os.environ, "REFEREE_WORKSPACE": str(store.root)}
-    out = subprocess.run([sys.executable, "-m", "referee.platform.cli.main", "verify", comp.id, "--json"],
+    out = subprocess.run([sys.executable, "-m", "referee.platform.cli", "verify", comp.id, "--json"],
                          env=env, capture_output=True, text=True)
     assert out.returncode == 1
     by_id = {v["submission_id"]: v for v in json.loads(out.stdout)}
@@ -48,8 +48,8 @@ def test_container_outputs_are_kept_for_verification(tmp_path, store):
     from test_scheduler import job_comp, submit_jobs
     comp = job_comp(tmp_path, store)
     (sid,) = submit_jobs(store, comp, ["a"])
-    Scheduler(store, comp, poll_interval=0.05).run()
-    prov = json.loads(store.scores(sid)[0]["provenance_json"])
+    Controller(store, comp, poll_interval=0.05).run()
+    prov = store.scores(sid)[0].provenance
     assert prov["submission_sha256"] == store.get_submission(sid).sha256
     assert prov["predictions_sha256"] != prov["submission_sha256"]
     assert store.blob_path(prov["predictions_sha256"]).read_text().startswith("id,label")
@@ -57,11 +57,11 @@ def test_container_outputs_are_kept_for_verification(tmp_path, store):
 
 
 def test_leaderboard_notes_entries_scored_against_other_reference(example, store):
-    from referee.platform.leaderboard.build import build as lbm
+    from referee.platform.leaderboard import build as lbm
     d = example("deepfake")
     comp = load_into_store(store, d / "competition.yaml")
     a = submit(store, comp, "alpha", d / "submissions" / "alpha__good.csv")
-    Scheduler(store, comp).run()
+    Controller(store, comp).run()
     assert not any("different reference" in n for n in lbm.build(store, comp).notes)
     ref = comp.reference_path
     ref.write_text(ref.read_text().replace(",1,", ",0,", 1))

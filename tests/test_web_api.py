@@ -15,7 +15,7 @@ from conftest import prepare_example
 from fastapi.testclient import TestClient
 
 from referee.platform.controller.competitions import load_into_store
-from referee.platform.controller.scheduler import Scheduler
+from referee.platform.controller.reconcile import Controller
 from referee.platform.store import Store
 from referee.platform.web.app import create_app
 from referee.platform.web.auth import (
@@ -86,7 +86,7 @@ class Env:
         return self.client.post(url, headers=headers, **kw)
 
     def score(self) -> None:
-        Scheduler(self.store, self.comp, poll_interval=0.01).run()
+        Controller(self.store, self.comp, poll_interval=0.01).run()
 
 
 @pytest.fixture
@@ -122,7 +122,7 @@ def test_upload_is_scored_and_ranked(env):
 
 def test_teams_never_see_private_boards_or_other_teams(env, deepfake_dir):
     sid = env.upload(env.alpha, "alpha__good.csv").json()["id"]
-    env.store.set_submission(sid, log_tail="alpha's secret log line")
+    env.store.set_log_tail(sid, "alpha's secret log line")
     assert env.get(f"/api/submissions/{sid}", env.bravo).status_code == 404
     assert env.get("/api/submissions/999999", env.bravo).status_code == 404  # same answer as a foreign id
     assert env.get(f"/api/submissions/{sid}").status_code == 401
@@ -464,7 +464,7 @@ def test_rerun_is_atomic(env):
     env.score()
     n_scores = len(env.store.scores(sid))
     # make the status reset fail after the scores were deleted: nothing may change
-    env.store.execute("CREATE TRIGGER refuse_reset BEFORE UPDATE OF status ON submissions "
+    env.store._execute("CREATE TRIGGER refuse_reset BEFORE UPDATE OF status ON submissions "
                       "WHEN NEW.status = 'pending' BEGIN SELECT RAISE(ABORT, 'refused'); END")
     with pytest.raises(sqlite3.IntegrityError):
         env.client.post(f"/api/submissions/{sid}/rerun", headers={"Authorization": f"Bearer {env.host}"})
@@ -523,8 +523,8 @@ def test_pages_login_upload_form_and_views(env):
     board = c.get("/c/deepfake").text
     assert re.search(r'data-team="alpha" data-rank="1"', board) and f'href="/submissions/{sid}"' in board
     # the host sees the private tab, rerun button and a failure explained
-    env.store.set_submission(sid, status="failed", failure_reason="no_output",
-                             failure_message="predictions.csv missing")
+    env.store._execute("UPDATE submissions SET status='failed', failure_reason='no_output', "
+                       "failure_message='predictions.csv missing' WHERE id=?", (sid,))
     c.cookies.set("referee_token", env.host)
     host_page = c.get(f"/submissions/{sid}").text
     assert "without writing the prediction file" in host_page and "Re-run" in host_page
@@ -561,7 +561,7 @@ def test_token_commands(deepfake_dir, tmp_path):
     assert authenticate(store, host1) is None and authenticate(store, host2).is_host
     listing = runner.invoke(cli, ["-w", ws, "token", "list"]).output
     assert "deepfake/alpha" in listing and team.output.strip() not in listing
-    rows = store.query("SELECT token_sha256 FROM web_tokens")
+    rows = store._query("SELECT token_sha256 FROM web_tokens")
     assert all(len(r["token_sha256"]) == 64 and not r["token_sha256"].startswith("rft_") for r in rows)
     bad = runner.invoke(cli, ["-w", ws, "token", "create", "nope", "--team", "x"])
     assert bad.exit_code != 0 and "nope" in str(bad.exception)

@@ -40,7 +40,7 @@ def referee_scorers() -> list:
             return [ScorerInfo(name="accuracy", version="1", higher_is_better=True, accepts=("label",),
                                statistics=..., aggregate=lambda s, p: s[..., 0] / s[..., 1])]
     """
-
+    return []
 
 @hookspec
 def referee_backends() -> list:
@@ -52,7 +52,7 @@ def referee_backends() -> list:
         def referee_backends():
             return [BackendInfo(name="my-cluster", factory=lambda options, workspace: MyBackend(**options))]
     """
-
+    return []
 
 @hookspec
 def referee_cost_trackers() -> list:
@@ -64,7 +64,7 @@ def referee_cost_trackers() -> list:
         def referee_cost_trackers():
             return [CostTrackerInfo(name="gpu-hours", factory=lambda competition, store: GpuHours())]
     """
-
+    return []
 
 @hookspec
 def referee_submission_kinds() -> list:
@@ -76,7 +76,7 @@ def referee_submission_kinds() -> list:
         def referee_submission_kinds():
             return [SubmissionKindInfo(name="onnx", detect=lambda p: str(p).endswith(".onnx"), ingest=...)]
     """
-
+    return []
 
 @hookspec
 def referee_job_started(job: Any, competition: Any, store: Any) -> None:

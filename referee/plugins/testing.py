@@ -71,15 +71,19 @@ class FakeBackend(Backend):
         outcome = steps.pop(0) if steps else "ok"
         t = now_utc()
         if outcome == "ok":
-            if self.output is not None:
-                text = self.output(job) if callable(self.output) else self.output
-                out = Path(job.output_dir)
-                out.mkdir(parents=True, exist_ok=True)
-                (out / job.output_file).write_text(text)
+            self.output_for(job)
             return JobStatus(JobState.SUCCEEDED, exit_code=0, started_at=t, finished_at=t, node="fake")
         reason = FailureReason(outcome)
         return JobStatus(JobState.FAILED, reason, f"scripted {outcome}", exit_code=1, started_at=t,
                          finished_at=t, node="fake")
+
+    def output_for(self, job: JobSpec) -> None:
+        """Write the job's output file as a successful run would (nothing when ``output`` is None)."""
+        if self.output is not None:
+            text = self.output(job) if callable(self.output) else self.output
+            out = Path(job.output_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / job.output_file).write_text(text)
 
     def cancel(self, handle: str) -> None:
         self.cancelled.append(handle)

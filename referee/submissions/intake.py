@@ -6,6 +6,7 @@ Every rejection says which line and what to do. Validation never writes anything
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,7 @@ def validate_predictions(path: Path, comp: Competition, ref: ReferenceData, *,
     order = _align(table, comp, ref, source)
     raw = {c: [table.columns[c][k] for k in order] for c in spec.columns}
     lines = [table.lines[k] for k in order]
+    values: Any
     if spec.type == "probability":
         values = _probabilities(raw, spec.columns, lines, source, spec.sum_to_one, spec.sum_tolerance)
     elif spec.type == "label":

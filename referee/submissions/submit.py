@@ -6,13 +6,11 @@ A rejected submission leaves nothing behind but an event; an accepted one is a b
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
-from typing import Any
 
-from referee.platform.core.errors import LimitExceeded, SubmissionRejected
+from referee.platform.core.errors import SubmissionRejected
 from referee.platform.core.spec import Competition
-from referee.platform.store import Store, utcnow
+from referee.platform.store import Store
 from referee.plugins.manager import get_plugin_manager
 
 PREDICTIONS_KIND = "predictions"
@@ -25,27 +23,6 @@ def detect_kind(source: str | Path) -> str:
         if name != PREDICTIONS_KIND and info.detect(source):
             return name
     return PREDICTIONS_KIND
-
-
-def check_limits(store: Store, comp: Competition, team: str, now: dt.datetime, conn: Any) -> None:
-    lim = comp.limits
-    base = "SELECT COUNT(*) FROM submissions WHERE competition_id=? AND team=? AND counts_toward_quota=1"
-    if lim.total is not None:
-        n = conn.execute(base, (comp.id, team)).fetchone()[0]
-        if n >= lim.total:
-            raise LimitExceeded(f"team {team!r} has used all {lim.total} submissions for {comp.id!r}")
-    if lim.per_team_per_day is not None:
-        since = (now - dt.timedelta(days=1)).isoformat(timespec="microseconds")
-        n = conn.execute(base + " AND created_at > ?", (comp.id, team, since)).fetchone()[0]
-        if n >= lim.per_team_per_day:
-            raise LimitExceeded(f"team {team!r} reached the limit of {lim.per_team_per_day} submissions per "
-                                f"24 hours for {comp.id!r}; try again later")
-    if lim.concurrent is not None:
-        n = conn.execute("SELECT COUNT(*) FROM submissions WHERE competition_id=? AND team=? "
-                         "AND status IN ('pending','running')", (comp.id, team)).fetchone()[0]
-        if n >= lim.concurrent:
-            raise LimitExceeded(f"team {team!r} already has {n} submission(s) waiting or running "
-                                f"(limit {lim.concurrent}); wait for them to finish")
 
 
 def submit(store: Store, comp: Competition, team: str, source: str | Path, *, kind: str | None = None,
@@ -71,24 +48,16 @@ def submit(store: Store, comp: Competition, team: str, source: str | Path, *, ki
     if kind not in kinds:
         raise SubmissionRejected(f"unknown submission kind {kind!r}; known: {sorted(kinds)}")
     # Check limits before the (possibly slow) validation, and again atomically at insert.
-    with store.tx() as conn:
-        check_limits(store, comp, team, now, conn)
+    store.check_limits(comp.id, comp.limits, team, now)
     try:
         stored = kinds[kind].ingest(source, comp, store, filename=filename)
     except SubmissionRejected as exc:
         store.event("rejected", str(exc), competition_id=comp.id, team=team, submission_kind=kind, code=exc.code)
         raise
     meta = {**stored.get("metadata", {}), **(metadata or {})}
-    created = now.isoformat(timespec="microseconds")
-    with store.tx() as conn:
-        check_limits(store, comp, team, now, conn)
-        cur = conn.execute(
-            """INSERT INTO submissions(competition_id, team, phase, kind, sha256, filename, size, status,
-                   counts_toward_quota, created_at, updated_at, metadata_json)
-               VALUES (?,?,?,?,?,?,?,'pending',1,?,?,?)""",
-            (comp.id, team, ph.name, kind, stored["sha256"], stored.get("filename"), stored.get("size"),
-             created, utcnow(), json.dumps(meta)))
-        sid = int(cur.lastrowid)
+    sid = store.add_submission(cid=comp.id, limits=comp.limits, team=team, phase=ph.name, kind=kind,
+                               sha256=stored["sha256"], filename=stored.get("filename"), size=stored.get("size"),
+                               now=now, metadata=meta)
     store.event("submitted", f"{kind} from {team}", competition_id=comp.id, submission_id=sid)
     return sid
 

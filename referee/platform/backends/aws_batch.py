@@ -160,7 +160,7 @@ def _ms(v: Any) -> dt.datetime | None:
 
 
 def _matches(value: str | None, pattern: str) -> bool:
-    return bool(value) and fnmatch.fnmatchcase(value, pattern)  # type: ignore[arg-type]
+    return value is not None and bool(value) and fnmatch.fnmatchcase(value, pattern)
 
 
 def batch_status(desc: dict[str, Any], now: float | None = None) -> JobStatus:
@@ -171,7 +171,7 @@ def batch_status(desc: dict[str, Any], now: float | None = None) -> JobStatus:
     started, stopped = _ms(desc.get("startedAt")), _ms(desc.get("stoppedAt"))
     node = container.get("containerInstanceArn")
     tags = desc.get("tags") or {}
-    common = dict(started_at=started, node=node, instance_type=tags.get(TAG_INSTANCE) or None)
+    common: dict[str, Any] = dict(started_at=started, node=node, instance_type=tags.get(TAG_INSTANCE) or None)
     if state in _QUEUED:
         return JobStatus(JobState.QUEUED, **common)
     if state == "RUNNING":
@@ -181,7 +181,7 @@ def batch_status(desc: dict[str, Any], now: float | None = None) -> JobStatus:
     status_reason = desc.get("statusReason") or ""
     reason_text = container.get("reason") or ""
     exit_code = container.get("exitCode")
-    done = dict(exit_code=exit_code, finished_at=stopped or now_utc(), **common)
+    done: dict[str, Any] = dict(exit_code=exit_code, finished_at=stopped or now_utc(), **common)
     if status_reason.startswith(CANCEL_REASON):
         return JobStatus(JobState.CANCELLED, FailureReason.CANCELLED, status_reason, **done)
     if status_reason.startswith(TIMEOUT_REASON) or "attempt duration exceeded" in status_reason.lower():

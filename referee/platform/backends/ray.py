@@ -20,6 +20,7 @@ store to nodes that do not share the host's file system).
 from __future__ import annotations
 
 import collections
+import logging
 import io
 import os
 import socket
@@ -198,7 +199,7 @@ class RayBackend(Backend):
                 try:
                     ray.init(address=self.address, num_cpus=self.num_cpus if not self.address else None,
                              num_gpus=self.num_gpus if not self.address else None, namespace=self.namespace,
-                             include_dashboard=False, runtime_env=self.runtime_env, logging_level="WARNING")
+                             include_dashboard=False, runtime_env=self.runtime_env, logging_level=logging.WARNING)
                 except Exception as exc:
                     raise BackendError(f"ray backend: cannot connect to {self.address or 'a new local cluster'}"
                                        f": {type(exc).__name__}: {exc}") from None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import click
 
@@ -136,8 +136,8 @@ def plan_cmd(ctx: click.Context, submissions: int, deadline: float, pilot_opts: 
         pilots.setdefault(name, []).extend(runs)
     mem = memory
     req = PlanRequest(submissions=submissions, deadline_s=deadline, pilots=pilots, fleet=fleet,
-                      restart_margin=restart_margin, pricing=pricing or cfg.pricing, failure_rate=failure_rate,
-                      estimator=estimator, cpu=cpu, memory=mem, gpus=gpus)  # type: ignore[arg-type]
+                      restart_margin=restart_margin, pricing=cast(Any, pricing or cfg.pricing), failure_rate=failure_rate,
+                      estimator=cast(Any, estimator), cpu=cpu, memory=mem, gpus=gpus)
     result = plan(req, cfg.catalog)
     if as_json:
         emit_json(result.to_dict())
@@ -306,7 +306,7 @@ def pareto_cmd(ctx: click.Context, competition_id: str, phase: str | None, split
     """Score versus cost, cheapest first, with the Pareto front marked."""
     from referee.platform.cost.ledger import submission_totals
     from referee.platform.cost.pareto import score_cost_view
-    from referee.platform.leaderboard.build import build as lbm
+    from referee.platform.leaderboard import build as lbm
 
     store = open_store(ctx)
     comp = store.get_competition(competition_id)

@@ -13,7 +13,7 @@ import yaml
 
 from referee.platform.core.errors import RefereeError
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES_DIR = Path(__file__).resolve().parents[3] / "examples"
 DEMO_MARKER = ".referee-demo"
 
 
@@ -62,8 +62,8 @@ def run_demo(workspace: Path, *, fresh: bool = True, with_containers: bool | Non
 
     from referee.platform.cli.main import print_leaderboard
     from referee.platform.controller.competitions import load_into_store
-    from referee.platform.controller.scheduler import Scheduler
-    from referee.platform.leaderboard.build import build as lbm
+    from referee.platform.controller.reconcile import Controller
+    from referee.platform.leaderboard import build as lbm
     from referee.platform.store import Store
     from referee.submissions.submit import submit
 
@@ -101,7 +101,7 @@ def run_demo(workspace: Path, *, fresh: bool = True, with_containers: bool | Non
             except RefereeError as exc:
                 rejected.append({"file": s["file"], "message": str(exc)})
                 con.print(f"  [yellow]rejected[/yellow]  {s['team']:8} {escape(str(exc))}")
-        result = Scheduler(store, comp).run()  # container examples declare the docker backend
+        result = Controller(store, comp).run()  # container examples declare the docker backend
         boards = {}
         for split in ("public", "private"):
             lb = lbm.build(store, comp, split=split)

@@ -118,7 +118,8 @@ def competition_show(ctx: click.Context, competition_id: str, as_json: bool) -> 
 @click.pass_context
 def competition_list(ctx: click.Context, as_json: bool) -> None:
     """List loaded competitions."""
-    rows = [dict(r) for r in open_store(ctx).list_competitions()]
+    rows = [{"id": r.id, "source_path": r.source_path, "loaded_at": r.loaded_at}
+            for r in open_store(ctx).list_competitions()]
     if as_json:
         emit_json(rows)
     else:
@@ -162,7 +163,7 @@ def submit(ctx: click.Context, competition_id: str, source: str, team: str, phas
 def run(ctx: click.Context, competition_id: str, backend: str | None, max_in_flight: int | None,
         limit: int | None, as_json: bool, no_progress: bool) -> None:
     """Score every pending submission of a competition (resumable)."""
-    from referee.platform.controller.scheduler import make_backend
+    from referee.platform.controller.reconcile import make_backend
     store = open_store(ctx)
     comp = store.get_competition(competition_id)
     be = make_backend(comp, store, backend) if backend else None
@@ -186,10 +187,10 @@ def run(ctx: click.Context, competition_id: str, backend: str | None, max_in_fli
 
 def run_with_progress(store: Any, comp: Any, backend: Any = None, *, show: bool = True,
                       limit: int | None = None, **kw: Any) -> Any:
-    from referee.platform.controller.scheduler import Scheduler
+    from referee.platform.controller.reconcile import Controller
     pending = len(store.submissions(comp.id, status=("pending", "running")))
     if not show or pending == 0:
-        return Scheduler(store, comp, backend, **kw).run(limit=limit)
+        return Controller(store, comp, backend, **kw).run(limit=limit)
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -205,7 +206,7 @@ def run_with_progress(store: Any, comp: Any, backend: Any = None, *, show: bool 
             if event in ("scored", "failed"):
                 prog.advance(task)
 
-        return Scheduler(store, comp, backend, on_progress=on_progress, **kw).run(limit=limit)
+        return Controller(store, comp, backend, on_progress=on_progress, **kw).run(limit=limit)
 
 
 @cli.command()
@@ -255,7 +256,7 @@ def status(ctx: click.Context, competition_id: str, team: str | None, submission
 @click.pass_context
 def cancel(ctx: click.Context, submission_id: int) -> None:
     """Cancel a pending or running submission (no quota is charged)."""
-    from referee.platform.controller.scheduler import cancel_submission
+    from referee.platform.controller.actions import cancel_submission
     click.echo(f"#{submission_id}: {cancel_submission(open_store(ctx), submission_id)}")
 
 
@@ -264,7 +265,7 @@ def cancel(ctx: click.Context, submission_id: int) -> None:
 @click.pass_context
 def rerun(ctx: click.Context, submission_id: int) -> None:
     """Put a finished submission back in the queue (old scores replaced atomically on the next run)."""
-    from referee.platform.controller.scheduler import rerun_submission
+    from referee.platform.controller.actions import rerun_submission
     rerun_submission(open_store(ctx), submission_id, by="cli")
     click.echo(f"#{submission_id}: pending")
 
@@ -306,7 +307,7 @@ def verify(ctx: click.Context, competition_id: str, as_json: bool) -> None:
 def leaderboard(ctx: click.Context, competition_id: str, phase: str | None, split: str, mode: str, fmt: str,
                 output: str | None) -> None:
     """Show or export a leaderboard."""
-    from referee.platform.leaderboard.build import build as lbm
+    from referee.platform.leaderboard import build as lbm
     store = open_store(ctx)
     lb = lbm.build(store, store.get_competition(competition_id), phase=phase, split=split, mode=mode)
     if fmt == "table" and output is None:

@@ -34,7 +34,7 @@ def significance(ctx: click.Context, competition_id: str, phase: str | None, spl
                  correction: str | None, backend: str | None, as_json: bool) -> None:
     """Pairwise p-values and rank tiers between leaderboard entries (primary metric)."""
     from referee.platform.cli.main import emit_json, open_store
-    from referee.platform.leaderboard.build import build as lbm
+    from referee.platform.leaderboard import build as lbm
     from referee.plugins.builtin.stats import compare_entries, significance_settings
 
     store = open_store(ctx)

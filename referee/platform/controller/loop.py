@@ -1,7 +1,7 @@
 """Background scoring for ``referee serve``: a thread that keeps every competition's queue moving.
 
 Every ``interval`` seconds (or at once when an upload pokes it) the loop looks for competitions with
-pending submissions and runs ``Scheduler(store, comp).run()`` for each in its own thread, one at a
+pending submissions and runs ``Controller(store, comp).run()`` for each in its own thread, one at a
 time per competition, so a slow container in one competition does not hold up another. A run that
 was paused (for example by a budget) or failed is not retried for ``backoff`` seconds.
 """
@@ -32,7 +32,7 @@ class ScoringLoop:
         self._thread: threading.Thread | None = None
         self._running: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
-        self.runs = 0  # completed Scheduler.run() calls (for tests and /api/health)
+        self.runs = 0  # completed Controller.run() calls (for tests and /api/health)
 
     def start(self) -> None:
         if self._thread is None:
@@ -67,10 +67,7 @@ class ScoringLoop:
             self._wake.clear()
 
     def pending_competitions(self) -> list[str]:
-        rows = self.store.query("SELECT DISTINCT s.competition_id AS cid FROM submissions s "
-                                "JOIN competitions c ON c.id = s.competition_id "
-                                "WHERE s.status IN ('pending', 'running') ORDER BY s.competition_id")
-        return [r["cid"] for r in rows]
+        return self.store.competitions_with_work()
 
     def tick(self) -> None:
         """Start a scheduler thread for each competition with work and none running."""
@@ -88,11 +85,11 @@ class ScoringLoop:
                 t.start()
 
     def _run_one(self, cid: str) -> None:
-        from referee.platform.controller.scheduler import Scheduler
+        from referee.platform.controller.reconcile import Controller
         progressed = False
         try:
             comp = self.store.get_competition(cid)
-            summary = Scheduler(self.store, comp, poll_interval=self.poll_interval).run()
+            summary = Controller(self.store, comp, poll_interval=self.poll_interval).run()
             progressed = bool(summary.scored or summary.failed or summary.retried)
             if summary.paused_reason:
                 self._resume_at[cid] = time.monotonic() + self.backoff

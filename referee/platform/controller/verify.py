@@ -7,7 +7,6 @@ the stored numbers; a difference is reported with what changed (reference data, 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -46,7 +45,7 @@ def verify_submission(store: Store, comp: Competition, sid: int, reference_sha: 
         verdict.status = "missing"
         verdict.notes.append("no stored scores")
         return verdict
-    stored = {(r["metric"], r["split"]): (r["value"], json.loads(r["provenance_json"])) for r in rows}
+    stored = {(r.metric, r.split): (r.value, r.provenance) for r in rows}
     prov0 = next(iter(stored.values()))[1]
     pred_sha = prov0.get("predictions_sha256") or prov0.get("submission_sha256")
     path = store.blob_path(pred_sha) if pred_sha else None

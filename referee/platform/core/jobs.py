@@ -21,6 +21,26 @@ class JobState(str, enum.Enum):
         return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
+class SubmissionStatus(str, enum.Enum):
+    """Where a submission stands. Only the controller moves a submission out of RUNNING."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SCORED = "scored"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL_STATUSES
+
+    def __str__(self) -> str:
+        return self.value
+
+
+FINAL_STATUSES = (SubmissionStatus.SCORED, SubmissionStatus.FAILED, SubmissionStatus.CANCELLED)
+
+
 class FailureReason(str, enum.Enum):
     """Why a job or submission failed. Only PLATFORM_ERROR is the platform's fault (retried, not charged)."""
 

@@ -185,7 +185,7 @@ def plan(req: PlanRequest, catalog: Catalog | None = None) -> Plan:
                      f"{best.instances_needed} instances ({best.instances_with_margin} with a "
                      f"{req.restart_margin:.0%} restart margin)")
         message = (f"{best.instance_type} ({req.pricing}): ${best.cost:,.0f} for {req.submissions:,} submissions, "
-                   f"{best.gpu_hours:,.0f} GPU-hours, done in {best.makespan_s / 86400:.1f} of {days:.1f} days "
+                   f"{best.gpu_hours:,.0f} GPU-hours, done in {(best.makespan_s or 0.0) / 86400:.1f} of {days:.1f} days "
                    f"with {fleet_txt}.")
     else:
         message = (f"no candidate finishes {req.submissions:,} submissions within {days:.1f} days"

@@ -7,7 +7,6 @@ scores. ``selection="split"`` picks by the split's own score instead.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any, Callable
 
@@ -44,10 +43,8 @@ def _scored_against_other_reference(store: Store, comp: Competition, sids: list[
         return []
     from referee.scoring.reference import load_reference
     current = load_reference(comp).sha256
-    rows = store.query(f"SELECT submission_id, provenance_json FROM scores WHERE metric=? AND split=? "
-                       f"AND submission_id IN ({','.join('?' * len(sids))})", (metric, split, *sids))
-    return sorted(r["submission_id"] for r in rows
-                  if json.loads(r["provenance_json"]).get("reference_sha256") != current)
+    rows = store.score_rows(sids, metric, split)
+    return sorted(sid for sid, r in rows.items() if r.provenance.get("reference_sha256") != current)
 
 
 def build(store: Store, comp: Competition, *, phase: str | None = None, split: str = "public",
@@ -61,16 +58,12 @@ def build(store: Store, comp: Competition, *, phase: str | None = None, split: s
     primary = comp.primary_metric.key
     direction = metric_direction(comp, primary)
     order = [primary] + [m.key for m in comp.metrics if m.key != primary]
-    rows = store.query(
-        "SELECT s.id, s.team, s.created_at, sc.metric, sc.split, sc.value, sc.ci_low, sc.ci_high "
-        "FROM submissions s JOIN scores sc ON sc.submission_id = s.id "
-        "WHERE s.competition_id=? AND s.phase=? AND s.status='scored' ORDER BY s.id", (comp.id, ph))
     subs: dict[int, dict[str, Any]] = {}
-    for r in rows:
-        d = subs.setdefault(r["id"], {"team": r["team"], "at": r["created_at"], "scores": {}, "ci": {}})
-        d["scores"][(r["metric"], r["split"])] = r["value"]
-        if r["ci_low"] is not None:
-            d["ci"][(r["metric"], r["split"])] = (r["ci_low"], r["ci_high"])
+    for r in store.leaderboard_scores(comp.id, ph):
+        d = subs.setdefault(r.submission_id, {"team": r.team, "at": r.created_at, "scores": {}, "ci": {}})
+        d["scores"][(r.metric, r.split)] = r.value
+        if r.ci_low is not None:
+            d["ci"][(r.metric, r.split)] = (r.ci_low, r.ci_high)
     key = _better_key(direction)
     sel_split = split if (selection == "split" or split == "public") else "public"
     by_team: dict[str, list[int]] = {}

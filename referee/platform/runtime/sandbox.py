@@ -664,7 +664,7 @@ def _supervise(client: Any, cid: str, job: JobSpec, policy: SandboxPolicy, scrat
     finished = now_utc()
     state = client.api.inspect_container(cid)["State"]
     _save_logs(client, cid, log_path_for(job), policy.max_log_bytes)
-    kw = {"started_at": started, "finished_at": finished, "node": socket.gethostname()}
+    kw: dict[str, Any] = {"started_at": started, "finished_at": finished, "node": socket.gethostname()}
     ended = _parse_docker_time(state.get("FinishedAt"))
     if stop is None and ended is not None and ended.timestamp() > deadline + 1.0:
         stop = (FailureReason.TIMED_OUT, f"ran past the time limit of {job.timeout_s:g}s")

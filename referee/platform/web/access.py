@@ -123,8 +123,7 @@ def allowed_splits(who: Principal | None) -> list[str]:
 def public_competition(comp: Any, store: Store) -> dict[str, Any]:
     """What anyone may know about a competition (never the reference path or the spec file)."""
     now_phase = comp.phase()
-    n = store.query("SELECT COUNT(*) AS n, COUNT(DISTINCT team) AS teams FROM submissions WHERE competition_id=?",
-                    (comp.id,))[0]
+    n_subs, n_teams = store.count_submissions(comp.id)
     return {"id": comp.id, "title": comp.title, "description": comp.description.strip(),
             "current_phase": now_phase.name,
             "phases": [{"name": p.name, "start": p.start.isoformat() if p.start else None,
@@ -133,12 +132,12 @@ def public_competition(comp: Any, store: Store) -> dict[str, Any]:
             "prediction": {"format": comp.prediction.format, "id_column": comp.prediction.id_column,
                            "columns": comp.prediction.columns, "type": comp.prediction.type,
                            "max_bytes": comp.prediction.max_bytes},
-            "limits": comp.limits.model_dump(), "submissions": n["n"], "teams": n["teams"]}
+            "limits": comp.limits.model_dump(), "submissions": n_subs, "teams": n_teams}
 
 
 def rerun_submission(store: Store, sid: int, *, by: str = "host") -> None:
     """Put a finished submission back in the queue (the scheduler's helper), as a web error on conflict."""
-    from referee.platform.controller.scheduler import rerun_submission as rerun
+    from referee.platform.controller.actions import rerun_submission as rerun
     from referee.platform.core.errors import NotFound, RefereeError
     try:
         rerun(store, sid, by=by)
@@ -150,7 +149,7 @@ def rerun_submission(store: Store, sid: int, *, by: str = "host") -> None:
 
 def cancel(store: Store, sid: int) -> str:
     """Cancel through the scheduler's helper (pending at once, running on its backend)."""
-    from referee.platform.controller.scheduler import cancel_submission
+    from referee.platform.controller.actions import cancel_submission
     try:
         store.get_submission(sid)
     except NotFound:

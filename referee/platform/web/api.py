@@ -11,7 +11,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from referee.platform.leaderboard.build import build as lbm
+from referee.platform.leaderboard import build as lbm
 from referee.platform.reports.views import submission_detail, submission_table
 from referee.platform.store import Store
 from referee.platform.web import access
@@ -64,7 +64,7 @@ def me(who: Principal | None = Depends(principal)) -> dict[str, Any]:
 @router.get("/competitions", summary="Loaded competitions")
 def competitions(request: Request) -> list[dict[str, Any]]:
     store = store_of(request)
-    return [access.public_competition(store.get_competition(r["id"]), store) for r in store.list_competitions()]
+    return [access.public_competition(store.get_competition(r.id), store) for r in store.list_competitions()]
 
 
 @router.get("/competitions/{cid}", summary="One competition: phases, metrics, format, limits", responses=_ERRORS)

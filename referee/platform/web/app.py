@@ -15,7 +15,6 @@ from starlette.exceptions import HTTPException
 from referee.platform.core.errors import RefereeError
 from referee.platform.store import Store
 from referee.platform.web import access
-from referee.platform.web.auth import ensure_schema
 
 STATIC = Path(__file__).parent / "static"
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'none'; "
@@ -34,7 +33,6 @@ def create_app(workspace: str | Path | Store, *, run_scheduler: bool = True, sch
     from referee.platform.web import api, pages
 
     store = workspace if isinstance(workspace, Store) else Store(workspace)
-    ensure_schema(store)
     loop = ScoringLoop(store, interval=scheduler_interval, poll_interval=poll_interval) if run_scheduler else None
 
     @contextlib.asynccontextmanager

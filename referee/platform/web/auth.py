@@ -12,26 +12,12 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from referee.platform.core.errors import NotFound, RefereeError
-from referee.platform.store import Store, SubmissionRow, utcnow
+from referee.platform.core.errors import RefereeError
+from referee.platform.store import Store, SubmissionRow
 
 TOKEN_PREFIX = "rft_"
 HOST = "host"
 TEAM = "team"
-
-SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS web_tokens (
-        token_sha256 TEXT PRIMARY KEY,
-        role TEXT NOT NULL,
-        competition_id TEXT,
-        team TEXT,
-        label TEXT,
-        created_at TEXT NOT NULL,
-        revoked_at TEXT
-    )""",
-    "CREATE INDEX IF NOT EXISTS ix_web_tokens_team ON web_tokens(competition_id, team)",
-]
-
 
 @dataclass(frozen=True)
 class Principal:
@@ -58,12 +44,6 @@ class Principal:
         return "host" if self.is_host else f"team {self.team} ({self.competition_id})"
 
 
-def ensure_schema(store: Store) -> None:
-    with store.tx() as c:
-        for stmt in SCHEMA:
-            c.execute(stmt)
-
-
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -83,18 +63,13 @@ def create_team_token(store: Store, competition_id: str, team: str, *, label: st
 
 def create_host_token(store: Store, *, label: str | None = None, revoke_others: bool = False) -> str:
     """Create a host token; with ``revoke_others`` every earlier host token stops working."""
-    ensure_schema(store)
-    with store.tx() as c:
-        if revoke_others:
-            c.execute("UPDATE web_tokens SET revoked_at=? WHERE role=? AND revoked_at IS NULL", (utcnow(), HOST))
-        return _insert(store, HOST, None, None, label)
+    return _insert(store, HOST, None, None, label, revoke_role=HOST if revoke_others else None)
 
 
-def _insert(store: Store, role: str, competition_id: str | None, team: str | None, label: str | None) -> str:
-    ensure_schema(store)
+def _insert(store: Store, role: str, competition_id: str | None, team: str | None, label: str | None,
+            revoke_role: str | None = None) -> str:
     token = _new_token()
-    store.execute("INSERT INTO web_tokens(token_sha256, role, competition_id, team, label, created_at) "
-                  "VALUES (?,?,?,?,?,?)", (hash_token(token), role, competition_id, team, label, utcnow()))
+    store.add_token(hash_token(token), role, competition_id, team, label, revoke_role=revoke_role)
     store.event("token_created", f"{role} token" + (f" for team {team}" if team else ""),
                 competition_id=competition_id, token_id=hash_token(token)[:12])
     return token
@@ -105,40 +80,25 @@ def authenticate(store: Store, token: str | None) -> Principal | None:
     if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
     digest = hash_token(token)
-    rows = store.query("SELECT * FROM web_tokens WHERE token_sha256=? AND revoked_at IS NULL", (digest,))
-    if not rows or not hmac.compare_digest(rows[0]["token_sha256"], digest):
+    row = store.active_token(digest)
+    if row is None or not hmac.compare_digest(row.token_sha256, digest):
         return None
-    r = rows[0]
-    return Principal(role=r["role"], team=r["team"], competition_id=r["competition_id"], token_id=digest[:12])
+    return Principal(role=row.role, team=row.team, competition_id=row.competition_id, token_id=digest[:12])
 
 
 def list_tokens(store: Store, competition_id: str | None = None) -> list[dict[str, Any]]:
     """Tokens without their secret: id (first 12 hex digits of the hash), role, team, dates."""
-    ensure_schema(store)
-    sql = "SELECT * FROM web_tokens"
-    args: tuple = ()
-    if competition_id is not None:
-        sql += " WHERE competition_id=? OR role=?"
-        args = (competition_id, HOST)
-    return [{"id": r["token_sha256"][:12], "role": r["role"], "competition_id": r["competition_id"],
-             "team": r["team"], "label": r["label"], "created_at": r["created_at"], "revoked_at": r["revoked_at"]}
-            for r in store.query(sql + " ORDER BY created_at", args)]
+    return [{"id": r.token_sha256[:12], "role": r.role, "competition_id": r.competition_id, "team": r.team,
+             "label": r.label, "created_at": r.created_at, "revoked_at": r.revoked_at}
+            for r in store.tokens(competition_id, host_role=HOST)]
 
 
 def revoke_token(store: Store, token_id: str) -> int:
     """Revoke the token whose id (a prefix of its hash, at least 8 hex digits) is ``token_id``."""
-    ensure_schema(store)
     token_id = token_id.strip().lower()
     if len(token_id) < 8 or any(ch not in "0123456789abcdef" for ch in token_id):
         raise RefereeError(f"{token_id!r} is not a token id (use the id column of `referee token list`)")
-    with store.tx() as c:
-        rows = c.execute("SELECT token_sha256 FROM web_tokens WHERE token_sha256 LIKE ? AND revoked_at IS NULL",
-                         (token_id + "%",)).fetchall()
-        if not rows:
-            raise NotFound(f"no active token with id {token_id!r} (see `referee token list`)")
-        if len(rows) > 1:
-            raise RefereeError(f"token id {token_id!r} is ambiguous; give more digits")
-        c.execute("UPDATE web_tokens SET revoked_at=? WHERE token_sha256=?", (utcnow(), rows[0]["token_sha256"]))
+    store.revoke_token(token_id)
     store.event("token_revoked", token_id)
     return 1
 

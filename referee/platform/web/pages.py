@@ -21,7 +21,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from referee.platform.core.errors import RefereeError
-from referee.platform.leaderboard.build import build as lbm
+from referee.platform.leaderboard import build as lbm
 from referee.platform.reports.views import submission_detail, submission_table
 from referee.platform.store import Store
 from referee.platform.web import access, plots
@@ -174,7 +174,7 @@ def require_csrf(request: Request, presented: str | None) -> Principal:
 @router.get("/", response_class=HTMLResponse)
 def index(request: Request) -> HTMLResponse:
     store = store_of(request)
-    comps = [access.public_competition(store.get_competition(r["id"]), store) for r in store.list_competitions()]
+    comps = [access.public_competition(store.get_competition(r.id), store) for r in store.list_competitions()]
     return render(request, "index.html.j2", competitions=comps)
 
 
@@ -327,7 +327,7 @@ def submission_page(request: Request, sid: int) -> Response:
 def _submission_report(store: Store, sid: int, who: Principal) -> str:
     """Extra per-submission HTML (e.g. the CheckList matrix) from the reports module, when it has one."""
     try:
-        from referee.platform.reports.submission import submission as reports
+        from referee.platform.reports import submission as reports
     except ImportError:
         return ""
     fn = getattr(reports, "submission_fragment_html", None)

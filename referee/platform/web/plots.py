@@ -63,8 +63,11 @@ def tier_class(tier: Any) -> str:
 
 def interval_plot(lb: Any) -> str:
     """Primary score per entry (best first) with its interval; '' when nothing is scored."""
-    rows = [(e, _num(e.metrics.get(lb.primary))) for e in lb.entries[:MAX_ROWS]]
-    rows = [(e, v) for e, v in rows if v is not None]
+    rows: list[tuple[Any, float]] = []
+    for e in lb.entries[:MAX_ROWS]:
+        v = _num(e.metrics.get(lb.primary))
+        if v is not None:
+            rows.append((e, v))
     if not rows:
         return ""
     values: list[float] = []
@@ -103,8 +106,11 @@ def cost_plot(lb: Any, cost_column: str = "cost", front_column: str = "pareto") 
     the leaderboard marks it; '' without a numeric cost column."""
     if cost_column not in lb.columns_extra:
         return ""
-    pts = [(e, _num(e.extra.get(cost_column)), _num(e.metrics.get(lb.primary))) for e in lb.entries[:MAX_ROWS]]
-    pts = [(e, c, v) for e, c, v in pts if c is not None and v is not None]
+    pts: list[tuple[Any, float, float]] = []
+    for e in lb.entries[:MAX_ROWS]:
+        c, v = _num(e.extra.get(cost_column)), _num(e.metrics.get(lb.primary))
+        if c is not None and v is not None:
+            pts.append((e, c, v))
     if not pts:
         return ""
     left, right, top, bottom = 70, WIDTH - 30, 34, 300

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, cast
 
 from referee.platform.store import Store
 from referee.platform.web.access import WebError
@@ -255,7 +255,7 @@ async def receive_upload(headers: Any, stream: AsyncIterator[bytes], tmp_root: P
     upload = ReceivedUpload(directory=Path(tempfile.mkdtemp(prefix="upload-", dir=tmp_root)))
     form = _StreamingForm(upload, file_field, limit_for, before)
     try:
-        parser = MultipartParser(boundary, form.callbacks())
+        parser = MultipartParser(boundary, cast(Any, form.callbacks()))
     except FormParserError as exc:  # e.g. a boundary longer than RFC 2046 allows
         upload.cleanup()
         raise _bad_request(f"malformed multipart body: {exc}") from None

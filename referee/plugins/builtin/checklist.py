@@ -12,7 +12,6 @@ The checklist library itself is imported only when a suite is built or a submiss
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from referee.plugins.hookspecs import hookimpl
@@ -58,13 +57,11 @@ def referee_leaderboard_enrich(store: Any, competition: Any, leaderboard: Any) -
     if metric is None or not leaderboard.entries:
         return
     ids = [e.submission_id for e in leaderboard.entries]
-    rows = store.query(f"SELECT submission_id, details_json FROM scores WHERE metric=? AND split=? "
-                       f"AND submission_id IN ({','.join('?' * len(ids))})", (metric, leaderboard.split, *ids))
     tests_of: dict[int, list[dict[str, Any]]] = {}
-    for r in rows:
-        tests = json.loads(r["details_json"] or "{}").get("checklist", {}).get("tests")
+    for sid, r in store.score_rows(ids, metric, leaderboard.split).items():
+        tests = r.details.get("checklist", {}).get("tests")
         if tests:
-            tests_of[r["submission_id"]] = tests
+            tests_of[sid] = tests
     if not tests_of:
         return
     columns = settings.get("columns") or mx.default_columns(next(iter(tests_of.values())))

@@ -93,18 +93,6 @@ def significance_settings(comp: Any, **overrides: Any) -> Any:
                         [("leaderboard.significance", str(exc).removeprefix("leaderboard.significance: "))]) from None
 
 
-def _score_rows(store: Any, ids: list[int], metric: str, split: str) -> dict[int, Any]:
-    rows: dict[int, Any] = {}
-    for lo in range(0, len(ids), 500):
-        chunk = ids[lo:lo + 500]
-        marks = ",".join("?" * len(chunk))
-        for r in store.query(f"SELECT submission_id, stats_sha256, provenance_json FROM scores "
-                             f"WHERE metric=? AND split=? AND submission_id IN ({marks})",
-                             (metric, split, *chunk)):
-            rows[r["submission_id"]] = r
-    return rows
-
-
 def _entry_statistics(store: Any, comp: Any, lb: Any) -> tuple[list[Any], list[np.ndarray], list[str],
                                                                   list[tuple[Any, str]], str]:
     """(entries, their split's statistics, blob shas, excluded, reference sha256) for the primary metric."""
@@ -113,19 +101,19 @@ def _entry_statistics(store: Any, comp: Any, lb: Any) -> tuple[list[Any], list[n
 
     ref = load_reference(comp)
     mask = ref.mask(lb.split)
-    rows = _score_rows(store, [e.submission_id for e in lb.entries], lb.primary, lb.split)
+    rows = store.score_rows([e.submission_id for e in lb.entries], lb.primary, lb.split)
     kept, stats, shas, excluded = [], [], [], []
     width = None
     for e in lb.entries:
         r = rows.get(e.submission_id)
-        if e.metrics.get(lb.primary) is None or r is None or not r["stats_sha256"]:
+        if e.metrics.get(lb.primary) is None or r is None or not r.stats_sha256:
             excluded.append((e, "no per-item statistics were stored"))
             continue
-        if json.loads(r["provenance_json"] or "{}").get("reference_sha256") not in (None, ref.sha256):
+        if r.provenance.get("reference_sha256") not in (None, ref.sha256):
             excluded.append((e, "it was scored against a different reference file"))
             continue
         try:
-            s = load_stats(store, r["stats_sha256"])
+            s = load_stats(store, r.stats_sha256)
         except (OSError, ValueError) as exc:
             excluded.append((e, f"its statistics blob could not be read ({type(exc).__name__})"))
             continue
@@ -135,7 +123,7 @@ def _entry_statistics(store: Any, comp: Any, lb: Any) -> tuple[list[Any], list[n
         width = s.shape[1]
         kept.append(e)
         stats.append(s[mask])
-        shas.append(r["stats_sha256"])
+        shas.append(r.stats_sha256)
     return kept, stats, shas, excluded, ref.sha256
 
 

@@ -61,7 +61,7 @@ def _wordnet_placeholder() -> types.ModuleType:
         raise ChecklistUnavailable(f"pattern.en.wordnet.{name} needs the NLTK corpora wordnet, wordnet_ic and "
                                    "sentiwordnet, which are not installed (nltk.download needs the internet)")
 
-    mod.__getattr__ = __getattr__  # type: ignore[attr-defined]
+    setattr(mod, "__getattr__", __getattr__)
     return mod
 
 
@@ -139,7 +139,7 @@ def _rules_pipeline() -> Any:
     ]
     places = [("GPE", p) for p in sorted(set(data["city"]) | set(data["country"]))]
     patterns += [{"label": label, "pattern": text} for label, text in places]
-    ruler.add_patterns(patterns)
+    ruler.add_patterns(patterns)  # type: ignore[attr-defined]
     return nlp
 
 

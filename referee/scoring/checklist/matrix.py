@@ -7,7 +7,7 @@ thing everywhere: a failure rate is failed test cases / test cases that ran and 
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from referee.scoring.checklist.schema import TEST_TYPES, capability_sort_key
 
@@ -27,7 +27,7 @@ def capabilities(tests: Iterable[Mapping[str, Any]]) -> list[str]:
     return sorted({t["capability"] for t in tests}, key=capability_sort_key)
 
 
-def matrix(tests: list[Mapping[str, Any]]) -> dict[str, Any]:
+def matrix(tests: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """``{"capabilities", "types", "cells": {capability: {type: cell or None}}, "overall", "by_capability",
     "by_type"}`` — the CheckList matrix with row, column and overall totals."""
     caps = capabilities(tests)
@@ -45,11 +45,11 @@ def matrix(tests: list[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def select(tests: list[Mapping[str, Any]], column: str) -> list[Mapping[str, Any]]:
+def select(tests: Sequence[Mapping[str, Any]], column: str) -> list[Mapping[str, Any]]:
     """Tests a column name stands for: ``overall``, a test type, ``Capability/TYPE``, a capability or a
     test name (checked in that order)."""
     if column == "overall":
-        return tests
+        return list(tests)
     if column in TEST_TYPES:
         return [t for t in tests if t["type"] == column]
     if "/" in column:
@@ -62,7 +62,7 @@ def select(tests: list[Mapping[str, Any]], column: str) -> list[Mapping[str, Any
     return found or [t for t in tests if t["name"] == column]
 
 
-def column_value(tests: list[Mapping[str, Any]], column: str) -> float | None:
+def column_value(tests: Sequence[Mapping[str, Any]], column: str) -> float | None:
     chosen = select(tests, column)
     return cell(chosen)["rate"] if chosen else None
 
@@ -71,5 +71,5 @@ def column_label(column: str) -> str:
     return f"fail:{column}"
 
 
-def default_columns(tests: list[Mapping[str, Any]]) -> list[str]:
+def default_columns(tests: Sequence[Mapping[str, Any]]) -> list[str]:
     return ["overall", *capabilities(tests)]

@@ -130,7 +130,7 @@ def reference_row(ref: Any, k: int) -> tuple[str, str, str, str, str]:
     """One reference row as (label, test, case, example, split); cells are positional (empty where a
     held-out review has no test, or an INV/DIR example no label)."""
     if isinstance(ref, (list, tuple)) and len(ref) == 5:
-        return tuple(ref)  # type: ignore[return-value]
+        return tuple(ref)
     raise ValueError(f"{NAME}: reference row {k} is not (label, test, case, example, split); the "
                      "competition's data must come from its checklist section")
 
@@ -302,7 +302,7 @@ def _label_name(labels: list[str], v: Any) -> str:
 
 def _example(labels: list[str], x: Any, pred: Any, conf: Any, expect: Any, expected: Any, role: str) -> dict:
     probs = np.atleast_1d(np.asarray(conf, dtype=np.float64)) if conf is not None else np.array([])
-    out = {"text": x if isinstance(x, str) else str(x), "role": role, "pred": _label_name(labels, pred),
+    out: dict[str, Any] = {"text": x if isinstance(x, str) else str(x), "role": role, "pred": _label_name(labels, pred),
            "passed": None if expect is None else bool(float(expect) > 0)}
     if probs.size == len(labels):
         out["probs"] = {lab: round(float(v), 6) for lab, v in zip(labels, probs)}

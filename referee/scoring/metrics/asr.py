@@ -63,7 +63,7 @@ def build_transform(transform: str | Sequence[str], unit: str) -> Any:
     if transform == "default":
         return transformations.wer_default if unit == "word" else transformations.cer_default
     names = NORMALIZE if transform == "normalize" else transform
-    steps = [getattr(jiwer, TRANSFORMS[n])() for n in names if TRANSFORMS[n] is not None]
+    steps = [getattr(jiwer, t)() for t in (TRANSFORMS[n] for n in names) if t is not None]
     steps.append(jiwer.ReduceToListOfListOfWords() if unit == "word" else jiwer.ReduceToListOfListOfChars())
     return jiwer.Compose(steps)
 

@@ -21,7 +21,7 @@ LIBRARIES = ("sacrebleu",)
 
 # sacrebleu's my_log(0): a floor instead of -inf
 _LOG_ZERO = -9999999999.0
-_SMOOTH_DEFAULTS = {"none": None, "floor": 0.1, "add-k": 1, "exp": None}
+_SMOOTH_DEFAULTS: dict[str, float | None] = {"none": None, "floor": 0.1, "add-k": 1, "exp": None}
 _TOKENIZERS = ("none", "zh", "13a", "intl", "char", "ja-mecab", "ko-mecab", "spm", "flores101",
                "flores200", "spBLEU-1K")
 
@@ -55,7 +55,7 @@ def bleu_from_sums(s: np.ndarray, p: Mapping[str, Any]) -> np.ndarray:
     """sacrebleu's ``BLEU.compute_bleu`` over summed ``[sys_len, ref_len, correct_1..N, total_1..N]``."""
     order = p["max_ngram_order"]
     method = p["smooth_method"]
-    value = p["smooth_value"] if p["smooth_value"] is not None else _SMOOTH_DEFAULTS[method]
+    value: float = p["smooth_value"] if p["smooth_value"] is not None else (_SMOOTH_DEFAULTS[method] or 0.0)
     shape = s.shape[:-1]
     sys_len, ref_len = s[..., 0], s[..., 1]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):

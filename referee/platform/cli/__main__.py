@@ -1,0 +1,5 @@
+"""``python -m referee.platform.cli``."""
+
+from referee.platform.cli.main import main
+
+main()

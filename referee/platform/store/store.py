@@ -1,0 +1,463 @@
+"""The Store: every read and write of the workspace database, as typed methods.
+
+State changes that can race (a controller settling a submission, a host cancelling it, another
+controller taking over a dead one's claim) are single guarded UPDATEs: they apply only while the row
+is still in the state the caller saw, and report whether they did.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from referee.platform.core.errors import LimitExceeded, NotFound, RefereeError
+from referee.platform.core.jobs import (
+    FINAL_STATUSES,
+    JobRecord,
+    JobState,
+    JobStatus,
+    SubmissionStatus,
+)
+from referee.platform.core.spec import Competition, LimitsSpec
+from referee.platform.store.database import Database, utcnow
+from referee.platform.store.rows import (
+    CompetitionRow,
+    CostRow,
+    JobRow,
+    LeaderboardScore,
+    NewScore,
+    RunningJob,
+    ScoreRow,
+    SubmissionRow,
+    TokenRow,
+    parse_time,
+)
+
+PENDING, RUNNING = SubmissionStatus.PENDING.value, SubmissionStatus.RUNNING.value
+_FINAL = tuple(s.value for s in FINAL_STATUSES)
+PLATFORM_ACCOUNT = "platform"  # cost rows of attempts lost to the platform: the host pays, the team does not
+# a cost row charged to its team (not to the platform account)
+_TEAM_CHARGED = f"COALESCE(json_extract(details_json, '$.account'), '') <> '{PLATFORM_ACCOUNT}'"
+_CHUNK = 500  # ids per IN (...) list
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
+    for lo in range(0, len(ids), _CHUNK):
+        yield ids[lo:lo + _CHUNK]
+
+
+class Store(Database):
+    """A workspace's persistence (see the module docstring)."""
+
+    # -- competitions ------------------------------------------------------------------------------
+    def put_competition(self, comp: Competition) -> None:
+        spec_json = comp.to_json()
+        sha = hashlib.sha256(spec_json.encode()).hexdigest()
+        with self.tx() as c:
+            c.execute("""INSERT INTO competitions(id, spec_json, spec_sha256, source_path, loaded_at)
+                         VALUES (?,?,?,?,?)
+                         ON CONFLICT(id) DO UPDATE SET spec_json=excluded.spec_json,
+                           spec_sha256=excluded.spec_sha256, source_path=excluded.source_path,
+                           loaded_at=excluded.loaded_at""",
+                      (comp.id, spec_json, sha, str(comp.source_path or ""), utcnow()))
+
+    def get_competition(self, cid: str) -> Competition:
+        rows = self._query("SELECT spec_json FROM competitions WHERE id=?", (cid,))
+        if not rows:
+            known = [r.id for r in self.list_competitions()]
+            raise NotFound(f"no competition {cid!r} in {self.root}; loaded: {known or 'none'} "
+                           "(load one with `referee competition load FILE`)")
+        return Competition.from_json(rows[0]["spec_json"])
+
+    def list_competitions(self) -> list[CompetitionRow]:
+        return [CompetitionRow(r["id"], r["source_path"], r["loaded_at"])
+                for r in self._query("SELECT id, source_path, loaded_at FROM competitions ORDER BY id")]
+
+    def competitions_with_work(self) -> list[str]:
+        """Competitions with pending or running submissions."""
+        rows = self._query("SELECT DISTINCT s.competition_id AS cid FROM submissions s "
+                           "JOIN competitions c ON c.id = s.competition_id "
+                           "WHERE s.status IN (?, ?) ORDER BY s.competition_id", (PENDING, RUNNING))
+        return [r["cid"] for r in rows]
+
+    # -- submissions: reading ----------------------------------------------------------------------
+    def get_submission(self, sid: int) -> SubmissionRow:
+        rows = self._query("SELECT * FROM submissions WHERE id=?", (sid,))
+        if not rows:
+            raise NotFound(f"no submission #{sid}")
+        return SubmissionRow(**dict(rows[0]))
+
+    def submissions(self, cid: str | None = None, *, status: str | Sequence[str] | None = None,
+                    team: str | None = None) -> list[SubmissionRow]:
+        sql, args = "SELECT * FROM submissions WHERE 1=1", []
+        if cid is not None:
+            sql += " AND competition_id=?"
+            args.append(cid)
+        if status is not None:
+            states = [status] if isinstance(status, str) else list(status)
+            sql += f" AND status IN ({_marks(len(states))})"
+            args += [str(s) for s in states]
+        if team is not None:
+            sql += " AND team=?"
+            args.append(team)
+        return [SubmissionRow(**dict(r)) for r in self._query(sql + " ORDER BY id", tuple(args))]
+
+    def count_submissions(self, cid: str) -> tuple[int, int]:
+        """(submissions, distinct teams) of a competition."""
+        r = self._query("SELECT COUNT(*) AS n, COUNT(DISTINCT team) AS teams FROM submissions "
+                        "WHERE competition_id=?", (cid,))[0]
+        return int(r["n"]), int(r["teams"])
+
+    # -- submissions: intake -----------------------------------------------------------------------
+    def check_limits(self, cid: str, limits: LimitsSpec, team: str, now: dt.datetime) -> None:
+        """Raise ``LimitExceeded`` when ``team`` may not submit to ``cid`` now."""
+        with self.tx() as c:
+            self._check_limits(c, cid, limits, team, now)
+
+    def _check_limits(self, c: Any, cid: str, lim: LimitsSpec, team: str, now: dt.datetime) -> None:
+        base = "SELECT COUNT(*) FROM submissions WHERE competition_id=? AND team=? AND counts_toward_quota=1"
+        if lim.total is not None:
+            n = c.execute(base, (cid, team)).fetchone()[0]
+            if n >= lim.total:
+                raise LimitExceeded(f"team {team!r} has used all {lim.total} submissions for {cid!r}")
+        if lim.per_team_per_day is not None:
+            since = (now - dt.timedelta(days=1)).isoformat(timespec="microseconds")
+            n = c.execute(base + " AND created_at > ?", (cid, team, since)).fetchone()[0]
+            if n >= lim.per_team_per_day:
+                raise LimitExceeded(f"team {team!r} reached the limit of {lim.per_team_per_day} submissions per "
+                                    f"24 hours for {cid!r}; try again later")
+        if lim.concurrent is not None:
+            n = c.execute("SELECT COUNT(*) FROM submissions WHERE competition_id=? AND team=? "
+                          "AND status IN (?, ?)", (cid, team, PENDING, RUNNING)).fetchone()[0]
+            if n >= lim.concurrent:
+                raise LimitExceeded(f"team {team!r} already has {n} submission(s) waiting or running "
+                                    f"(limit {lim.concurrent}); wait for them to finish")
+
+    def add_submission(self, *, cid: str, limits: LimitsSpec, team: str, phase: str, kind: str, sha256: str,
+                       filename: str | None, size: int | None, now: dt.datetime,
+                       metadata: dict[str, Any]) -> int:
+        """Insert a pending submission, checking the limits in the same transaction; returns its id."""
+        with self.tx() as c:
+            self._check_limits(c, cid, limits, team, now)
+            cur = c.execute(
+                """INSERT INTO submissions(competition_id, team, phase, kind, sha256, filename, size, status,
+                       counts_toward_quota, created_at, updated_at, metadata_json)
+                   VALUES (?,?,?,?,?,?,?,?,1,?,?,?)""",
+                (cid, team, phase, kind, sha256, filename, size, PENDING,
+                 now.isoformat(timespec="microseconds"), utcnow(), json.dumps(metadata)))
+            return int(cur.lastrowid or 0)
+
+    # -- submissions: the controller's claims -------------------------------------------------------
+    def pending_candidates(self, cid: str, *, exclude_teams: Sequence[str] = (),
+                           limit: int = 256) -> list[tuple[int, str, str]]:
+        """(id, team, created_at) of the oldest pending submissions, teams in ``exclude_teams`` left out."""
+        held = f" AND team NOT IN ({_marks(len(exclude_teams))})" if exclude_teams else ""
+        rows = self._query(f"SELECT id, team, created_at FROM submissions WHERE competition_id=? AND status=?{held} "
+                           "ORDER BY id LIMIT ?", (cid, PENDING, *exclude_teams, limit))
+        return [(int(r["id"]), r["team"], r["created_at"]) for r in rows]
+
+    def has_pending(self, cid: str, *, exclude_teams: Sequence[str] = ()) -> bool:
+        held = f" AND team NOT IN ({_marks(len(exclude_teams))})" if exclude_teams else ""
+        return bool(self._query(f"SELECT 1 FROM submissions WHERE competition_id=? AND status=?{held} LIMIT 1",
+                                (cid, PENDING, *exclude_teams)))
+
+    def claim(self, sid: int, owner: str) -> SubmissionRow | None:
+        """Move a pending submission to running under ``owner``; None when it is not pending any more."""
+        with self.tx() as c:
+            n = c.execute("UPDATE submissions SET status=?, claimed_by=?, updated_at=? WHERE id=? AND status=?",
+                          (RUNNING, owner, utcnow(), sid, PENDING)).rowcount
+            if not n:
+                return None
+            return SubmissionRow(**dict(c.execute("SELECT * FROM submissions WHERE id=?", (sid,)).fetchone()))
+
+    def take_over(self, sid: int, owner: str, previous: str | None) -> bool:
+        """Take a running submission's claim from ``previous`` (a dead controller); False if someone else did."""
+        return bool(self._execute("UPDATE submissions SET claimed_by=?, updated_at=? WHERE id=? AND status=? "
+                                  "AND claimed_by IS ?", (owner, utcnow(), sid, RUNNING, previous)))
+
+    def release(self, sid: int, owner: str) -> bool:
+        """Give a claimed submission back to the queue (pending, unclaimed)."""
+        return bool(self._execute("UPDATE submissions SET status=?, claimed_by=NULL, updated_at=? "
+                                  "WHERE id=? AND status=? AND claimed_by=?", (PENDING, utcnow(), sid, RUNNING, owner)))
+
+    def renew_claims(self, owner: str) -> int:
+        """The heartbeat: mark every claim of ``owner`` as alive now."""
+        return self._execute("UPDATE submissions SET updated_at=? WHERE claimed_by=? AND status=?",
+                             (utcnow(), owner, RUNNING))
+
+    def claimed(self, cid: str, owner: str) -> list[SubmissionRow]:
+        """Running submissions of ``cid`` claimed by ``owner``."""
+        return [SubmissionRow(**dict(r)) for r in self._query(
+            "SELECT * FROM submissions WHERE competition_id=? AND status=? AND claimed_by=? ORDER BY id",
+            (cid, RUNNING, owner))]
+
+    def settle(self, sid: int, *, owner: str, attempt: int | None, status: SubmissionStatus,
+               failure_reason: str | None = None, failure_message: str | None = None,
+               log_tail: str | None = None, counts_toward_quota: bool | None = None,
+               scores: Sequence[NewScore] | None = None) -> bool:
+        """Apply an outcome to a submission ``owner`` holds, for its current ``attempt`` only.
+
+        One transaction: the new status (running → pending for a retry, or a final status), the failure,
+        the log tail, and, for ``scored``, the scores replacing any earlier ones (a host re-run's). False
+        when the submission was cancelled, re-run or taken over meanwhile: a stale outcome never lands.
+        """
+        now = utcnow()
+        guard = "status=? AND claimed_by=?"
+        args: list[Any] = [RUNNING, owner]
+        if attempt is not None:
+            guard += " AND attempts=?"
+            args.append(attempt)
+        sets = ["status=?", "claimed_by=NULL", "updated_at=?", "failure_reason=?", "failure_message=?",
+                "log_tail=COALESCE(?, log_tail)"]
+        values: list[Any] = [status.value, now, failure_reason, failure_message, log_tail]
+        if counts_toward_quota is not None:
+            sets.append("counts_toward_quota=?")
+            values.append(1 if counts_toward_quota else 0)
+        with self.tx() as c:
+            n = c.execute(f"UPDATE submissions SET {', '.join(sets)} WHERE id=? AND {guard}",
+                          (*values, sid, *args)).rowcount
+            if not n:
+                return False
+            if status is SubmissionStatus.SCORED:
+                c.execute("DELETE FROM scores WHERE submission_id=?", (sid,))
+                c.executemany(
+                    "INSERT INTO scores(submission_id, metric, split, value, ci_low, ci_high, n_items, stats_sha256, "
+                    "details_json, provenance_json, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    [(sid, s.metric, s.split, s.value, s.ci_low, s.ci_high, s.n_items, s.stats_sha256,
+                      json.dumps(s.details, default=str), json.dumps(s.provenance, default=str), now)
+                     for s in scores or ()])
+        return True
+
+    # -- submissions: host actions -----------------------------------------------------------------
+    def request_cancel(self, sid: int, by: str = "host") -> tuple[SubmissionStatus, bool]:
+        """Cancel a pending or running submission (never charged). Returns (status before, whether it was
+        cancelled): a submission that already reached a final status keeps it."""
+        with self.tx() as c:
+            row = c.execute("SELECT status, competition_id FROM submissions WHERE id=?", (sid,)).fetchone()
+            if row is None:
+                raise NotFound(f"no submission #{sid}")
+            before = SubmissionStatus(row["status"])
+            n = c.execute("UPDATE submissions SET status=?, failure_reason='cancelled', failure_message=?, "
+                          "counts_toward_quota=0, updated_at=? WHERE id=? AND status IN (?, ?)",
+                          (SubmissionStatus.CANCELLED.value, f"cancelled by the {by}", utcnow(), sid,
+                           PENDING, RUNNING)).rowcount
+            if n:
+                self._event(c, "cancelled", f"cancelled by {by}", competition_id=row["competition_id"],
+                            submission_id=sid, previous_status=before.value)
+        return before, bool(n)
+
+    def request_rerun(self, sid: int, by: str = "host") -> None:
+        """Put a finished submission back in the queue. Its old scores stay until the new ones replace
+        them (in the transaction that marks it scored); a re-run counts toward the quota like a run."""
+        with self.tx() as c:
+            row = c.execute("SELECT status, competition_id FROM submissions WHERE id=?", (sid,)).fetchone()
+            if row is None:
+                raise NotFound(f"no submission #{sid}")
+            if row["status"] not in _FINAL:
+                raise RefereeError(f"submission #{sid} is {row['status']}; only a scored, failed or cancelled "
+                                   "submission can be re-run (cancel it first)")
+            c.execute("UPDATE submissions SET status=?, claimed_by=NULL, failure_reason=NULL, failure_message=NULL, "
+                      "log_tail=NULL, attempt_base=attempts, counts_toward_quota=1, updated_at=? WHERE id=? "
+                      "AND status=?", (PENDING, utcnow(), sid, row["status"]))
+            self._event(c, "rerun", f"re-run requested by {by}", competition_id=row["competition_id"],
+                        submission_id=sid, previous_status=row["status"])
+
+    def set_log_tail(self, sid: int, log_tail: str) -> None:
+        self._execute("UPDATE submissions SET log_tail=?, updated_at=? WHERE id=?", (log_tail, utcnow(), sid))
+
+    # -- jobs --------------------------------------------------------------------------------------
+    def add_job(self, sid: int, attempt: int, backend: str, spec: dict[str, Any], *, gpus: int, cpu: float,
+                memory: int, instance_type: str | None) -> int:
+        """Record a new attempt (queued, not yet dispatched) and count it on the submission."""
+        with self.tx() as c:
+            cur = c.execute("INSERT INTO jobs(submission_id, attempt, backend, state, gpus, cpu, memory, "
+                            "instance_type, spec_json, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                            (sid, attempt, backend, JobState.QUEUED.value, gpus, cpu, memory, instance_type,
+                             json.dumps(spec, default=str), utcnow()))
+            c.execute("UPDATE submissions SET attempts=? WHERE id=?", (attempt, sid))
+            return int(cur.lastrowid or 0)
+
+    def job_dispatched(self, job_row: int, handle: str) -> None:
+        self._execute("UPDATE jobs SET handle=?, state=?, started_at=? WHERE id=?",
+                      (handle, JobState.RUNNING.value, utcnow(), job_row))
+
+    def job_finished(self, job_row: int, st: JobStatus) -> None:
+        """Record a job's final status (idempotent: a resumed controller may record it again)."""
+        self._execute("UPDATE jobs SET state=?, failure_reason=?, message=?, exit_code=?, node=?, "
+                      "instance_type=COALESCE(?, instance_type), started_at=COALESCE(?, started_at), "
+                      "finished_at=? WHERE id=?",
+                      (st.state.value, st.reason.value if st.reason else None, st.message, st.exit_code, st.node,
+                       st.instance_type, st.started_at.isoformat() if st.started_at else None,
+                       st.finished_at.isoformat() if st.finished_at else utcnow(), job_row))
+
+    def job(self, sid: int, attempt: int) -> JobRow | None:
+        rows = self._query("SELECT * FROM jobs WHERE submission_id=? AND attempt=?", (sid, attempt))
+        return JobRow(**dict(rows[0])) if rows else None
+
+    def latest_job(self, sid: int) -> JobRow | None:
+        rows = self._query("SELECT * FROM jobs WHERE submission_id=? ORDER BY attempt DESC LIMIT 1", (sid,))
+        return JobRow(**dict(rows[0])) if rows else None
+
+    def jobs_of(self, sid: int) -> list[JobRow]:
+        return [JobRow(**dict(r)) for r in self._query("SELECT * FROM jobs WHERE submission_id=? ORDER BY attempt",
+                                                        (sid,))]
+
+    def job_record(self, job_row: int) -> JobRecord:
+        """The view of a job that job hooks (cost trackers) receive."""
+        r = self._query("SELECT j.*, s.team, s.competition_id FROM jobs j JOIN submissions s "
+                        "ON s.id = j.submission_id WHERE j.id=?", (job_row,))[0]
+        spec = json.loads(r["spec_json"] or "{}")
+        created = parse_time(r["created_at"])
+        assert created is not None
+        return JobRecord(id=r["id"], job_id=spec.get("job_id", f"job{r['id']}"), submission_id=r["submission_id"],
+                         competition_id=r["competition_id"], team=r["team"], attempt=r["attempt"],
+                         backend=r["backend"], state=r["state"], failure_reason=r["failure_reason"], cpu=r["cpu"],
+                         memory=r["memory"], gpus=r["gpus"], instance_type=r["instance_type"], node=r["node"],
+                         created_at=created, started_at=parse_time(r["started_at"]),
+                         finished_at=parse_time(r["finished_at"]), spec=spec)
+
+    def running_jobs(self, cid: str) -> list[RunningJob]:
+        """Dispatched jobs of ``cid`` that have not finished (what a budget counts as committed)."""
+        rows = self._query("SELECT j.submission_id, j.backend, j.spec_json, s.team FROM jobs j JOIN submissions s "
+                           "ON s.id = j.submission_id WHERE s.competition_id=? AND j.state IN (?, ?)",
+                           (cid, JobState.QUEUED.value, JobState.RUNNING.value))
+        return [RunningJob(r["submission_id"], r["team"], r["backend"], json.loads(r["spec_json"] or "{}"))
+                for r in rows]
+
+    # -- scores ------------------------------------------------------------------------------------
+    def scores(self, sid: int) -> list[ScoreRow]:
+        return [ScoreRow(**dict(r)) for r in
+                self._query("SELECT * FROM scores WHERE submission_id=? ORDER BY split, id", (sid,))]
+
+    def score_rows(self, ids: Sequence[int], metric: str, split: str) -> dict[int, ScoreRow]:
+        """The ``metric`` score on ``split`` of each listed submission that has one."""
+        out: dict[int, ScoreRow] = {}
+        for chunk in _chunks(list(ids)):
+            for r in self._query(f"SELECT * FROM scores WHERE metric=? AND split=? AND submission_id IN "
+                                 f"({_marks(len(chunk))})", (metric, split, *chunk)):
+                out[int(r["submission_id"])] = ScoreRow(**dict(r))
+        return out
+
+    def leaderboard_scores(self, cid: str, phase: str) -> list[LeaderboardScore]:
+        """Every score of every scored submission of a competition's phase, oldest submission first."""
+        rows = self._query(
+            "SELECT s.id, s.team, s.created_at, sc.metric, sc.split, sc.value, sc.ci_low, sc.ci_high "
+            "FROM submissions s JOIN scores sc ON sc.submission_id = s.id "
+            "WHERE s.competition_id=? AND s.phase=? AND s.status=? ORDER BY s.id",
+            (cid, phase, SubmissionStatus.SCORED.value))
+        return [LeaderboardScore(r["id"], r["team"], r["created_at"], r["metric"], r["split"], r["value"],
+                                 r["ci_low"], r["ci_high"]) for r in rows]
+
+    # -- events ------------------------------------------------------------------------------------
+    def event(self, kind: str, message: str = "", *, competition_id: str | None = None,
+              submission_id: int | None = None, job_id: int | None = None, **data: Any) -> None:
+        with self.tx() as c:
+            self._event(c, kind, message, competition_id=competition_id, submission_id=submission_id,
+                        job_id=job_id, **data)
+
+    def _event(self, c: Any, kind: str, message: str = "", *, competition_id: str | None = None,
+               submission_id: int | None = None, job_id: int | None = None, **data: Any) -> None:
+        c.execute("INSERT INTO events(at, competition_id, submission_id, job_id, kind, message, data_json) "
+                  "VALUES (?,?,?,?,?,?,?)", (utcnow(), competition_id, submission_id, job_id, kind, message,
+                                             json.dumps(data, default=str)))
+
+    def events(self, *, kind: str | None = None, competition_id: str | None = None,
+               submission_id: int | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM events WHERE 1=1", []
+        for col, v in (("kind", kind), ("competition_id", competition_id), ("submission_id", submission_id)):
+            if v is not None:
+                sql += f" AND {col}=?"
+                args.append(v)
+        return [{**dict(r), "data": json.loads(r["data_json"] or "{}")}
+                for r in self._query(sql + " ORDER BY id", tuple(args))]
+
+    # -- costs -------------------------------------------------------------------------------------
+    def record_costs(self, rows: Sequence[CostRow]) -> int:
+        """Write cost rows; one per (job, tracker, unit): writing it again replaces it."""
+        now = utcnow()
+        with self.tx() as c:
+            c.executemany("INSERT INTO costs(competition_id, submission_id, job_id, team, tracker, amount, unit, "
+                          "details_json, at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(job_id, tracker, unit) DO "
+                          "UPDATE SET amount=excluded.amount, details_json=excluded.details_json, at=excluded.at",
+                          [(r.competition_id, r.submission_id, r.job_id, r.team, r.tracker, float(r.amount), r.unit,
+                            json.dumps(r.details, default=str), now) for r in rows])
+        return len(rows)
+
+    def cost_spent(self, cid: str, unit: str, team: str | None = None) -> float:
+        """Total ``unit`` of a competition (all accounts), or charged to one team (platform account left out)."""
+        sql = "SELECT COALESCE(SUM(amount), 0) FROM costs WHERE competition_id=? AND unit=?"
+        args: tuple[Any, ...] = (cid, unit)
+        if team is not None:
+            sql += f" AND team=? AND {_TEAM_CHARGED}"
+            args += (team,)
+        return float(self._query(sql, args)[0][0])
+
+    def cost_per_submission(self, cid: str, unit: str, *, include_platform: bool = False) -> dict[int, float]:
+        where = "" if include_platform else f" AND {_TEAM_CHARGED}"
+        rows = self._query(f"SELECT submission_id, SUM(amount) AS total FROM costs WHERE competition_id=? AND unit=?"
+                           f"{where} GROUP BY submission_id", (cid, unit))
+        return {int(r["submission_id"]): float(r["total"]) for r in rows if r["submission_id"] is not None}
+
+    def has_costs(self, cid: str) -> bool:
+        return bool(self._query("SELECT 1 FROM costs WHERE competition_id=? LIMIT 1", (cid,)))
+
+    def cost_groups(self, cid: str, key: str, *, account: str | None = None) -> dict[Any, dict[str, float]]:
+        """Totals per ``key`` (competition_id, team, submission_id, or instance_type) and unit, with the
+        number of jobs; ``account`` "team" or "platform" keeps only that account's rows."""
+        column = {"competition_id": "competition_id", "team": "team", "submission_id": "submission_id",
+                  "instance_type": "json_extract(details_json, '$.instance_type')"}[key]
+        where = ""
+        if account == "team":
+            where = f" AND {_TEAM_CHARGED}"
+        elif account == "platform":
+            where = f" AND NOT ({_TEAM_CHARGED})"
+        if key == "instance_type":
+            where += " AND tracker='instance-time'"
+        out: dict[Any, dict[str, float]] = {}
+        for r in self._query(f"SELECT {column} AS k, unit, SUM(amount) AS total, COUNT(DISTINCT job_id) AS jobs "
+                             f"FROM costs WHERE competition_id=?{where} GROUP BY k, unit ORDER BY k", (cid,)):
+            d = out.setdefault(r["k"], {"jobs": 0})
+            d[r["unit"]] = round(float(r["total"]), 6)
+            d["jobs"] = max(d["jobs"], int(r["jobs"]))
+        return out
+
+    # -- web tokens --------------------------------------------------------------------------------
+    def add_token(self, token_sha256: str, role: str, competition_id: str | None, team: str | None,
+                  label: str | None, *, revoke_role: str | None = None) -> None:
+        """Store a token's hash; ``revoke_role`` first revokes every active token of that role."""
+        with self.tx() as c:
+            if revoke_role is not None:
+                c.execute("UPDATE web_tokens SET revoked_at=? WHERE role=? AND revoked_at IS NULL",
+                          (utcnow(), revoke_role))
+            c.execute("INSERT INTO web_tokens(token_sha256, role, competition_id, team, label, created_at) "
+                      "VALUES (?,?,?,?,?,?)", (token_sha256, role, competition_id, team, label, utcnow()))
+
+    def active_token(self, token_sha256: str) -> TokenRow | None:
+        rows = self._query("SELECT * FROM web_tokens WHERE token_sha256=? AND revoked_at IS NULL", (token_sha256,))
+        return TokenRow(**dict(rows[0])) if rows else None
+
+    def tokens(self, competition_id: str | None = None, *, host_role: str = "host") -> list[TokenRow]:
+        """Tokens (all, or one competition's plus the host's), oldest first."""
+        sql, args = "SELECT * FROM web_tokens", ()  # type: tuple[str, tuple[Any, ...]]
+        if competition_id is not None:
+            sql, args = sql + " WHERE competition_id=? OR role=?", (competition_id, host_role)
+        return [TokenRow(**dict(r)) for r in self._query(sql + " ORDER BY created_at", args)]
+
+    def revoke_token(self, id_prefix: str) -> str:
+        """Revoke the one active token whose hash starts with ``id_prefix``; returns its hash."""
+        with self.tx() as c:
+            rows = c.execute("SELECT token_sha256 FROM web_tokens WHERE token_sha256 LIKE ? AND revoked_at IS NULL",
+                             (id_prefix + "%",)).fetchall()
+            if not rows:
+                raise NotFound(f"no active token with id {id_prefix!r} (see `referee token list`)")
+            if len(rows) > 1:
+                raise RefereeError(f"token id {id_prefix!r} is ambiguous; give more digits")
+            c.execute("UPDATE web_tokens SET revoked_at=? WHERE token_sha256=?", (utcnow(), rows[0]["token_sha256"]))
+            return str(rows[0]["token_sha256"])
