@@ -26,6 +26,11 @@ from typing import Any, Callable
 from referee.platform.core.errors import BackendError, SpecError, SubmissionRejected
 from referee.platform.core.hashing import file_sha256
 from referee.platform.core.spec import Competition
+from referee.platform.runtime.engine import (
+    docker_client,
+    new_docker_client,
+    require_engine,
+)
 from referee.platform.runtime.sandbox import SandboxPolicy
 from referee.platform.store import Store, SubmissionRow
 
@@ -66,14 +71,10 @@ def is_image_ref(source: Any) -> bool:
 
 # -- common ----------------------------------------------------------------------------------------
 def _client() -> Any:
-    from referee.platform.runtime.sandbox import default_client
     try:
-        client = default_client()
-        client.ping()
-        return client
-    except Exception as exc:  # noqa: BLE001
-        raise BackendError(f"container submissions need a Docker engine, and none answers ({exc}); "
-                           "start one with scripts/ensure-docker.sh") from None
+        return require_engine()
+    except BackendError as exc:
+        raise BackendError(f"container submissions need a Docker engine: {exc}") from None
 
 
 def check_reference_hidden(comp: Competition) -> None:
@@ -436,7 +437,7 @@ def build_image(client: Any, context_tar: Path, sha: str, policy: SandboxPolicy,
         pass
     # A client of its own, so the watchdog can cut its connection: the engine cancels a build whose
     # client went away (a RUN step that hangs must not hold intake forever).
-    api = docker.from_env(timeout=max(1, int(policy.build_timeout))).api
+    api = new_docker_client(timeout=max(1, int(policy.build_timeout))).api
     responses: list[Any] = []
     api.hooks["response"].append(lambda r, *a, **k: responses.append(r))
     fired = threading.Event()
@@ -511,9 +512,8 @@ def restore_image(sub: SubmissionRow, comp: Competition, store: Store) -> str | 
     engine lost the image; None when there is nothing to restore from."""
     import docker.errors
 
-    from referee.platform.runtime.sandbox import default_client
     meta = sub.metadata
-    client = default_client()
+    client = docker_client()
     try:
         return client.api.inspect_image(meta["image"])["Id"]
     except docker.errors.ImageNotFound:

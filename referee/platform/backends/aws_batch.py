@@ -527,8 +527,8 @@ class AwsBatchBackend(Backend):
 def image_command(image: str) -> list[str]:
     """An image's ENTRYPOINT + CMD, read from the local Docker engine (needed to wrap it in s3 mode)."""
     try:
-        import docker
-        cfg = docker.from_env().images.get(image).attrs.get("Config") or {}
+        from referee.platform.runtime.engine import docker_client
+        cfg = docker_client().images.get(image).attrs.get("Config") or {}
     except Exception as exc:
         raise BackendError(f"aws-batch s3 mode must know the command of image {image!r} to wrap it, and the "
                            f"local Docker engine cannot tell ({exc}); give the job an explicit command") from None

@@ -22,6 +22,7 @@ from referee.platform.core.jobs import (
     JobStatus,
     now_utc,
 )
+from referee.platform.runtime.engine import docker_client
 from referee.platform.runtime.sandbox import (
     attach_job_in_docker,
     container_name,
@@ -67,10 +68,7 @@ class DockerBackend(Backend):
     def client(self) -> Any:
         with self._lock:
             if self._client is None:
-                import docker
-                pool = self.slots * 2 + 8
-                self._client = (docker.DockerClient(base_url=self._base_url, timeout=self._timeout, max_pool_size=pool)
-                                if self._base_url else docker.from_env(timeout=self._timeout, max_pool_size=pool))
+                self._client = docker_client(self._base_url, timeout=self._timeout, pool=self.slots * 2 + 8)
             return self._client
 
     # -- the Backend interface -----------------------------------------------------------------------

@@ -20,8 +20,8 @@ store to nodes that do not share the host's file system).
 from __future__ import annotations
 
 import collections
-import logging
 import io
+import logging
 import os
 import socket
 import tarfile
@@ -88,14 +88,14 @@ def _run_process(job: JobSpec, cancel: threading.Event) -> tuple[JobStatus, str]
 
 
 def _run_docker(job: JobSpec, cancel: threading.Event, gpu_ids: list[str]) -> tuple[JobStatus, str]:
+    from referee.platform.runtime.engine import docker_client
     from referee.platform.runtime.sandbox import (
-        default_client,
         log_path_for,
         read_log_tail,
         run_job_in_docker,
     )
 
-    status = run_job_in_docker(job, client=default_client(), cancel_event=cancel, gpu_device_ids=gpu_ids or None)
+    status = run_job_in_docker(job, client=docker_client(), cancel_event=cancel, gpu_device_ids=gpu_ids or None)
     return status, read_log_tail(log_path_for(job), LOG_TAIL_BYTES)
 
 
@@ -154,8 +154,9 @@ def execute_job(job_dict: dict[str, Any], runner: str, staged: tuple[str, Any] |
 
 def remove_container(name: str) -> bool:
     """On a node: force-remove a referee sandbox container by name; True if there was one."""
-    from referee.platform.runtime.sandbox import MANAGED_LABEL, default_client
-    client = default_client()
+    from referee.platform.runtime.engine import docker_client
+    from referee.platform.runtime.sandbox import MANAGED_LABEL
+    client = docker_client()
     try:
         labels = client.api.inspect_container(name)["Config"].get("Labels") or {}
     except Exception:  # noqa: BLE001 - not on this node

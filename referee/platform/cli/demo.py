@@ -36,8 +36,8 @@ def prepare_example(entry: dict[str, Any], dest: Path, examples_dir: Path = EXAM
 
 def _docker_ready() -> bool:
     try:
-        import docker
-        docker.from_env(timeout=5).ping()
+        from referee.platform.runtime.engine import docker_client
+        docker_client(timeout=5).ping()
         return True
     except Exception:
         return False
@@ -45,10 +45,9 @@ def _docker_ready() -> bool:
 
 def _base_image_cached() -> bool:
     try:
-        import docker
-
+        from referee.platform.runtime.engine import docker_client
         from referee.platform.runtime.images import BASE_IMAGE
-        docker.from_env(timeout=5).images.get(BASE_IMAGE)
+        docker_client(timeout=5).images.get(BASE_IMAGE)
         return True
     except Exception:
         return False

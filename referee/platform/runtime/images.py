@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from referee.platform.core.errors import BackendError
+from referee.platform.runtime.engine import docker_client, require_engine
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 SANDBOX_UID = 10001
@@ -61,11 +62,6 @@ DEFAULT_BASE = "python"
 BASE_IMAGE = BASE_IMAGES[DEFAULT_BASE].tag  # what examples and tests build FROM
 
 
-def default_client() -> Any:
-    import docker
-    return docker.from_env()
-
-
 def image_recipe(client: Any, tag: str) -> str | None:
     """The recipe label of a local image, '' when it has none, None when the tag does not exist."""
     import docker.errors
@@ -90,7 +86,7 @@ def _build_lock() -> Iterator[None]:
 def ensure_base_image(client: Any = None, name: str = DEFAULT_BASE, *, force: bool = False,
                       mirror: str = DEFAULT_MIRROR, log: Callable[[str], None] | None = None) -> str:
     """Return the tag of base image ``name``, building it first unless a current build exists."""
-    client = client or default_client()
+    client = client or docker_client()
     recipe = _recipe(name)
     if not force and image_recipe(client, recipe.tag) == recipe.recipe_hash:
         return recipe.tag
@@ -196,9 +192,4 @@ def local_images(client: Any) -> list[dict[str, Any]]:
 
 
 def client_or_error() -> Any:
-    try:
-        client = default_client()
-        client.ping()
-        return client
-    except Exception as exc:  # noqa: BLE001 - any failure here means "no engine"
-        raise BackendError(f"no Docker engine answers ({exc}); start one with scripts/ensure-docker.sh") from None
+    return require_engine()

@@ -46,6 +46,7 @@ from referee.platform.core.jobs import (
     now_utc,
 )
 from referee.platform.core.units import Duration, Size
+from referee.platform.runtime.engine import docker_client, engine_cpus, image_volumes
 
 MANAGED_LABEL = "referee.managed"
 SPEC_LABEL = "referee.spec"
@@ -417,22 +418,8 @@ class OutputScratch:
 
 
 # -- running one job -------------------------------------------------------------------------------
-_client_lock = threading.Lock()
-_default_client: Any = None
-_image_volumes: dict[str, list[str]] = {}
-_engine_ncpu: dict[int, int | None] = {}
 # Start failures that are the image's fault (its command or working directory); any other is the platform's.
 _INVALID_START = ('exec: "', "executable file not found", "exec format error", "chdir to cwd")
-
-
-def default_client() -> Any:
-    """A process-wide Docker client (thread-safe enough: one connection pool)."""
-    global _default_client
-    with _client_lock:
-        if _default_client is None:
-            import docker
-            _default_client = docker.from_env(max_pool_size=64)
-        return _default_client
 
 
 def _failed(reason: FailureReason, message: str, **kw: Any) -> JobStatus:
@@ -452,7 +439,7 @@ def sweep_stale_outputs(client: Any = None, *, grace_s: float = 120.0) -> list[s
     that still exists belongs to a run a restarted scheduler will re-attach). Returns the paths unmounted.
     """
     import docker.errors
-    client = client or default_client()
+    client = client or docker_client()
     swept: list[str] = []
     try:
         lines = Path("/proc/self/mounts").read_text().splitlines()
@@ -483,20 +470,6 @@ def log_path_for(job: JobSpec) -> Path:
     return Path(job.output_dir).parent / f"{job.job_id}.log"
 
 
-def _engine_cpus(client: Any) -> int | None:
-    key = id(client.api)  # stable under a wrapping client
-    if key not in _engine_ncpu:
-        _engine_ncpu[key] = int(client.info().get("NCPU") or 0) or None
-    return _engine_ncpu[key]
-
-
-def _volumes_of(client: Any, image: str) -> list[str]:
-    if image not in _image_volumes:
-        info = client.api.inspect_image(image)  # raises ImageNotFound
-        _image_volumes[image] = sorted((info.get("Config") or {}).get("Volumes") or {})
-    return _image_volumes[image]
-
-
 def run_job_in_docker(job: JobSpec, *, client: Any = None, cancel_event: threading.Event | None = None,
                       on_started: Callable[[str], None] | None = None,
                       gpu_device_ids: list[str] | None = None) -> JobStatus:
@@ -514,7 +487,7 @@ def run_job_in_docker(job: JobSpec, *, client: Any = None, cancel_event: threadi
         return _failed(FailureReason.PLATFORM_ERROR, f"invalid sandbox settings: {exc}")
     if not job.image:
         return _failed(FailureReason.PLATFORM_ERROR, f"job {job.job_id} has no container image")
-    client = client or default_client()
+    client = client or docker_client()
     scratch = _scratch_for(job, policy)
     cid: str | None = None
     try:
@@ -523,12 +496,12 @@ def run_job_in_docker(job: JobSpec, *, client: Any = None, cancel_event: threadi
         except OSError as exc:
             return _failed(FailureReason.PLATFORM_ERROR, f"could not prepare the output directory: {exc}")
         try:
-            volumes = _volumes_of(client, job.image)
+            volumes = image_volumes(client, job.image)
         except docker.errors.ImageNotFound:
             return _failed(FailureReason.PLATFORM_ERROR, f"image {job.image} is not on this Docker engine")
         deadline = time.time() + job.timeout_s
         cfg = container_config(job, policy, output_source=scratch.path, image_volumes=volumes, deadline=deadline,
-                               output_on_disk=not scratch.on_tmpfs, engine_cpus=_engine_cpus(client),
+                               output_on_disk=not scratch.on_tmpfs, engine_cpus=engine_cpus(client),
                                gpu_device_ids=gpu_device_ids)
         if cancel_event is not None and cancel_event.is_set():
             return _failed(FailureReason.CANCELLED, "cancelled before it started")
@@ -559,7 +532,7 @@ def attach_job_in_docker(name: str, *, client: Any = None, cancel_event: threadi
     """Finish a job whose container another process started (found by name); None if it is gone."""
     import docker.errors
 
-    client = client or default_client()
+    client = client or docker_client()
     try:
         info = client.api.inspect_container(name)
     except docker.errors.NotFound:
