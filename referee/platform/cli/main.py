@@ -232,6 +232,9 @@ def status(ctx: click.Context, competition_id: str, team: str | None, submission
         c.print(f"[bold]#{d['id']}[/bold] team {d['team']} — {d['status']}")
         if d.get("failure_reason"):
             c.print(f"[red]{d['failure_reason']}[/red]: {d['failure_message']}")
+        for note in d.get("host_notes") or []:
+            c.print(f"[dim]{note['kind']} at {note['at'][:19]}:[/dim]")
+            c.print(note["message"], markup=False)
         for s in d["scores"]:
             ci = f" [{s['ci_low']:.5f}, {s['ci_high']:.5f}]" if s.get("ci_low") is not None else ""
             c.print(f"  {s['split']:8} {s['metric']:12} {s['value']:.6f}{ci}  {s['signature']}")
