@@ -109,6 +109,25 @@ def test_binary_ranking_metrics_equal_sklearn(name, library):
             assert same(value(name, numeric(p), refs, weights=w[0]), looped[0]), label
 
 
+def test_auc_with_many_distinct_scores_takes_the_sorted_path_and_agrees():
+    from sklearn.metrics import roc_auc_score
+
+    from referee.scoring.metrics import ranking
+
+    rng = np.random.default_rng(11)
+    n = 2 * ranking._HISTOGRAM_SCORES
+    y = (rng.random(n) < 0.4).astype(int)
+    p = rng.normal(0.3 * y, 1.0)
+    p[:50] = p[50]  # and a few ties
+    refs = [str(v) for v in y]
+    (task,) = ranking.roc_auc.prepare(numeric(p, kind="score"), refs, ranking.roc_auc.resolve({}))[1]
+    assert task.codes is None and task.hi is not None
+    w = bootstrap_rows(n, 6)
+    looped = [roc_auc_score(y, p, sample_weight=row) for row in w]
+    assert same(value("roc_auc", numeric(p, kind="score"), refs, weights=w), looped)
+    assert same(value("roc_auc", numeric(p, kind="score"), refs), roc_auc_score(y, p))
+
+
 def test_one_class_missing_gives_the_library_answer():
     y = np.zeros(20, dtype=int)
     p = np.linspace(0, 1, 20)

@@ -23,6 +23,10 @@ from referee.plugins.records import ScorerInfo
 from referee.scoring.metrics import _common as c
 
 
+# Rows of resample weights a WeightedMetric computes per call: about 1 MiB of weights.
+CHUNK_BYTES = 2**20
+
+
 class Metric:
     """What every built-in declares: name, direction, accepted prediction types, parameters."""
 
@@ -114,8 +118,12 @@ class WeightedMetric(Metric):
         p = self.resolve(params)
         state = self._state(predictions, references, p)
         w = check_weights(self.name, weights, len(predictions))
-        out = self.compute(state, p, w)
-        return float(out) if w is None or w.ndim == 1 else np.asarray(out, dtype=np.float64)
+        if w is None or w.ndim == 1:
+            return float(self.compute(state, p, w))
+        # a few rows at a time: each row's gathers and cumulative sums then stay in cache
+        step = max(1, CHUNK_BYTES // (8 * max(1, w.shape[1])))
+        return np.concatenate([np.asarray(self.compute(state, p, w[i:i + step]), dtype=np.float64).reshape(-1)
+                               for i in range(0, len(w), step)]) if len(w) else np.zeros(0)
 
     def _state(self, predictions: Predictions, references: References, p: dict[str, Any]) -> Any:
         # The same objects come back for every block of resamples; identity is the cheap, safe key.
