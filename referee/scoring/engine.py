@@ -207,6 +207,7 @@ def score_predictions(comp: Competition, preds: Predictions, ref: ReferenceData,
     computed = []  # summable metrics: (scorer, params, stats, result per split)
     general = []  # general metrics: (scorer, params, key, result per split)
     blobs: dict[str, str | None] = {}  # the predictions blob, stored once for every general metric
+    items: dict[str, tuple[Predictions, list[Any]]] = {}  # each split's items, shared by general metrics
     for m in comp.metrics:
         scorer = pm.scorer(m.scorer)
         params = dict(m.params)
@@ -229,7 +230,9 @@ def score_predictions(comp: Competition, preds: Predictions, ref: ReferenceData,
                     value = aggregate(scorer, stats, mask, params)
                 else:
                     assert scorer.score is not None
-                    value = float(scorer.score(*split_items(preds, refs, mask), params, None))
+                    if split not in items:
+                        items[split] = split_items(preds, refs, mask)
+                    value = float(scorer.score(*items[split], params, None))
             prov = provenance(scorer, m, comp, ref, submission_sha256, split, int(mask.sum()), signature)
             prov["predictions_sha256"] = predictions_sha256 or submission_sha256
             per_split[split] = res = MetricResult(metric=m.key, split=split, value=value, n_items=int(mask.sum()),
@@ -243,23 +246,21 @@ def score_predictions(comp: Competition, preds: Predictions, ref: ReferenceData,
     if intervals is not None:
         for split in ref.splits():  # one set of resamples per split, shared by every metric
             add_intervals(computed, split, ref.mask(split), intervals)
-            add_general_intervals(general, preds, refs, split, ref.mask(split), intervals)
+            if general:
+                add_general_intervals(general, *items[split], split, intervals)
     return results
 
 
 def add_general_intervals(general: list[tuple[ScorerInfo, dict, str, dict[str, MetricResult]]],
-                          preds: Predictions, refs: References, split: str, mask: np.ndarray,
-                          settings: Any) -> None:
-    """Intervals of the general metrics on ``split``, on the same resamples as ``add_intervals``."""
+                          preds: Predictions, refs: References, split: str, settings: Any) -> None:
+    """Intervals of the general metrics on the items of ``split`` (``preds``, ``refs``), on the same
+    resamples as ``add_intervals``."""
     from referee.scoring.bootstrap import general_interval
 
-    if not general:
-        return
-    items = split_items(preds, refs, mask)
     for scorer, params, key, per_split in general:
         result = per_split[split]
         with scorer_call(scorer, key):
-            ci = general_interval(scorer, *items, params, settings, observed=result.value)
+            ci = general_interval(scorer, preds, refs, params, settings, observed=result.value)
         _record_interval(result, ci, settings)
 
 

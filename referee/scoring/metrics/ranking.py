@@ -126,10 +126,10 @@ class RocAuc(_RankingMetric):
 
     @staticmethod
     def _from_histogram(task: _AucTask, row: np.ndarray) -> float:
-        h = np.bincount(task.codes, weights=row, minlength=2 * task.n_scores)
+        assert task.codes is not None
+        h = np.bincount(task.codes, weights=row, minlength=2 * task.n_scores).astype(np.float64, copy=False)
         neg, pos = h[0::2], h[1::2]
-        beaten = np.cumsum(neg)
-        beaten -= 0.5 * neg  # strictly below, plus half the ties
+        beaten = np.cumsum(neg) - 0.5 * neg  # strictly below, plus half the ties
         pairs = pos.sum() * neg.sum()
         # einsum, not BLAS: a threaded dot product costs more than it saves on a busy machine
         return float(np.einsum("i,i->", pos, beaten) / pairs) if pairs > 0 else math.nan
