@@ -154,7 +154,7 @@ numeric prediction column against numeric references, times `scale` (default 1).
 
 ```bash
 pip install -e .                  # into the environment that runs referee
-referee plugins list              # shows {dist}: scorer:{name}
+referee plugins list              # shows {name}: scorer:{name}
 referee score --scorer {name} --predictions example/predictions.csv --references example/references.csv
 python -m pytest tests            # checks the scorer against a reference computation
 ```
