@@ -87,7 +87,8 @@ def assert_vectorised(name: str, stats: np.ndarray, params=None) -> None:
 # ---------------------------------------------------------------- plugin
 
 def test_plugin_registers_every_builtin_scorer():
-    assert set(SCORERS) == {"log_loss", "accuracy", "wer", "cer", "bleu", "chrf", "ter"}
+    assert set(SCORERS) == {"log_loss", "accuracy", "wer", "cer", "bleu", "chrf", "ter", "roc_auc",
+                            "average_precision", "macro_f1", "spearman", "pearson", "rmse", "mae"}
     for s in SCORERS.values():
         assert isinstance(s, ScorerInfo) and s.version and s.accepts and s.libraries
         assert s.signature is not None and s.validate_params is not None

@@ -1,5 +1,6 @@
 """Plugin system: hookspecs, typed records, and the plugin manager."""
 
+from referee.platform.core.predictions import Predictions, References
 from referee.plugins.hookspecs import hookimpl, hookspec
 from referee.plugins.records import (
     BackendInfo,
@@ -12,5 +13,5 @@ from referee.plugins.records import (
 
 __all__ = [
     "hookimpl", "hookspec", "ScorerInfo", "BackendInfo", "CostTrackerInfo", "SubmissionKindInfo", "Hold",
-    "PluginReport",
+    "PluginReport", "Predictions", "References",
 ]

@@ -3,32 +3,76 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
+
+from referee.platform.core.predictions import Predictions, References
+
+
+# What a scorer's functions receive: ``Predictions`` (aligned to the references), ``References`` (one
+# string, or a list of strings, per item), the metric's ``params`` from the competition YAML, and for
+# general scorers ``weights`` (see ScorerInfo).
+Params = Mapping[str, Any]
+Weights = Optional[np.ndarray]
 
 
 @dataclass(frozen=True)
 class ScorerInfo:
-    """A scorer: per-item sufficient statistics plus a pure aggregate over their column sums.
+    """A scorer, in one of two shapes.
 
-    ``statistics(predictions, references, params)`` returns an array of shape (n_items, k).
-    ``aggregate(sums, params)`` maps summed statistics of shape (..., k) to scores of shape (...);
-    it must be vectorised over leading axes so bootstrap resamples are one call.
+    **Summable** (the fast path; sacrebleu's shape): ``statistics(predictions, references, params)``
+    returns per-item sufficient statistics, an array of shape (n_items, k), and
+    ``aggregate(sums, params)`` maps column sums of shape (..., k) to scores of shape (...). It must be
+    vectorised over leading axes: a bootstrap resample is ``aggregate(counts @ statistics)``, so a
+    thousand resamples are one matrix product and one call. Accuracy, log loss, BLEU, WER are sums.
+
+    **General** (any metric: ROC AUC, Spearman, average precision, ...): ``score(predictions,
+    references, params, weights)`` returns the score of the items. ``weights`` is None (every item
+    once) or a float array of shape (n_items,) holding how often each item was drawn in a bootstrap
+    resample (0 = left out, 2 = counted twice): the score must equal the metric of the data set with
+    each item repeated that many times. With ``batched=True`` the scorer also accepts weights of
+    shape (n_resamples, n_items) and returns an array of n_resamples scores (many resamples in one
+    call); otherwise referee calls it once per resample. A resample on which the metric is undefined
+    may return nan or raise ``ValueError``; it is left out of the interval.
+
+    Confidence intervals and paired significance tests use the same seeded resamples for both shapes.
+    The engine stores a summable scorer's statistics and a general scorer's predictions, so tiers
+    can be recomputed without re-reading prediction files.
+
+    ``signature(params)`` names the scorer's settings (``name:...|param:value|version:...``);
+    ``signature_for(params, predictions)``, when given, is used instead once the predictions are
+    known (it can say binary or multi-class, and leave out settings that do not apply).
     ``details(predictions, references, params)`` may return extra JSON-able results (a report).
+    ``validate_params(params)`` raises ValueError naming a bad parameter (called when a competition
+    is loaded).
     """
 
     name: str
     version: str
     higher_is_better: bool
-    accepts: tuple[str, ...]  # prediction types: "probability", "label", "text"
-    statistics: Callable[[Any, Any, Mapping[str, Any]], np.ndarray]
-    aggregate: Callable[[np.ndarray, Mapping[str, Any]], Any]
+    accepts: tuple[str, ...]  # prediction types: "probability", "score", "label", "text"
+    statistics: Callable[[Predictions, References, Params], np.ndarray] | None = None
+    aggregate: Callable[[np.ndarray, Params], Any] | None = None
     libraries: tuple[str, ...] = ()  # distributions whose versions go into the signature
-    signature: Callable[[Mapping[str, Any]], str] | None = None
-    details: Callable[[Any, Any, Mapping[str, Any]], dict] | None = None
-    validate_params: Callable[[Mapping[str, Any]], None] | None = None
+    signature: Callable[[Params], str] | None = None
+    details: Callable[[Predictions, References, Params], dict] | None = None
+    validate_params: Callable[[Params], None] | None = None
     description: str = ""
+    score: Callable[[Predictions, References, Params, Weights], Any] | None = None
+    batched: bool = False
+    signature_for: Callable[[Params, Predictions], str] | None = None
+
+    def __post_init__(self) -> None:
+        summable = self.statistics is not None and self.aggregate is not None
+        if summable == (self.score is not None):
+            raise ValueError(f"scorer {self.name!r}: give either statistics and aggregate (summable) or "
+                             "score (general), not both and not neither")
+
+    @property
+    def general(self) -> bool:
+        """True for a general scorer (``score``), False for a summable one (``statistics`` + ``aggregate``)."""
+        return self.score is not None
 
 
 @dataclass(frozen=True)

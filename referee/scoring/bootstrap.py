@@ -10,13 +10,19 @@ Resample weights always come from NumPy's seeded ``Generator`` exactly as sacreb
 for approximate randomization), in blocks of rows whose concatenation equals one big draw, so the
 numbers do not depend on the block size. The backend only does the matmul: ``numpy``, or ``torch``
 (float64, on CUDA when present); both give the same sums up to float rounding.
+
+A general scorer (``ScorerInfo.score``; ROC AUC, Spearman, ...) has no statistics to multiply: it
+receives the same weight rows and scores the weighted items itself (``general_scores``), a block of
+rows per call when it is batched, else one row per call on a few threads.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +39,10 @@ BLOCK_BYTES = 32 * 2**20
 # Whole weight matrices up to this size are cached: every submission of a competition has the
 # same item count, so the scheduler reuses them for every metric, split and submission.
 CACHE_BYTES = 32 * 2**20
+# From this many items on, bootstrap counts are computed row by row (same numbers, less cache traffic).
+ROW_BINCOUNT_ITEMS = 4096
+# Threads that score the resamples of a general scorer that is not batched, one resample per call.
+LOOP_WORKERS = min(4, os.cpu_count() or 1)
 
 INTERVAL_PARAMS: c.ParamSpec = {
     "enabled": (True, c.boolean),
@@ -124,10 +134,15 @@ def _generate(n: int, resamples: int, seed: int, kind: str, block_rows: int) -> 
         rows = min(block_rows, resamples - start)
         if kind == "bootstrap":
             idx = rng.choice(n, size=(rows, n), replace=True)
-            idx += (np.arange(rows, dtype=np.int64) * n)[:, None]
-            counts = np.bincount(idx.ravel(), minlength=rows * n).reshape(rows, n)
+            if n < ROW_BINCOUNT_ITEMS:
+                idx += (np.arange(rows, dtype=np.int64) * n)[:, None]
+                counts = np.bincount(idx.ravel(), minlength=rows * n).reshape(rows, n).astype(np.float64)
+            else:  # one bincount per row keeps its counts in cache: about 3x faster for large n
+                counts = np.empty((rows, n), dtype=np.float64)
+                for r in range(rows):
+                    counts[r] = np.bincount(idx[r], minlength=n)
             del idx
-            yield start, counts.astype(np.float64)
+            yield start, counts
         else:
             yield start, rng.integers(2, size=(rows, n), dtype=bool).astype(np.float64)
 
@@ -262,5 +277,79 @@ def confidence_intervals(items: list[tuple[Any, np.ndarray, Mapping[str, Any]]],
     return out
 
 
+# ------------------------------------------------------------------------- general scorers
+# A general scorer (``ScorerInfo.score``) gets the resample weights themselves: the same seeded
+# multinomial counts the summable path multiplies with its statistics.
+
+# What a resample on which the metric is undefined may raise; it counts as nan (left out).
+UNDEFINED_ERRORS = (ValueError, ZeroDivisionError, FloatingPointError)
+
+
+def general_scores(scorer: Any, predictions: Any, references: Any, params: Mapping[str, Any],
+                   resampler: Resampler, *, workers: int | None = None) -> np.ndarray:
+    """The score of every resample of a general scorer: shape (resamples,).
+
+    A batched scorer gets each block of weights (rows, n) in one call; any other is called once per
+    resample, on ``workers`` threads. A resample that raises ``UNDEFINED_ERRORS`` scores nan; when
+    every resample raises, the first error is raised (a broken scorer, not an undefined resample).
+    """
+    if len(predictions) != resampler.n:
+        raise ValueError(f"{len(predictions)} predictions do not match {resampler.n} resampled items")
+    out = np.empty(resampler.resamples, dtype=np.float64)
+    errors: list[BaseException] = []
+    for start, w in resampler.blocks():
+        out[start:start + len(w)] = _score_block(scorer, predictions, references, params, w, workers, errors)
+    if errors and len(errors) == resampler.resamples:
+        raise errors[0]
+    return out
+
+
+def _score_block(scorer: Any, predictions: Any, references: Any, params: Mapping[str, Any], w: np.ndarray,
+                 workers: int | None, errors: list[BaseException]) -> np.ndarray:
+    if scorer.batched:
+        try:
+            got = np.asarray(scorer.score(predictions, references, params, w), dtype=np.float64)
+        except UNDEFINED_ERRORS:
+            pass  # one undefined resample spoils the block: score its resamples one by one
+        else:
+            if got.shape != (len(w),):
+                raise ValueError(f"scorer {scorer.name} is batched but returned shape {got.shape} for "
+                                 f"weights of shape {w.shape}; expected ({len(w)},)")
+            return got
+
+    def one(row: np.ndarray) -> float:
+        try:
+            return float(scorer.score(predictions, references, params, row))
+        except UNDEFINED_ERRORS as exc:
+            errors.append(exc)
+            return math.nan
+
+    workers = LOOP_WORKERS if workers is None else workers
+    if workers > 1 and len(w) > 1:
+        with ThreadPoolExecutor(workers, thread_name_prefix="referee-resample") as pool:
+            return np.fromiter(pool.map(one, w), dtype=np.float64, count=len(w))
+    return np.fromiter((one(row) for row in w), dtype=np.float64, count=len(w))
+
+
+def general_interval(scorer: Any, predictions: Any, references: Any, params: Mapping[str, Any],
+                     settings: IntervalSettings, observed: float | None = None,
+                     workers: int | None = None) -> tuple[float, float, str] | None:
+    """Bootstrap interval of a general scorer on these items: ``(low, high, signature_extra)``.
+
+    The resamples are those of ``confidence_interval`` for the same number of items and settings.
+    None when there are no items or no resample has a finite score.
+    """
+    n = len(predictions)
+    if n == 0:
+        return None
+    if observed is None:
+        observed = float(scorer.score(predictions, references, params, None))
+    samples = general_scores(scorer, predictions, references, params,
+                             Resampler(n, settings.resamples, settings.seed), workers=workers)
+    ci = interval_from_samples(samples, observed, settings.confidence, settings.method)
+    return None if ci is None else (ci[0], ci[1], settings.signature())
+
+
 __all__ = ["BACKENDS", "IntervalSettings", "Resampler", "bootstrap_scores", "confidence_interval",
-           "confidence_intervals", "interval_from_samples", "resampled_sums", "resolve_backend"]
+           "confidence_intervals", "general_interval", "general_scores", "interval_from_samples",
+           "resampled_sums", "resolve_backend"]

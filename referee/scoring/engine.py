@@ -1,8 +1,13 @@
-"""Scoring engine: validated predictions + references -> per-item statistics -> scores with provenance.
+"""Scoring engine: validated predictions + references -> scores with intervals and provenance.
 
-Statistics are computed once over all items; each split's score is the scorer's aggregate of that
-split's column sums. Per-item statistics are kept as a blob so intervals, significance tests and
-re-scoring reuse them.
+Summable scorers: statistics are computed once over all items; each split's score is the scorer's
+aggregate of that split's column sums, and the per-item statistics are kept as a blob (``.npy``).
+General scorers: each split's items are scored by ``score``, and the aligned predictions are kept
+as a blob (``Predictions.to_bytes``) instead. Either blob lets tiers (paired tests) be computed
+later without re-reading prediction files; ``referee verify`` re-scores the stored prediction file.
+
+Anything a scorer raises is a ``ScorerFailed``: the controller reports it as a scorer error (the
+host's to fix), never as the submission's fault.
 """
 
 from __future__ import annotations
@@ -12,18 +17,50 @@ import importlib.metadata as md
 import importlib.util
 import io
 import json
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
 from referee import __version__
-from referee.platform.core.errors import SpecError
-from referee.platform.core.predictions import Predictions
+from referee.platform.core.errors import RefereeError, SpecError
+from referee.platform.core.predictions import Predictions, References
 from referee.platform.core.spec import Competition, MetricSpec
 from referee.plugins.manager import get_plugin_manager
 from referee.plugins.records import ScorerInfo
 from referee.scoring.reference import ReferenceData, reference_values
+
+
+# The event that keeps a failing scorer's traceback for the host, and what the team is told.
+SCORER_ERROR_EVENT = "scorer_error"
+SCORER_ERROR_MESSAGE = "scoring failed, the host has been told"
+
+
+class ScorerFailed(RefereeError):
+    """A scorer raised while scoring: a bug or a setting for the host to fix, not the submission's fault.
+
+    ``traceback`` holds the scorer's traceback (for the host's eyes; it may quote reference data)."""
+
+    def __init__(self, scorer: str, metric: str, exc: BaseException):
+        self.scorer = scorer
+        self.metric = metric
+        self.error = f"{type(exc).__name__}: {exc}"
+        self.traceback = "".join(traceback.format_exception(exc))
+        super().__init__(f"scorer {scorer!r} (metric {metric!r}) failed: {self.error}")
+
+
+@contextmanager
+def scorer_call(scorer: ScorerInfo, metric: str) -> Iterator[None]:
+    """Turn anything a scorer raises into ``ScorerFailed``."""
+    try:
+        yield
+    except ScorerFailed:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a third-party scorer may raise anything
+        raise ScorerFailed(scorer.name, metric, exc) from exc
 
 
 @dataclass
@@ -109,22 +146,26 @@ def interval_settings(comp: Competition) -> Any:
 
 def add_intervals(computed: list[tuple[ScorerInfo, dict, np.ndarray, dict[str, MetricResult]]], split: str,
                   mask: np.ndarray, settings: Any) -> None:
-    """Fill ``ci_low/ci_high`` of every metric's result on ``split`` from one bootstrap of their stacked
-    statistics, and record how in each provenance."""
+    """Fill ``ci_low/ci_high`` of every summable metric's result on ``split`` from one bootstrap of their
+    stacked statistics, and record how in each provenance."""
     from referee.scoring.bootstrap import confidence_intervals
 
     cis = confidence_intervals([(scorer, stats[mask], params) for scorer, params, stats, _ in computed], settings)
     for (_, _, _, per_split), ci in zip(computed, cis):
-        if ci is None:
-            continue
-        result = per_split[split]
-        result.ci_low, result.ci_high, extra = ci
-        prov = result.provenance
-        prov["signature"] = f"{prov['signature']}|{extra}"
-        prov["interval"] = settings.record()
+        _record_interval(per_split[split], ci, settings)
+
+
+def _record_interval(result: MetricResult, ci: tuple[float, float, str] | None, settings: Any) -> None:
+    if ci is None:
+        return
+    result.ci_low, result.ci_high, extra = ci
+    prov = result.provenance
+    prov["signature"] = f"{prov['signature']}|{extra}"
+    prov["interval"] = settings.record()
 
 
 def compute_statistics(scorer: ScorerInfo, preds: Predictions, refs: Any, params: dict) -> np.ndarray:
+    assert scorer.statistics is not None
     stats = np.asarray(scorer.statistics(preds, refs, params), dtype=np.float64)
     if stats.ndim != 2 or stats.shape[0] != len(preds):
         raise ValueError(f"scorer {scorer.name} returned statistics of shape {stats.shape}, "
@@ -133,44 +174,106 @@ def compute_statistics(scorer: ScorerInfo, preds: Predictions, refs: Any, params
 
 
 def aggregate(scorer: ScorerInfo, stats: np.ndarray, mask: np.ndarray, params: dict) -> float:
+    assert scorer.aggregate is not None
     return float(np.asarray(scorer.aggregate(stats[mask].sum(axis=0), params)))
+
+
+def split_items(preds: Predictions, refs: References, mask: np.ndarray) -> tuple[Predictions, list[Any]]:
+    """The predictions and references of the items in ``mask``, in reference order."""
+    idx = np.flatnonzero(mask)
+    return preds.take(idx), [refs[i] for i in idx.tolist()]
+
+
+def split_references(comp: Competition, split: str) -> list[Any]:
+    """The competition's references of the items in ``split``, in reference order."""
+    from referee.scoring.reference import load_reference
+
+    ref = load_reference(comp)
+    values = reference_values(ref, comp)
+    return [values[i] for i in np.flatnonzero(ref.mask(split)).tolist()]
 
 
 def score_predictions(comp: Competition, preds: Predictions, ref: ReferenceData, *,
                       submission_sha256: str | None = None, predictions_sha256: str | None = None,
                       put_blob: Callable[[bytes], str] | None = None,
                       intervals_enabled: bool = True) -> list[MetricResult]:
-    """Score every metric on every split. Pure apart from ``put_blob`` (stores per-item statistics)."""
+    """Score every metric on every split. Pure apart from ``put_blob`` (stores per-item data).
+
+    Raises ``ScorerFailed`` when a scorer raises."""
     pm = get_plugin_manager()
     refs = reference_values(ref, comp)
     results: list[MetricResult] = []
     intervals = interval_settings(comp) if intervals_enabled else None
-    computed = []  # (scorer, params, stats, result per split)
+    computed = []  # summable metrics: (scorer, params, stats, result per split)
+    general = []  # general metrics: (scorer, params, key, result per split)
+    blobs: dict[str, str | None] = {}  # the predictions blob, stored once for every general metric
+    items: dict[str, tuple[Predictions, list[Any]]] = {}  # each split's items, shared by general metrics
     for m in comp.metrics:
         scorer = pm.scorer(m.scorer)
         params = dict(m.params)
-        stats = compute_statistics(scorer, preds, refs, params)
-        stats_sha = None
-        if put_blob is not None:
-            buf = io.BytesIO()
-            np.save(buf, stats, allow_pickle=False)
-            stats_sha = put_blob(buf.getvalue())
-        details = scorer.details(preds, refs, params) if scorer.details else {}
+        with scorer_call(scorer, m.key):
+            if scorer.general:
+                stats = None
+                if "predictions" not in blobs:
+                    blobs["predictions"] = put_blob(preds.to_bytes()) if put_blob is not None else None
+                stats_sha = blobs["predictions"]
+            else:
+                stats = compute_statistics(scorer, preds, refs, params)
+                stats_sha = _put_array(put_blob, stats) if put_blob is not None else None
+            details = scorer.details(preds, refs, params) if scorer.details else {}
+            signature = _signature(scorer, m.params, preds)
         per_split = {}
         for split in ref.splits():
             mask = ref.mask(split)
-            value = aggregate(scorer, stats, mask, params)
-            prov = provenance(scorer, m, comp, ref, submission_sha256, split, int(mask.sum()))
+            with scorer_call(scorer, m.key):
+                if stats is not None:
+                    value = aggregate(scorer, stats, mask, params)
+                else:
+                    assert scorer.score is not None
+                    if split not in items:
+                        items[split] = split_items(preds, refs, mask)
+                    value = float(scorer.score(*items[split], params, None))
+            prov = provenance(scorer, m, comp, ref, submission_sha256, split, int(mask.sum()), signature)
             prov["predictions_sha256"] = predictions_sha256 or submission_sha256
             per_split[split] = res = MetricResult(metric=m.key, split=split, value=value, n_items=int(mask.sum()),
                                                   stats_sha256=stats_sha, provenance=prov,
                                                   details=_split_details(details, split))
             results.append(res)
-        computed.append((scorer, params, stats, per_split))
+        if stats is not None:
+            computed.append((scorer, params, stats, per_split))
+        else:
+            general.append((scorer, params, m.key, per_split))
     if intervals is not None:
         for split in ref.splits():  # one set of resamples per split, shared by every metric
             add_intervals(computed, split, ref.mask(split), intervals)
+            if general:
+                add_general_intervals(general, *items[split], split, intervals)
     return results
+
+
+def add_general_intervals(general: list[tuple[ScorerInfo, dict, str, dict[str, MetricResult]]],
+                          preds: Predictions, refs: References, split: str, settings: Any) -> None:
+    """Intervals of the general metrics on the items of ``split`` (``preds``, ``refs``), on the same
+    resamples as ``add_intervals``."""
+    from referee.scoring.bootstrap import general_interval
+
+    for scorer, params, key, per_split in general:
+        result = per_split[split]
+        with scorer_call(scorer, key):
+            ci = general_interval(scorer, preds, refs, params, settings, observed=result.value)
+        _record_interval(result, ci, settings)
+
+
+def _put_array(put_blob: Callable[[bytes], str], stats: np.ndarray) -> str:
+    buf = io.BytesIO()
+    np.save(buf, stats, allow_pickle=False)
+    return put_blob(buf.getvalue())
+
+
+def _signature(scorer: ScorerInfo, params: dict, preds: Predictions) -> str:
+    if scorer.signature_for is not None:
+        return scorer.signature_for(params, preds)
+    return scorer.signature(params) if scorer.signature else _default_signature(scorer, params)
 
 
 def _split_details(details: dict, split: str) -> dict:
@@ -183,8 +286,9 @@ def _split_details(details: dict, split: str) -> dict:
 
 
 def provenance(scorer: ScorerInfo, m: MetricSpec, comp: Competition, ref: ReferenceData,
-               submission_sha256: str | None, split: str, n_items: int) -> dict[str, Any]:
-    sig = scorer.signature(m.params) if scorer.signature else _default_signature(scorer, m.params)
+               submission_sha256: str | None, split: str, n_items: int, sig: str | None = None) -> dict[str, Any]:
+    if sig is None:
+        sig = scorer.signature(m.params) if scorer.signature else _default_signature(scorer, m.params)
     return {
         "scorer": scorer.name,
         "scorer_version": scorer.version,
@@ -206,5 +310,12 @@ def _default_signature(scorer: ScorerInfo, params: dict) -> str:
     return "|".join(parts)
 
 
-def load_stats(store: Any, sha: str) -> np.ndarray:
-    return np.load(store.blob_path(sha), allow_pickle=False)
+def load_stats(store: Any, sha: str) -> Any:
+    """A stored per-item blob: statistics (an (n, k) array) of a summable scorer, or the
+    ``Predictions`` a general scorer was given."""
+    path = store.blob_path(sha)
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    if Predictions.is_serialised(head):
+        return Predictions.from_bytes(path.read_bytes())
+    return np.load(path, allow_pickle=False)

@@ -32,9 +32,12 @@ from typing import Any
 
 import numpy as np
 
+from referee.platform.core.predictions import Predictions, References
 from referee.scoring.bootstrap import (
     BACKENDS,
+    UNDEFINED_ERRORS,
     Resampler,
+    general_scores,
     interval_from_samples,
     resampled_sums,
 )
@@ -151,15 +154,18 @@ class PairedTest:
         if self.resampled is not None:  # paired bootstrap
             sample_diffs = np.abs(self.resampled[:, a] - self.resampled[:, b])
             exceed = (sample_diffs - sample_diffs.mean(axis=0)) > diff
-        else:  # approximate randomization: A' = sel@A + (1-sel)@B, B' = (1-sel)@A + sel@B
-            ma, mb = self._sums[:, a], self._sums[:, b]
-            shuf_a = self._scores(ma - mb + self.totals[b])
-            shuf_b = self._scores(mb - ma + self.totals[a])
+        else:  # approximate randomization
             tolerance = AR_TIE_RTOL * np.maximum(1.0, np.abs(self.observed[a]) + np.abs(self.observed[b]))
-            exceed = np.abs(shuf_a - shuf_b) >= diff - tolerance
+            exceed = np.abs(self._shuffled_differences(a, b)) >= diff - tolerance
         p = (exceed.sum(axis=0) + 1.0) / (self.resamples + 1.0)
         tied = diff <= TIE_RTOL * np.maximum(1.0, np.abs(self.observed[a]))
         return np.where(tied, 1.0, p)
+
+    def _shuffled_differences(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Score differences of each pair after each shuffle, shape (resamples, pairs):
+        A' = sel@A + (1-sel)@B, B' = (1-sel)@A + sel@B."""
+        ma, mb = self._sums[:, a], self._sums[:, b]
+        return self._scores(ma - mb + self.totals[b]) - self._scores(mb - ma + self.totals[a])
 
     def p_matrix(self) -> np.ndarray:
         """Symmetric (S, S) matrix of pairwise p-values, nan on the diagonal."""
@@ -177,6 +183,68 @@ class PairedTest:
             raise ValueError("intervals come from the paired bootstrap, not approximate randomization")
         return [interval_from_samples(self.resampled[:, s], float(self.observed[s]), confidence)
                 for s in range(self.n_systems)]
+
+
+class GeneralPairedTest(PairedTest):
+    """Paired tests for a general scorer (``ScorerInfo.score``): S systems' predictions on the same items.
+
+    The paired bootstrap scores every system on the same weight rows as ``PairedTest`` draws (one
+    batched call per block and system when the scorer is batched). Approximate randomization swaps
+    predictions between the two systems of a pair and scores both, once per shuffle: a loop.
+    """
+
+    def __init__(self, scorer: Any, params: Mapping[str, Any], systems: Sequence[Predictions],
+                 references: References, *, method: str = "paired_bootstrap", resamples: int = 1000,
+                 seed: int = 12345, backend: str = "numpy", workers: int | None = None):
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, not {method!r}")
+        if not systems:
+            raise ValueError("no systems to compare")
+        sizes = {len(s) for s in systems}
+        if len(sizes) != 1:
+            raise ValueError(f"every system needs predictions for the same items; got sizes {sorted(sizes)}")
+        self.scorer = scorer
+        self.params = params
+        self.systems = list(systems)
+        self.references = references
+        self.k = 1
+        self.n_items = sizes.pop()
+        self.n_systems = len(self.systems)
+        self.method = method
+        self.resamples = resamples
+        self.workers = workers
+        kind = "bootstrap" if method == "paired_bootstrap" else "randomization"
+        self._resampler = Resampler(self.n_items, resamples, seed, kind)
+        self.observed = np.array([float(scorer.score(s, references, params, None)) for s in self.systems])
+        self.resampled = None
+        if kind == "bootstrap":
+            self.resampled = np.stack([general_scores(scorer, s, references, params, self._resampler,
+                                                      workers=workers) for s in self.systems], axis=1)
+
+    def _shuffled_differences(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        out = np.empty((self.resamples, len(a)))
+        for start, keep in self._resampler.blocks():
+            for row, sel in enumerate(keep.astype(bool), start):
+                for j, (x, y) in enumerate(zip(a.tolist(), b.tolist())):
+                    out[row, j] = self._swap_difference(self.systems[x], self.systems[y], ~sel)
+        return out
+
+    def _swap_difference(self, x: Predictions, y: Predictions, swap: np.ndarray) -> float:
+        try:
+            return (float(self.scorer.score(x.mix(y, swap), self.references, self.params, None))
+                    - float(self.scorer.score(y.mix(x, swap), self.references, self.params, None)))
+        except UNDEFINED_ERRORS:
+            return math.nan
+
+
+def paired_test(scorer: Any, params: Mapping[str, Any], systems: Sequence[Any], references: Any = None,
+                **kw: Any) -> PairedTest:
+    """The paired test for any scorer: ``systems`` are per-item statistics (n, k) for a summable
+    scorer, ``Predictions`` (with the ``references``) for a general one."""
+    if getattr(scorer, "general", False):
+        return GeneralPairedTest(scorer, params, systems, references, **kw)
+    kw.pop("workers", None)
+    return PairedTest.from_systems(scorer.aggregate, params, systems, **kw)
 
 
 def shared_columns(x: np.ndarray, k: int) -> list[int]:
@@ -287,5 +355,5 @@ def min_resamples(n_systems: int, settings: SignificanceSettings) -> int:
     return int(math.floor(family / settings.alpha))
 
 
-__all__ = ["CORRECTIONS", "METHODS", "PairedTest", "SignificanceSettings", "Tiers", "adjust_p_values",
+__all__ = ["CORRECTIONS", "METHODS", "GeneralPairedTest", "PairedTest", "paired_test", "SignificanceSettings", "Tiers", "adjust_p_values",
            "assign_tiers", "correction_can_reject", "min_resamples", "smallest_p_value"]

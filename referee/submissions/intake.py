@@ -35,8 +35,9 @@ def validate_predictions(path: Path, comp: Competition, ref: ReferenceData, *,
     raw = {c: [table.columns[c][k] for k in order] for c in spec.columns}
     lines = [table.lines[k] for k in order]
     values: Any
-    if spec.type == "probability":
-        values = _probabilities(raw, spec.columns, lines, source, spec.sum_to_one, spec.sum_tolerance)
+    if spec.type in ("probability", "score"):
+        values = _numbers(raw, spec.columns, lines, source, spec.type == "probability", spec.sum_to_one,
+                          spec.sum_tolerance)
     elif spec.type == "label":
         col = spec.columns[0]
         values = [v.strip() for v in raw[col]]
@@ -98,9 +99,11 @@ def _align(table: Table, comp: Competition, ref: ReferenceData, source: str) -> 
     return order
 
 
-def _probabilities(raw: dict[str, list[str]], columns: list[str], lines: list[int], source: str,
-                   sum_to_one: bool, tol: float) -> np.ndarray:
+def _numbers(raw: dict[str, list[str]], columns: list[str], lines: list[int], source: str,
+             probabilities: bool, sum_to_one: bool, tol: float) -> np.ndarray:
+    """Numeric prediction columns: finite numbers, and within [0, 1] for probabilities."""
     n = len(lines)
+    what = "probabilities" if probabilities else "numbers"
     out = np.empty((n, len(columns)), dtype=np.float64)
     for j, col in enumerate(columns):
         values = raw[col]
@@ -112,22 +115,22 @@ def _probabilities(raw: dict[str, list[str]], columns: list[str], lines: list[in
                     float(v)
                 except ValueError:
                     raise SubmissionRejected(f"column {col!r}: {v!r} is not a number", line=lines[k],
-                                             source=source, hint="write probabilities as decimals, e.g. 0.73",
+                                             source=source, hint=f"write {what} as decimals, e.g. 0.73",
                                              code="bad_value") from None
             raise
         bad = ~np.isfinite(arr)
         if bad.any():
             k = int(np.argmax(bad))
             raise SubmissionRejected(f"column {col!r}: {values[k].strip()!r} is not a finite number",
-                                     line=lines[k], source=source, hint="replace NaN/inf with a probability",
-                                     code="bad_value")
+                                     line=lines[k], source=source, code="bad_value",
+                                     hint="replace NaN/inf with a " + ("probability" if probabilities else "number"))
         outside = (arr < 0.0) | (arr > 1.0)
-        if outside.any():
+        if probabilities and outside.any():
             k = int(np.argmax(outside))
             raise SubmissionRejected(f"column {col!r}: probability {values[k].strip()} is outside [0, 1]",
                                      line=lines[k], source=source, code="bad_value")
         out[:, j] = arr
-    if sum_to_one:
+    if sum_to_one and probabilities:
         sums = out.sum(axis=1)
         off = np.abs(sums - 1.0) > tol
         if off.any():

@@ -23,6 +23,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "images": "referee.platform.cli.images:images",
     "report": "referee.platform.cli.report:report",
     "significance": "referee.platform.cli.significance:significance",
+    "score": "referee.platform.cli.score:score",
 }
 
 
@@ -232,6 +233,9 @@ def status(ctx: click.Context, competition_id: str, team: str | None, submission
         c.print(f"[bold]#{d['id']}[/bold] team {d['team']} — {d['status']}")
         if d.get("failure_reason"):
             c.print(f"[red]{d['failure_reason']}[/red]: {d['failure_message']}")
+        for note in d.get("host_notes") or []:
+            c.print(f"[dim]{note['kind']} at {note['at'][:19]}:[/dim]")
+            c.print(note["message"], markup=False)
         for s in d["scores"]:
             ci = f" [{s['ci_low']:.5f}, {s['ci_high']:.5f}]" if s.get("ci_low") is not None else ""
             c.print(f"  {s['split']:8} {s['metric']:12} {s['value']:.6f}{ci}  {s['signature']}")
@@ -385,7 +389,7 @@ def print_leaderboard(lb: Any) -> None:
 # -- plugins --------------------------------------------------------------------------------------
 @cli.group()
 def plugins() -> None:
-    """Inspect installed plugins."""
+    """Inspect installed plugins, or start a new one."""
 
 
 @plugins.command("list")
@@ -402,6 +406,17 @@ def plugins_list(as_json: bool) -> None:
     for r in pm.reports:
         t.add_row(r.name, r.version, f"[red]{r.error}[/red]" if r.error else ", ".join(r.provides))
     console().print(t)
+
+
+@plugins.command("new")
+@click.argument("name")
+@click.option("--dir", "parent", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True,
+              help="Where to create the package directory.")
+def plugins_new(name: str, parent: Path) -> None:
+    """Write a ready-to-install scorer plugin package NAME (pyproject, scorer, test, README)."""
+    from referee.platform.cli.scaffold import write_plugin
+    root = write_plugin(name, parent)
+    click.echo(f"wrote {root}\nnext: pip install -e {root} && referee plugins list")
 
 
 # -- demo -----------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from referee.platform.core.spec import Competition
 from referee.platform.store import NewScore, Store, SubmissionRow
 from referee.plugins.manager import get_plugin_manager
 from referee.plugins.records import Hold, SubmissionKindInfo
+from referee.scoring.engine import SCORER_ERROR_EVENT, SCORER_ERROR_MESSAGE, ScorerFailed
 
 LOG_TAIL_BYTES = 8192
 MAX_POLL_ERRORS = 10  # consecutive failed polls before a run gives up (its jobs stay claimed)
@@ -436,6 +437,11 @@ class Controller:
                                  source=path.name if from_job else (sub.filename or path.name))
         except SubmissionRejected as exc:
             return Outcome(SubmissionStatus.FAILED, FailureReason.INVALID_OUTPUT, str(exc), log_tail=log_tail)
+        except ScorerFailed as exc:  # the host's scorer, not the submission: the host gets the traceback
+            self.store.event(SCORER_ERROR_EVENT, exc.traceback, competition_id=self.comp.id, submission_id=sub.id,
+                             scorer=exc.scorer, metric=exc.metric, error=exc.error)
+            return Outcome(SubmissionStatus.FAILED, FailureReason.SCORER_ERROR,
+                           f"{SCORER_ERROR_MESSAGE} (metric {exc.metric!r})", charge=False, log_tail=log_tail)
         except Exception as exc:  # noqa: BLE001
             self.store.event("scoring_error", traceback.format_exc(), competition_id=self.comp.id,
                              submission_id=sub.id)

@@ -42,7 +42,8 @@ FINAL_STATUSES = (SubmissionStatus.SCORED, SubmissionStatus.FAILED, SubmissionSt
 
 
 class FailureReason(str, enum.Enum):
-    """Why a job or submission failed. Only PLATFORM_ERROR is the platform's fault (retried, not charged)."""
+    """Why a job or submission failed. PLATFORM_ERROR is the platform's fault (retried, not charged);
+    SCORER_ERROR is the host's scorer failing (not retried, not charged, the host sees the traceback)."""
 
     TIMED_OUT = "timed_out"
     OUT_OF_MEMORY = "out_of_memory"
@@ -51,6 +52,7 @@ class FailureReason(str, enum.Enum):
     INVALID_OUTPUT = "invalid_output"
     IMAGE_INVALID = "image_invalid"
     PLATFORM_ERROR = "platform_error"
+    SCORER_ERROR = "scorer_error"
     CANCELLED = "cancelled"
 
     @property
@@ -71,6 +73,8 @@ _EXPLAIN = {
     FailureReason.IMAGE_INVALID: "the container image could not be loaded or started",
     FailureReason.PLATFORM_ERROR: "the platform failed (not the submission); it will be retried and is not "
                                   "charged to the team",
+    FailureReason.SCORER_ERROR: "scoring failed because of a problem on the host's side, not the submission; "
+                                "the host has been told, and the submission is not charged to the team",
     FailureReason.CANCELLED: "the submission was cancelled",
 }
 

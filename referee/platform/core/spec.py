@@ -33,7 +33,7 @@ class _Model(BaseModel):
 
 
 FileFormat = Literal["csv", "tsv", "jsonl", "txt"]
-PredictionType = Literal["probability", "label", "text"]
+PredictionType = Literal["probability", "score", "label", "text"]  # see core/predictions.py
 
 
 class PredictionSpec(_Model):
@@ -71,6 +71,8 @@ class PredictionSpec(_Model):
             raise ValueError("a txt prediction file holds exactly one column per line")
         if self.id_column in self.columns:
             raise ValueError(f"id_column {self.id_column!r} is also listed in columns")
+        if self.sum_to_one and self.type != "probability":
+            raise ValueError(f"sum_to_one applies to probability predictions, not type {self.type!r}")
         return self
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from referee.platform.core.jobs import FailureReason, SubmissionStatus
 from referee.platform.store import Store
+from referee.scoring.engine import SCORER_ERROR_EVENT
 
 
 def submission_table(store: Store, competition_id: str, team: str | None = None) -> list[dict[str, Any]]:
@@ -33,9 +34,13 @@ def submission_detail(store: Store, sid: int) -> dict[str, Any]:
             explanation = FailureReason(s.failure_reason).explanation
         except ValueError:
             explanation = None
+    # what only the host sees: a failing scorer's traceback (teams are told the host knows)
+    host_notes = [{"at": e["at"], "kind": e["kind"], "message": e["message"]}
+                  for e in store.events(kind=SCORER_ERROR_EVENT, submission_id=sid)]
     return {"id": s.id, "competition_id": s.competition_id, "team": s.team, "phase": s.phase, "kind": s.kind,
             "sha256": s.sha256, "filename": s.filename, "size": s.size, "status": s.status.value,
             "failure_reason": s.failure_reason, "failure_explanation": explanation,
             "failure_message": s.failure_message, "log_tail": s.log_tail,
             "counts_toward_quota": bool(s.counts_toward_quota), "created_at": s.created_at,
-            "updated_at": s.updated_at, "scores": scores, "jobs": jobs, "metadata": s.metadata}
+            "updated_at": s.updated_at, "scores": scores, "jobs": jobs, "metadata": s.metadata,
+            "host_notes": host_notes}

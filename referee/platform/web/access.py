@@ -108,10 +108,11 @@ def visible_submission(store: Store, who: Principal | None, sid: int) -> Submiss
 
 
 def redact_detail(detail: dict[str, Any], who: Principal) -> dict[str, Any]:
-    """Drop what a team must not see of its own submission: private-split scores."""
+    """Drop what a team must not see of its own submission: private-split scores, host notes."""
     if who.is_host:
         return detail
     out = dict(detail)
+    out.pop("host_notes", None)
     out["scores"] = [s for s in detail["scores"] if s["split"] != "private"]
     return out
 

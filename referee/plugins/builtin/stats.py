@@ -93,7 +93,7 @@ def significance_settings(comp: Any, **overrides: Any) -> Any:
                         [("leaderboard.significance", str(exc).removeprefix("leaderboard.significance: "))]) from None
 
 
-def _entry_statistics(store: Any, comp: Any, lb: Any) -> tuple[list[Any], list[np.ndarray], list[str],
+def _entry_statistics(store: Any, comp: Any, lb: Any) -> tuple[list[Any], list[Any], list[str],
                                                                   list[tuple[Any, str]], str]:
     """(entries, their split's statistics, blob shas, excluded, reference sha256) for the primary metric."""
     from referee.scoring.engine import load_stats
@@ -102,7 +102,10 @@ def _entry_statistics(store: Any, comp: Any, lb: Any) -> tuple[list[Any], list[n
     ref = load_reference(comp)
     mask = ref.mask(lb.split)
     rows = store.score_rows([e.submission_id for e in lb.entries], lb.primary, lb.split)
-    kept, stats, shas, excluded = [], [], [], []
+    kept: list[Any] = []
+    stats: list[Any] = []  # statistics arrays (summable scorer) or Predictions (general scorer)
+    shas: list[str] = []
+    excluded: list[tuple[Any, str]] = []
     width = None
     for e in lb.entries:
         r = rows.get(e.submission_id)
@@ -117,6 +120,14 @@ def _entry_statistics(store: Any, comp: Any, lb: Any) -> tuple[list[Any], list[n
         except (OSError, ValueError) as exc:
             excluded.append((e, f"its statistics blob could not be read ({type(exc).__name__})"))
             continue
+        if not isinstance(s, np.ndarray):  # a general scorer's stored predictions
+            if len(s) != len(mask):
+                excluded.append((e, f"its stored predictions have {len(s)} items, not {len(mask)}"))
+                continue
+            kept.append(e)
+            stats.append(s.take(mask))
+            shas.append(r.stats_sha256)
+            continue
         if s.ndim != 2 or s.shape[0] != len(mask) or (width is not None and s.shape[1] != width):
             excluded.append((e, f"its statistics have shape {s.shape}, not ({len(mask)}, {width or 'k'})"))
             continue
@@ -130,7 +141,8 @@ def _entry_statistics(store: Any, comp: Any, lb: Any) -> tuple[list[Any], list[n
 def compare_entries(store: Any, comp: Any, lb: Any, settings: Any) -> LeaderboardSignificance:
     """Paired tests, tiers and p-value columns for ``lb``'s entries (cached per statistics and settings)."""
     from referee.plugins.manager import get_plugin_manager
-    from referee.scoring.significance import PairedTest, assign_tiers
+    from referee.scoring.engine import split_references
+    from referee.scoring.significance import assign_tiers, paired_test
 
     metric = next(m for m in comp.metrics if m.key == lb.primary)
     entries, stats, shas, excluded, ref_sha = _entry_statistics(store, comp, lb)
@@ -148,9 +160,9 @@ def compare_entries(store: Any, comp: Any, lb: Any, settings: Any) -> Leaderboar
     result.p_vs_prev = [None] * n
     if n >= 2 and len(stats[0]) > 0:
         scorer = get_plugin_manager().scorer(metric.scorer)
-        test = PairedTest.from_systems(scorer.aggregate, dict(metric.params), stats, method=settings.method,
-                                       resamples=settings.resamples, seed=settings.seed,
-                                       backend=settings.backend)
+        refs = split_references(comp, lb.split) if scorer.general else None
+        test = paired_test(scorer, dict(metric.params), stats, refs, method=settings.method,
+                           resamples=settings.resamples, seed=settings.seed, backend=settings.backend)
         below = np.arange(1, n)
         vs_leader = test.p_values(np.zeros(n - 1, dtype=np.intp), below)
         vs_prev = test.p_values(below - 1, below)

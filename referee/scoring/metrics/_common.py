@@ -184,3 +184,31 @@ def as_sums(sums: Any, width: int, scorer: str) -> np.ndarray:
         raise ValueError(f"{scorer}: aggregate expects summed statistics of shape (..., {width}), "
                          f"got shape {s.shape}")
     return s
+
+
+def numeric_targets(scorer: str, references: Sequence[str]) -> np.ndarray:
+    """Reference strings as finite floats; a reference that is no number is an error naming the item."""
+    try:
+        y = np.array(references, dtype=np.float64)
+    except ValueError:
+        for i, ref in enumerate(references):
+            try:
+                float(ref)
+            except ValueError:
+                raise ValueError(f"{scorer}: reference {ref!r} at item {i} is not a number; {scorer} compares "
+                                 "numeric predictions with numeric references") from None
+        raise
+    bad = ~np.isfinite(y)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{scorer}: reference {references[i]!r} at item {i} is not a finite number")
+    return y
+
+
+def one_column(scorer: str, predictions: Any) -> np.ndarray:
+    """The single numeric prediction column, shape (n,)."""
+    values = np.asarray(predictions.values, dtype=np.float64)
+    if values.ndim == 2 and values.shape[1] != 1:
+        raise ValueError(f"{scorer} compares one prediction column with the reference, got "
+                         f"{values.shape[1]} columns {list(predictions.columns)}")
+    return values.reshape(len(values))

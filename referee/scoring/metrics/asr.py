@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from referee.platform.core.predictions import Predictions, References
 from referee.scoring.metrics import _common as c
+from referee.scoring.metrics.base import SummableMetric
 
 REVISION = "1.0"
 ACCEPTS = ("text",)
@@ -105,27 +107,31 @@ def aggregate(sums: Any, params: Mapping[str, Any] | None = None) -> Any:
         return np.where(s[..., 1] > 0, s[..., 0] / s[..., 1], s[..., 0])[()]
 
 
-class _ErrorRate:
-    """WER or CER: the functions a ``ScorerInfo`` needs, bound to a unit."""
+class ErrorRate(SummableMetric):
+    """WER or CER, bound to a unit."""
 
-    def __init__(self, name: str, unit: str):
+    higher_is_better = False
+    accepts = ACCEPTS
+    libraries = LIBRARIES
+    revision = REVISION
+    params = PARAMS
+
+    def __init__(self, name: str, unit: str, description: str):
         self.name = name
         self.unit = unit
+        self.description = description
 
-    def validate_params(self, params: Mapping[str, Any]) -> None:
-        c.resolve_params(self.name, params, PARAMS)
-
-    def statistics(self, predictions: Any, references: Sequence[Any], params: Mapping[str, Any]) -> np.ndarray:
-        p = c.resolve_params(self.name, params, PARAMS)
-        c.require_type(self.name, predictions, ACCEPTS)
+    def statistics(self, predictions: Predictions, references: References,
+                   params: Mapping[str, Any]) -> np.ndarray:
+        p = self.resolve(params)
+        self.check_type(predictions)
         hyps = list(predictions.values)
         refs = c.single_references(self.name, references, len(hyps))
         return edit_statistics(hyps, refs, build_transform(p["transform"], self.unit), self.unit)
 
-    def signature(self, params: Mapping[str, Any]) -> str:
-        p = c.resolve_params(self.name, params, PARAMS)
-        return c.format_signature(self.name, p, c.scorer_version(REVISION))
+    def aggregate(self, sums: Any, params: Mapping[str, Any] | None = None) -> Any:
+        return aggregate(sums, params)
 
 
-wer = _ErrorRate("wer", "word")
-cer = _ErrorRate("cer", "char")
+wer = ErrorRate("wer", "word", "word error rate (jiwer)")
+cer = ErrorRate("cer", "char", "character error rate (jiwer)")

@@ -13,7 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from referee.platform.core.predictions import Predictions, References
+from referee.plugins.records import ScorerInfo
 from referee.scoring.metrics import _common as c
+from referee.scoring.metrics.base import SummableMetric
 
 REVISION = "1.0"
 ACCEPTS = ("text",)
@@ -128,16 +131,22 @@ def ter_from_sums(s: np.ndarray, p: Mapping[str, Any] | None = None) -> np.ndarr
 
 # ---------------------------------------------------------------- scorers
 
-class _SacreMetric:
-    """One sacrebleu metric as the functions a ``ScorerInfo`` needs."""
+class SacreMetric(SummableMetric):
+    """One sacrebleu metric: sacrebleu's segment statistics, a numpy aggregate, sacrebleu's signature."""
 
-    def __init__(self, name: str, spec: c.ParamSpec, from_sums: Any):
+    accepts = ACCEPTS
+    libraries = LIBRARIES
+    revision = REVISION
+
+    def __init__(self, name: str, spec: c.ParamSpec, from_sums: Any, higher_is_better: bool, description: str):
         self.name = name
-        self.spec = spec
+        self.params = spec
         self.from_sums = from_sums
+        self.higher_is_better = higher_is_better
+        self.description = description
 
     def resolve(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
-        p = c.resolve_params(self.name, params, self.spec)
+        p = c.resolve_params(self.name, params, self.params)
         if self.name == "chrf" and p["char_order"] + p["word_order"] == 0:
             raise ValueError("chrf: char_order + word_order must be at least 1")
         return p
@@ -166,10 +175,11 @@ class _SacreMetric:
             return CHRF(**p)
         return TER(**p)
 
-    def statistics(self, predictions: Any, references: Sequence[Any], params: Mapping[str, Any]) -> np.ndarray:
+    def statistics(self, predictions: Predictions, references: References,
+                   params: Mapping[str, Any]) -> np.ndarray:
         """Per-segment sacrebleu statistics, shape (n, k)."""
         p = self.resolve(params)
-        c.require_type(self.name, predictions, ACCEPTS)
+        self.check_type(predictions)
         hyps = list(predictions.values)
         streams = reference_streams(c.reference_lists(self.name, references, len(hyps)))
         if not hyps:
@@ -188,12 +198,18 @@ class _SacreMetric:
         metric.num_refs = num_refs
         return metric.get_signature().format()
 
-    def details(self, predictions: Any, references: Sequence[Any], params: Mapping[str, Any]) -> dict:
+    def signature_for(self, params: Mapping[str, Any], predictions: Predictions) -> str:
+        return self.signature(params)
+
+    def details(self, predictions: Predictions, references: References, params: Mapping[str, Any]) -> dict:
         """The full sacrebleu signature, with the number of references per segment."""
         counts = {len(r) for r in c.reference_lists(self.name, references, len(references))}
         num_refs = counts.pop() if len(counts) == 1 else -1
         return {"nrefs": "var" if num_refs == -1 else num_refs,
                 "sacrebleu_signature": self.signature(params, num_refs)}
+
+    def info(self) -> ScorerInfo:
+        return self._record(statistics=self.statistics, aggregate=self.aggregate, details=self.details)
 
 
 def reference_streams(refs: list[list[str]]) -> list[list[str | None]]:
@@ -202,6 +218,6 @@ def reference_streams(refs: list[list[str]]) -> list[list[str | None]]:
     return [[r[j] if j < len(r) else None for r in refs] for j in range(width)]
 
 
-bleu = _SacreMetric("bleu", BLEU_PARAMS, bleu_from_sums)
-chrf = _SacreMetric("chrf", CHRF_PARAMS, chrf_from_sums)
-ter = _SacreMetric("ter", TER_PARAMS, ter_from_sums)
+bleu = SacreMetric("bleu", BLEU_PARAMS, bleu_from_sums, True, "corpus BLEU (sacrebleu)")
+chrf = SacreMetric("chrf", CHRF_PARAMS, chrf_from_sums, True, "chrF / chrF++ (sacrebleu)")
+ter = SacreMetric("ter", TER_PARAMS, ter_from_sums, False, "translation edit rate (sacrebleu)")
