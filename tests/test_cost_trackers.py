@@ -17,6 +17,7 @@ from referee.platform.core.errors import SpecError
 from referee.platform.core.jobs import JobSpec, JobStatus
 from referee.platform.cost.ledger import report, submission_totals
 from referee.platform.cost.pareto import pareto_front
+from referee.platform.leaderboard.render import render_leaderboard
 from referee.plugins import hookimpl
 from referee.plugins.manager import PluginManager, set_plugin_manager
 from referee.plugins.records import CostTrackerInfo, SubmissionKindInfo
@@ -208,7 +209,7 @@ def test_scheduler_run_records_costs_per_job_and_totals(store, example, tmp_path
     assert [e.extra["pareto"] == "yes" for e in lb.entries] == [not d for d in dominated]
     assert by_team["alpha"].extra["pareto"] == "yes"  # the best score is always on the front
     assert by_team["charlie"].extra["pareto"] == "yes"  # and so is the cheapest entry
-    assert "| cost | pareto |" in lb.to_markdown()
+    assert "| cost | pareto |" in render_leaderboard(lb, "md")
 
     # A resumed scheduler re-finishing a job replaces its rows instead of counting the job twice.
     from referee.platform.core.jobs import JobRecord
