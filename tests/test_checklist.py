@@ -464,3 +464,67 @@ def test_competition_wiring_errors(scored, tmp_path):
         with pytest.raises(SpecError) as err:
             load_into_store(Store(tmp_path / "ws"), path)
         assert words in str(err.value), str(err.value)
+
+
+def test_a_cached_suite_run_keeps_its_own_results(scored):
+    """One loaded suite is run for every submission (``run_from_file`` replaces its results); a cached
+    run must keep the results of its own predictions, whatever ran after it."""
+    from referee.scoring.reference import load_reference, reference_values
+    from referee.submissions.intake import validate_predictions
+
+    store = Store(scored.workspace)
+    comp = store.get_competition(scored.competition_id)
+    params = comp.metric_params(comp.metrics[0])
+    ref = load_reference(comp)
+    refs = reference_values(ref, comp)
+    subs = scored.directory / "submissions"
+    alpha = validate_predictions(subs / "alpha__lexicon.csv", comp, ref)
+    bravo = validate_predictions(subs / "bravo__better.csv", comp, ref)
+    cs.statistics(alpha, refs, params)  # alpha's run is cached ...
+    cs.statistics(bravo, refs, params)  # ... then the same suite object runs bravo's predictions
+    stored = json.loads(_score_rows(store, scored.lexicon_id)[("failure_rate", "public")]["details_json"])
+    assert cs.details(alpha, refs, params)["by_split"]["public"] == stored
+
+
+def test_two_scoring_workers_score_like_one(scored, tmp_path):
+    """The controller's scoring pool runs CheckList scorers side by side: every submission gets exactly
+    the scores and details a single worker gave the same file."""
+    from referee.platform.controller.reconcile import Controller
+
+    store = Store(tmp_path / "ws")
+    comp = load_into_store(store, scored.directory / "competition.yaml")
+    files = {"alpha": "alpha__lexicon.csv", "bravo": "bravo__better.csv"}
+    sids = [(team, submit(store, comp, team, scored.directory / "submissions" / f))
+            for _ in range(3) for team, f in files.items()]
+    assert Controller(store, comp, poll_interval=0.01, scoring_workers=2).run().scored == len(sids)
+    single = {"alpha": _score_rows(Store(scored.workspace), scored.lexicon_id),
+              "bravo": _score_rows(Store(scored.workspace), scored.better_id)}
+    for team, sid in sids:
+        got = _score_rows(store, sid)
+        assert set(got) == set(single[team])
+        for key, row in got.items():
+            assert row["value"] == single[team][key]["value"], (team, sid, key)
+            assert json.loads(row["details_json"]) == json.loads(single[team][key]["details_json"]), (team, sid, key)
+
+
+def test_the_spec_stays_as_written(scored):
+    """What the CheckList plugin derives (data, split, scorer parameters) lives beside the spec."""
+    from click.testing import CliRunner
+
+    from referee.platform.cli.main import cli
+
+    out = CliRunner().invoke(cli, ["-w", str(scored.workspace), "competition", "show", scored.competition_id,
+                                   "--json"])
+    assert out.exit_code == 0, out.output
+    shown = json.loads(out.output)
+    written = yaml.safe_load((scored.directory / "competition.yaml").read_text())
+    assert shown["data"] == written["data"] and "split" not in shown
+    assert [m.get("params", {}) for m in shown["metrics"]] == [m.get("params", {}) for m in written["metrics"]]
+    assert shown["checklist"] == written["checklist"]
+    comp = Store(scored.workspace).get_competition(scored.competition_id)
+    assert comp.data.reference_columns == ["label"]  # the spec's own default, untouched
+    assert comp.effective_data.reference_columns == ["label", "test", "case", "example", "split"]
+    assert comp.effective_split.column == "split" and comp.split.column is None
+    assert set(comp.metric_params("failure_rate")) >= {"suite", "suite_sha256", "labels", "failing_examples"}
+    assert comp.derived.facts["checklist"]["suite_sha256"] == comp.metric_params("failure_rate")["suite_sha256"]
+    assert comp.derived.sources == ["builtin_checklist"]

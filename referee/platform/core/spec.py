@@ -325,8 +325,9 @@ class Competition(_Model):
 
     # -- serialisation ---------------------------------------------------------------------------------
     def spec_dict(self) -> dict[str, Any]:
-        """The spec as written (plugin sections included, derived values not), JSON-able."""
-        return self.model_dump(mode="json")
+        """The spec as written: the fields the YAML gave (validated, so sizes and durations are numbers),
+        plugin sections as they were, nothing derived. JSON-able; ``model_validate`` gives it back."""
+        return self.model_dump(mode="json", exclude_unset=True)
 
     def to_json(self) -> str:
         """The spec as written plus where it came from (what the store keeps; derived values apart)."""
