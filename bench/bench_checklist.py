@@ -36,6 +36,7 @@ def timed(fn: Callable[[], Any], repeat: int = 7) -> tuple[float, Any]:
 
 def main() -> int:
     from referee.platform.core.spec import load_competition
+    from referee.plugins.manager import get_runtime
     from referee.scoring.checklist import scorer as cs
     from referee.scoring.checklist.library import test_suite_module
     from referee.scoring.checklist.suite import prepared
@@ -74,8 +75,8 @@ def main() -> int:
             return fails / sum(len(t.data) for t in suite.tests.values())
 
         def referee_first() -> float:
-            cs._cache.clear()
-            cs._last_input = None
+            get_runtime().cache("checklist.runs").clear()
+            get_runtime().cache("checklist.inputs").clear()
             stats = cs.statistics(preds, refs, params)
             cs.details(preds, refs, params)
             return float(cs.aggregate(stats.sum(axis=0), params))
