@@ -290,7 +290,8 @@ def referee_leaderboard_columns(store: Store, competition: Competition,
     """Return ``LeaderboardColumn`` records for a built leaderboard: values per entry (by submission
     id), a label, a kind that says how to show them (number, percent, rate, currency, tier, p-value,
     flag, text), whether the compact terminal table shows them, help text and notes. Every renderer
-    (terminal, JSON, CSV, Markdown, HTML, the web page) shows them without knowing the column.
+    (terminal, JSON, CSV, Markdown, HTML, the web page) shows them without knowing the column. A note
+    that belongs to no column (say, why a column is missing) may be appended to ``leaderboard.notes``.
 
     Example:
 

@@ -83,6 +83,7 @@ class PluginManager:
         self.pm = pluggy.PluginManager("referee")
         self.pm.add_hookspecs(hookspecs)
         self.reports: list[PluginReport] = []
+        self._sections: dict[str, ConfigSection] | None = None
         if builtins:
             for name, module in BUILTIN_PLUGINS.items():
                 self._load(name, module, version=_dist_version("referee"), builtin=True)
@@ -140,6 +141,16 @@ class PluginManager:
     def hook(self) -> Any:
         return self.pm.hook
 
+    def results(self, hookname: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """``(plugin name, result)`` of every implementation of a hook, in registration order (None
+        results included): for callers that must say which plugin returned what."""
+        out = []
+        for impl in getattr(self.pm.hook, hookname).get_hookimpls():  # last registered last
+            if impl.hookwrapper or impl.wrapper:  # wrappers wrap the plain calls: nothing of their own
+                continue
+            out.append((impl.plugin_name, impl.function(*(kwargs[a] for a in impl.argnames))))
+        return out
+
     def _collect(self, hook: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for records in reversed(hook()):  # pluggy calls last-registered first; let later override
@@ -172,8 +183,10 @@ class PluginManager:
         return self._collect(self.pm.hook.referee_submission_kinds)
 
     def config_sections(self) -> dict[str, ConfigSection]:
-        """Every plugin's section of the competition YAML, by name."""
-        return self._collect(self.pm.hook.referee_config_sections)
+        """Every plugin's section of the competition YAML, by name (asked once: sections are read often)."""
+        if self._sections is None:
+            self._sections = self._collect(self.pm.hook.referee_config_sections)
+        return self._sections
 
     def leaderboard_renderers(self) -> dict[str, LeaderboardRenderer]:
         """Output formats plugins add to the built-in ones (``referee.platform.leaderboard.render``)."""

@@ -29,16 +29,14 @@ def section_problems(comp: Competition, pm: PluginManager) -> list[tuple[str, st
 def derive(comp: Competition, pm: PluginManager) -> Competition:
     """``comp`` with what every plugin derives from it beside the spec (``referee_derive_competition``)."""
     derived = Derived()
-    impls = pm.pm.hook.referee_derive_competition.get_hookimpls()
-    for impl in reversed(impls):  # in registration order, like the other hooks' records
-        result = impl.function(competition=comp)
+    for plugin, result in pm.results("referee_derive_competition", competition=comp):
         if result is None:
             continue
         if not isinstance(result, Derived):
-            raise PluginError(f"plugin {impl.plugin_name!r} returned {type(result).__name__} from "
+            raise PluginError(f"plugin {plugin!r} returned {type(result).__name__} from "
                               "referee_derive_competition; expected a Derived record or None")
         try:
-            derived = derived.merge(result, impl.plugin_name)
+            derived = derived.merge(result, plugin)
         except ValueError as exc:
             raise SpecError(str(comp.source_path or comp.id), [("", str(exc))]) from None
     return comp.with_derived(derived)

@@ -95,7 +95,7 @@ def cell_html(column: LeaderboardColumn, value: Any) -> tuple[str, str]:
 
 def metric_cell(value: float | None, ci: tuple[float, float] | None, digits: int = DIGITS) -> str:
     """A metric with its interval, as the exports show it."""
-    cell = "" if value is None else _full(value, digits)
+    cell = "" if value is None else f"{value:.{digits}f}"
     if ci and value is not None:
         cell += f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
     return cell
@@ -188,6 +188,7 @@ def render_html(lb: Leaderboard) -> str:
 def terminal_table(lb: Leaderboard) -> Any:
     """The compact terminal table (a ``rich`` Table): the primary metric with its interval, other
     metrics, and the extra columns that ask to be shown there; the exports have everything."""
+    from rich.markup import escape
     from rich.table import Table
 
     extras = [c for c in _columns(lb) if c.terminal]
@@ -197,13 +198,14 @@ def terminal_table(lb: Leaderboard) -> Any:
     caption = f"primary: {lb.primary} ({lb.direction})"
     if hidden:
         caption += f"; {hidden} more column(s) with --format md|csv|json|html"
-    t = Table(title=f"{lb.title} — {lb.phase} / {lb.split} ({lb.mode})", caption=caption, caption_justify="left")
+    t = Table(title=escape(f"{lb.title} — {lb.phase} / {lb.split} ({lb.mode})"), caption=escape(caption),
+              caption_justify="left")
     t.add_column("rank", justify="right")
     t.add_column("team", overflow="fold")
     for m in metrics:
-        t.add_column(m, justify="right")
+        t.add_column(escape(m), justify="right")
     for c in extras:
-        t.add_column(c.title, justify="right")
+        t.add_column(escape(c.title), justify="right")
     t.add_column("sub", justify="right")
     for e in lb.entries:
         cells = [str(e.rank), e.team]
@@ -215,7 +217,7 @@ def terminal_table(lb: Leaderboard) -> Any:
             cells.append(cell)
         cells += [cell_text(c, e.extra.get(c.key), compact=True) for c in extras]
         cells.append(f"#{e.submission_id}")
-        t.add_row(*cells)
+        t.add_row(*(escape(c) for c in cells))  # team names and plugin values are text, not markup
     return t
 
 
