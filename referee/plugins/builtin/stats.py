@@ -62,10 +62,10 @@ def referee_leaderboard_columns(store: Store, competition: Competition,
     return [
         LeaderboardColumn(key="tier", label="tier", kind="tier", values=tiers, notes=tuple(result.notes()),
                           help="entries not significantly different from their tier's first entry share a tier"),
-        LeaderboardColumn(key="p_vs_leader", label="p vs leader", kind="p-value", terminal=False,
+        LeaderboardColumn(key="p_vs_leader", label="p_vs_leader", kind="p-value", terminal=False,
                           values=dict(zip(ids, result.p_vs_leader)),
                           help="uncorrected p-value of the paired test against the first entry"),
-        LeaderboardColumn(key="p_vs_prev", label="p vs prev", kind="p-value", terminal=False,
+        LeaderboardColumn(key="p_vs_prev", label="p_vs_prev", kind="p-value", terminal=False,
                           values=dict(zip(ids, result.p_vs_prev)),
                           help="uncorrected p-value of the paired test against the entry just above"),
     ]
