@@ -293,5 +293,5 @@ class LeaderboardSettings(BaseModel):
     significance: SignificanceSettings = Field(default_factory=SignificanceSettings)
 
 
-__all__ = ["CORRECTIONS", "METHODS", "LeaderboardSettings", "PairedTest", "SignificanceSettings", "Tiers", "adjust_p_values",
-           "assign_tiers", "correction_can_reject", "min_resamples", "smallest_p_value"]
+__all__ = ["CORRECTIONS", "METHODS", "LeaderboardSettings", "PairedTest", "SignificanceSettings", "Tiers",
+           "adjust_p_values", "assign_tiers", "correction_can_reject", "min_resamples", "smallest_p_value"]

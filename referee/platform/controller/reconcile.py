@@ -341,7 +341,8 @@ class Controller:
             output_file=f"predictions.{self.comp.prediction.format}",
             input_dir=str(self.comp.input_path) if self.comp.input_path else None,
             resources=Resources(cpu=r.cpu, memory=r.memory, gpus=gpus, instance_type=r.instance_type),
-            timeout_s=r.timeout, sandbox=dict(self.comp.section_data("sandbox") or {}), max_infra_retries=self.comp.backend.max_infra_retries,
+            timeout_s=r.timeout, sandbox=dict(self.comp.section_data("sandbox") or {}),
+            max_infra_retries=self.comp.backend.max_infra_retries,
             labels={"referee.competition": self.comp.id, "referee.submission": str(sub.id)},
             **extra)
 

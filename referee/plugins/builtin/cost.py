@@ -99,7 +99,8 @@ def referee_job_finished(job: JobRecord, result: JobStatus, competition: Competi
 
 
 @hookimpl
-def referee_dispatch_check(competition: Competition, job_spec: JobSpec, store: Store, backend: str) -> str | Hold | None:
+def referee_dispatch_check(competition: Competition, job_spec: JobSpec, store: Store,
+                           backend: str) -> str | Hold | None:
     try:
         return check_dispatch(store, competition, job_spec, backend=backend)
     except RefereeError as exc:  # invalid cost section: pausing is safer than spending blind
@@ -113,7 +114,8 @@ def referee_leaderboard_columns(store: Store, competition: Competition,
 
 
 @hookimpl
-def referee_leaderboard_plots(store: Store, competition: Competition, leaderboard: Leaderboard) -> list[LeaderboardPlot]:
+def referee_leaderboard_plots(store: Store, competition: Competition,
+                              leaderboard: Leaderboard) -> list[LeaderboardPlot]:
     svg = cost_plot(leaderboard)
     if not svg:
         return []
