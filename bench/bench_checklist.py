@@ -36,9 +36,10 @@ def timed(fn: Callable[[], Any], repeat: int = 7) -> tuple[float, Any]:
 
 def main() -> int:
     from referee.platform.core.spec import load_competition
+    from referee.plugins.manager import get_runtime
     from referee.scoring.checklist import scorer as cs
     from referee.scoring.checklist.library import test_suite_module
-    from referee.scoring.checklist.suite import prepare_competition
+    from referee.scoring.checklist.suite import prepared
     from referee.scoring.reference import load_reference, reference_values
     from referee.submissions.intake import validate_predictions
 
@@ -49,17 +50,13 @@ def main() -> int:
         subprocess.run([sys.executable, str(ex / "generate.py"), str(ex)], check=True)
         shutil.rmtree(ex / "data" / "checklist")
 
-        build_s, _ = timed(lambda: prepare_competition(load_competition(ex / "competition.yaml", check_files=False)),
-                           1)
-        comp = load_competition(ex / "competition.yaml", check_files=False)
-        reload_s, _ = timed(lambda: prepare_competition(load_competition(ex / "competition.yaml",
-                                                                         check_files=False)))
-        prepare_competition(comp)
+        build_s, _ = timed(lambda: prepared(load_competition(ex / "competition.yaml", check_files=False)), 1)
+        reload_s, comp = timed(lambda: prepared(load_competition(ex / "competition.yaml", check_files=False)))
         ref = load_reference(comp)
         refs = reference_values(ref, comp)
         preds = validate_predictions(ex / "submissions" / "alpha__lexicon.csv", comp, ref)
-        params = dict(comp.metrics[0].params)
-        neg_params = dict(comp.metrics[2].params)
+        params = comp.metric_params(comp.metrics[0])
+        neg_params = comp.metric_params(comp.metrics[2])
 
         suite = test_suite_module().TestSuite.from_file(params["suite"])
         probs = np.asarray(preds.values)
@@ -78,8 +75,8 @@ def main() -> int:
             return fails / sum(len(t.data) for t in suite.tests.values())
 
         def referee_first() -> float:
-            cs._cache.clear()
-            cs._last_input = None
+            get_runtime().cache("checklist.runs").clear()
+            get_runtime().cache("checklist.inputs").clear()
             stats = cs.statistics(preds, refs, params)
             cs.details(preds, refs, params)
             return float(cs.aggregate(stats.sum(axis=0), params))

@@ -29,7 +29,7 @@ import numpy as np
 
 from referee.platform.core.predictions import Predictions
 from referee.plugins.builtin.scorers import referee_scorers
-from referee.scoring.bootstrap import _cached_weights
+from referee.plugins.manager import get_runtime
 from referee.scoring.significance import PairedTest, assign_tiers
 
 SCORERS = {s.name: s for s in referee_scorers()}
@@ -88,7 +88,7 @@ def part1(args: argparse.Namespace) -> None:
         for h in systems])
 
     def ours_test() -> tuple[np.ndarray, Any]:
-        _cached_weights.cache_clear()  # draw the resamples every time, as sacrebleu does
+        get_runtime().cache("bootstrap.weights").clear()  # draw the resamples every time, as sacrebleu does
         test = PairedTest.from_systems(bleu.aggregate, {}, stats, resamples=n_res, seed=args.seed_resample,
                                        backend=args.backend)
         others = np.arange(1, n_sys)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from referee.plugins.manager import PluginManager, set_plugin_manager
+from referee.plugins.manager import PluginManager, reset_runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -47,12 +47,13 @@ def wait_final(backend, handles: list[str], limit: float = 90, interval: float =
 
 @pytest.fixture(autouse=True)
 def isolated_plugins():
-    """Each test sees only referee's built-in plugins, plus the opt-in testing plugin (the fake backend)."""
+    """Each test gets a fresh runtime (no cache survives a test) that sees only referee's built-in
+    plugins, plus the opt-in testing plugin (the fake backend)."""
     import referee.plugins.testing
-    pm = PluginManager(entrypoints=False, extra=[referee.plugins.testing])
-    set_plugin_manager(pm)
+    pm = PluginManager(entrypoints=False, extra=[referee.plugins.testing], disable=())
+    reset_runtime(pm)
     yield pm
-    set_plugin_manager(None)
+    reset_runtime(None)
 
 
 @pytest.fixture

@@ -184,7 +184,7 @@ def test_bad_interval_settings_are_a_spec_error_at_load(examples, store):
     with pytest.raises(SpecError) as info:
         load_into_store(store, bad)
     fields = [f for f, _ in info.value.problems]
-    assert "leaderboard.intervals" in fields and "leaderboard.significance" in fields
+    assert "leaderboard.intervals.resamples" in fields and "leaderboard.significance.correction" in fields
     assert "resamples" in str(info.value) and "sidak" in str(info.value)
     assert store.list_competitions() == []
 

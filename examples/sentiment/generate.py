@@ -70,7 +70,7 @@ def _write_csv(path: Path, lines: list[str]) -> None:
 
 def generate(outdir: Path) -> None:
     from referee.platform.core.spec import load_competition
-    from referee.scoring.checklist.suite import prepare_competition
+    from referee.scoring.checklist.suite import prepared
 
     outdir = Path(outdir)
     data, subs = outdir / "data", outdir / "submissions"
@@ -80,8 +80,7 @@ def generate(outdir: Path) -> None:
     held = heldout_rows(rng)
     _write_csv(data / "heldout.csv", ["id,text,label"] + [f'{i},"{t}",{lab}' for i, t, lab in held])
 
-    comp = load_competition(outdir / "competition.yaml", check_files=False)
-    prepare_competition(comp)
+    comp = prepared(load_competition(outdir / "competition.yaml", check_files=False))
     assert comp.input_path is not None
     with open(comp.input_path / "cases.jsonl", encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()]

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
+from pydantic import BaseModel
+
+from referee.platform.core.leaderboard import Leaderboard, LeaderboardColumn
+from referee.platform.core.spec import Competition, Derived
+
+_SECTION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 from referee.platform.core.predictions import Predictions, References
 
@@ -127,6 +134,65 @@ class Hold:
     team: str | None = None
 
 
+@dataclass(frozen=True)
+class ConfigSection:
+    """A top-level section of the competition YAML that a plugin owns (``sandbox:``, ``cost:``, ...).
+
+    ``model`` is a pydantic model: the section is validated with it when the competition loads, and
+    code reads it back typed with ``referee.plugins.manager.config_section(competition, name, Model)``
+    (defaults when the YAML leaves the section out). ``check(section_or_None, competition)`` may return
+    more problems as ``(field, message)`` pairs, for what one section cannot see alone (another section,
+    a price table); it also runs when the section is left out (with None).
+    """
+
+    name: str
+    model: type[BaseModel]
+    description: str = ""
+    check: Callable[[Any, Competition], list[tuple[str, str]]] | None = None
+
+    def __post_init__(self) -> None:
+        if not _SECTION_NAME.match(self.name):
+            raise ValueError(f"config section name {self.name!r} must be lower case letters, digits and '_'")
+        if self.name in Competition.model_fields:
+            raise ValueError(f"config section name {self.name!r} is a core field of the competition spec")
+
+
+@dataclass(frozen=True)
+class LeaderboardPlot:
+    """An SVG figure shown under the web leaderboard (``svg`` is trusted markup: escape every text in it)."""
+
+    key: str
+    title: str
+    svg: str
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class ReportPanel:
+    """A section of a submission's report: the same content as Markdown and as an HTML fragment.
+
+    Both are trusted output of the plugin: escape everything that came from a user (team names,
+    example texts) with ``referee.platform.core.markup``.
+    """
+
+    key: str
+    title: str
+    markdown: str
+    html: str
+    subtitle: str = ""
+
+
+@dataclass(frozen=True)
+class LeaderboardRenderer:
+    """An output format for leaderboards (``referee leaderboard --format NAME``, the export API)."""
+
+    name: str
+    render: Callable[[Leaderboard], str]
+    media_type: str = "text/plain; charset=utf-8"
+    extension: str = "txt"
+    description: str = ""
+
+
 @dataclass
 class PluginReport:
     """What `referee plugins list` shows for one plugin."""
@@ -135,3 +201,8 @@ class PluginReport:
     version: str
     provides: list[str] = field(default_factory=list)
     error: str | None = None
+    disabled: bool = False
+
+
+__all__ = ["ScorerInfo", "BackendInfo", "CostTrackerInfo", "SubmissionKindInfo", "Hold", "ConfigSection",
+           "Derived", "LeaderboardColumn", "LeaderboardPlot", "ReportPanel", "LeaderboardRenderer", "PluginReport"]

@@ -18,17 +18,26 @@ rows per call when it is batched, else one row per call on a few threads.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+)
 
-from referee.scoring.metrics import _common as c
+from referee.platform.core.spec import validation_problems
+from referee.plugins.manager import get_runtime
 
 BACKENDS = ("numpy", "torch", "auto")
 CI_METHODS = ("percentile", "basic")
@@ -44,34 +53,44 @@ ROW_BINCOUNT_ITEMS = 4096
 # Threads that score the resamples of a general scorer that is not batched, one resample per call.
 LOOP_WORKERS = min(4, os.cpu_count() or 1)
 
-INTERVAL_PARAMS: c.ParamSpec = {
-    "enabled": (True, c.boolean),
-    "resamples": (1000, c.integer(1, 10**7)),
-    "seed": (12345, c.integer(0, 2**63 - 1)),
-    "confidence": (0.95, c.number(0.0, 1.0, open_lo=True, open_hi=True)),
-    "method": ("percentile", c.choice(CI_METHODS)),
-    "backend": ("numpy", c.choice(BACKENDS)),
-}
+def _real_number(v: Any) -> Any:
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise ValueError("must be a number")
+    return float(v)
 
 
-@dataclass(frozen=True)
-class IntervalSettings:
+Number = Annotated[float, BeforeValidator(_real_number)]
+S = TypeVar("S", bound=BaseModel)
+
+
+def settings_from_mapping(model: type[S], raw: Mapping[str, Any] | None, where: str) -> S:
+    """``raw`` validated as ``model``; ValueError ``"<where>: <field>: <problem>; ..."`` when it is not."""
+    if raw is not None and not isinstance(raw, Mapping):
+        raise ValueError(f"{where}: must be a mapping, got {type(raw).__name__}")
+    try:
+        return model.model_validate(dict(raw or {}))
+    except ValidationError as exc:
+        raise ValueError(f"{where}: " + "; ".join(f"{f}: {m}" if f else m
+                                                  for f, m in validation_problems(exc))) from None
+
+
+class IntervalSettings(BaseModel):
     """How bootstrap confidence intervals are computed (``leaderboard.intervals`` in the YAML)."""
 
-    enabled: bool = True
-    resamples: int = 1000
-    seed: int = 12345
-    confidence: float = 0.95
-    method: str = "percentile"
-    backend: str = "numpy"
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: StrictBool = True
+    resamples: StrictInt = Field(default=1000, ge=1, le=10**7)
+    seed: StrictInt = Field(default=12345, ge=0, le=2**63 - 1)
+    confidence: Number = Field(default=0.95, gt=0.0, lt=1.0)
+    method: Literal["percentile", "basic"] = "percentile"
+    backend: Literal["numpy", "torch", "auto"] = "numpy"
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any] | None,
                      where: str = "leaderboard.intervals") -> "IntervalSettings":
         """Checked settings with defaults filled in; ValueError names the bad field."""
-        if raw is not None and not isinstance(raw, Mapping):
-            raise ValueError(f"{where}: must be a mapping, got {type(raw).__name__}")
-        return cls(**c.resolve_params(where, raw, INTERVAL_PARAMS))
+        return settings_from_mapping(cls, raw, where)
 
     def signature(self) -> str:
         """What goes after the scorer's signature, e.g. ``bootstrap:1000|seed:12345|ci:95%``."""
@@ -147,11 +166,13 @@ def _generate(n: int, resamples: int, seed: int, kind: str, block_rows: int) -> 
             yield start, rng.integers(2, size=(rows, n), dtype=bool).astype(np.float64)
 
 
-@functools.lru_cache(maxsize=4)
 def _cached_weights(n: int, resamples: int, seed: int, kind: str) -> np.ndarray:
-    w = np.concatenate([b for _, b in _generate(n, resamples, seed, kind, resamples)], axis=0)
-    w.setflags(write=False)
-    return w
+    """Whole weight matrices, kept by the runtime (read-only: every caller shares them)."""
+    def generate() -> np.ndarray:
+        w = np.concatenate([b for _, b in _generate(n, resamples, seed, kind, resamples)], axis=0)
+        w.setflags(write=False)
+        return w
+    return get_runtime().cache("bootstrap.weights").get_or_compute((n, resamples, seed, kind), generate)
 
 
 # ------------------------------------------------------------------------- backends

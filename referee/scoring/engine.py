@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata as md
-import importlib.util
 import io
 import json
 import traceback
@@ -29,9 +28,11 @@ from referee import __version__
 from referee.platform.core.errors import RefereeError, SpecError
 from referee.platform.core.predictions import Predictions, References
 from referee.platform.core.spec import Competition, MetricSpec
-from referee.plugins.manager import get_plugin_manager
+from referee.plugins.manager import config_section, get_plugin_manager
 from referee.plugins.records import ScorerInfo
+from referee.scoring.bootstrap import IntervalSettings
 from referee.scoring.reference import ReferenceData, reference_values
+from referee.scoring.significance import LeaderboardSettings
 
 
 # The event that keeps a failing scorer's traceback for the host, and what the team is told.
@@ -106,46 +107,22 @@ def check_metric_params(comp: Competition) -> list[tuple[str, str]]:
                                                       f"prediction.type is {comp.prediction.type!r}"))
         if s.validate_params is not None:
             try:
-                s.validate_params(m.params)
+                s.validate_params(comp.metric_params(m))
             except (ValueError, TypeError, KeyError) as exc:
                 problems.append((f"metrics[{i}].params", str(exc)))
-    return problems + statistics_settings_problems(comp)
+    return problems
 
 
 # -- confidence intervals (bootstrap over per-item statistics; see referee.scoring.bootstrap) ------
 
-def statistics_settings_problems(comp: Competition) -> list[tuple[str, str]]:
-    """Problems with ``leaderboard.intervals`` and ``leaderboard.significance``, as (field, message)."""
-    from referee.scoring.bootstrap import IntervalSettings
-    from referee.scoring.significance import SignificanceSettings
-
-    problems = []
-    for key, settings in (("intervals", IntervalSettings), ("significance", SignificanceSettings)):
-        try:
-            parsed = settings.from_mapping(comp.leaderboard.get(key), where=f"leaderboard.{key}")
-        except ValueError as exc:
-            problems.append((f"leaderboard.{key}", str(exc).removeprefix(f"leaderboard.{key}: ")))
-            continue
-        if parsed.backend == "torch" and importlib.util.find_spec("torch") is None:
-            problems.append((f"leaderboard.{key}.backend", "'torch' needs PyTorch, which is not installed; "
-                                                           "install it or use 'numpy' or 'auto'"))
-    return problems
-
-
-def interval_settings(comp: Competition) -> Any:
-    """The competition's ``IntervalSettings``, or None when intervals are switched off."""
-    from referee.scoring.bootstrap import IntervalSettings
-
-    try:
-        settings = IntervalSettings.from_mapping(comp.leaderboard.get("intervals"))
-    except ValueError as exc:
-        raise SpecError(str(comp.source_path or comp.id),
-                        [("leaderboard.intervals", str(exc).removeprefix("leaderboard.intervals: "))]) from None
+def interval_settings(comp: Competition) -> IntervalSettings | None:
+    """The competition's ``leaderboard.intervals`` settings, or None when intervals are switched off."""
+    settings = config_section(comp, "leaderboard", LeaderboardSettings).intervals
     return settings if settings.enabled else None
 
 
 def add_intervals(computed: list[tuple[ScorerInfo, dict, np.ndarray, dict[str, MetricResult]]], split: str,
-                  mask: np.ndarray, settings: Any) -> None:
+                  mask: np.ndarray, settings: IntervalSettings) -> None:
     """Fill ``ci_low/ci_high`` of every summable metric's result on ``split`` from one bootstrap of their
     stacked statistics, and record how in each provenance."""
     from referee.scoring.bootstrap import confidence_intervals
@@ -210,7 +187,7 @@ def score_predictions(comp: Competition, preds: Predictions, ref: ReferenceData,
     items: dict[str, tuple[Predictions, list[Any]]] = {}  # each split's items, shared by general metrics
     for m in comp.metrics:
         scorer = pm.scorer(m.scorer)
-        params = dict(m.params)
+        params = comp.metric_params(m)
         with scorer_call(scorer, m.key):
             if scorer.general:
                 stats = None
@@ -221,7 +198,7 @@ def score_predictions(comp: Competition, preds: Predictions, ref: ReferenceData,
                 stats = compute_statistics(scorer, preds, refs, params)
                 stats_sha = _put_array(put_blob, stats) if put_blob is not None else None
             details = scorer.details(preds, refs, params) if scorer.details else {}
-            signature = _signature(scorer, m.params, preds)
+            signature = _signature(scorer, params, preds)
         per_split = {}
         for split in ref.splits():
             mask = ref.mask(split)
@@ -287,19 +264,20 @@ def _split_details(details: dict, split: str) -> dict:
 
 def provenance(scorer: ScorerInfo, m: MetricSpec, comp: Competition, ref: ReferenceData,
                submission_sha256: str | None, split: str, n_items: int, sig: str | None = None) -> dict[str, Any]:
+    params = comp.metric_params(m)
     if sig is None:
-        sig = scorer.signature(m.params) if scorer.signature else _default_signature(scorer, m.params)
+        sig = scorer.signature(params) if scorer.signature else _default_signature(scorer, params)
     return {
         "scorer": scorer.name,
         "scorer_version": scorer.version,
         "referee_version": __version__,
         "libraries": library_versions(scorer.libraries),
-        "params": m.params,
+        "params": params,
         "signature": sig,
         "reference_sha256": ref.sha256,
         "submission_sha256": submission_sha256,
         "split": split,
-        "split_rule": comp.split.model_dump(),
+        "split_rule": comp.effective_split.model_dump(),
         "n_items": n_items,
     }
 

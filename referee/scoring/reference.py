@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +11,9 @@ import numpy as np
 
 from referee.platform.core.errors import SpecError, SubmissionRejected
 from referee.platform.core.hashing import file_sha256
-from referee.platform.core.spec import Competition
+from referee.platform.core.spec import Competition, DataSpec, SplitSpec
 from referee.platform.core.tables import TXT_COLUMN, Table, guess_format, read_table
+from referee.plugins.manager import get_runtime
 
 SPLITS = ("public", "private")
 
@@ -46,29 +46,31 @@ class ReferenceData:
 
 
 def load_reference(comp: Competition) -> ReferenceData:
+    """The competition's reference data (its effective data and split), cached by the runtime per file
+    version and settings."""
     path = comp.reference_path
-    return _load(str(path), path.stat().st_mtime_ns, comp.to_json())
+    data, split = comp.effective_data, comp.effective_split
+    key = (str(path), path.stat().st_mtime_ns, data.model_dump_json(), split.model_dump_json(),
+           str(comp.source_path))
+    return get_runtime().cache("reference").get_or_compute(
+        key, lambda: _load(path, data, split, comp.source_path or path))
 
 
-@functools.lru_cache(maxsize=8)
-def _load(path_s: str, mtime: int, comp_json: str) -> ReferenceData:
-    comp = Competition.from_json(comp_json)
-    path = Path(path_s)
-    fmt = comp.data.reference_format or guess_format(path)
-    src = comp.source_path or path
+def _load(path: Path, data: DataSpec, split_spec: SplitSpec, src: Path) -> ReferenceData:
+    fmt = data.reference_format or guess_format(path)
     try:
-        table: Table = read_table(path, fmt, source=str(path), txt_column=comp.data.reference_columns[0])
+        table: Table = read_table(path, fmt, source=str(path), txt_column=data.reference_columns[0])
     except SubmissionRejected as exc:
         raise SpecError(str(src), [("data.reference", str(exc))]) from None
     if fmt == "txt":
         ids = [str(i) for i in range(1, len(table) + 1)]
     else:
-        id_col = comp.data.reference_id_column
+        id_col = data.reference_id_column
         if id_col not in table.columns:
             raise SpecError(str(src), [("data.reference_id_column",
                                         f"column {id_col!r} not in {path.name} (columns: {table.header})")])
         ids = table.columns[id_col]
-    missing = [c for c in comp.data.reference_columns if c not in table.columns]
+    missing = [c for c in data.reference_columns if c not in table.columns]
     if missing:
         raise SpecError(str(src), [("data.reference_columns", f"{missing} not in {path.name} "
                                                                f"(columns: {table.header})")])
@@ -77,8 +79,8 @@ def _load(path_s: str, mtime: int, comp_json: str) -> ReferenceData:
         seen: set[str] = set()
         dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
         raise SpecError(str(src), [("data.reference", f"duplicate id {dup!r} in {path.name}")])
-    split = _split_mask(comp, table, ids, src)
-    lists = {c: fmt == "jsonl" and _is_string_lists(table.columns[c]) for c in comp.data.reference_columns}
+    split = _split_mask(split_spec, table, ids, src)
+    lists = {c: fmt == "jsonl" and _is_string_lists(table.columns[c]) for c in data.reference_columns}
     return ReferenceData(ids=ids, index=index, columns=table.columns, split=split,
                          sha256=file_sha256(path), path=path, list_columns=lists)
 
@@ -93,8 +95,7 @@ def _is_string_lists(values: list[str]) -> bool:
         return False
 
 
-def _split_mask(comp: Competition, table: Table, ids: list[str], src: Path) -> np.ndarray:
-    s = comp.split
+def _split_mask(s: SplitSpec, table: Table, ids: list[str], src: Path) -> np.ndarray:
     if s.column is not None:
         if s.column not in table.columns:
             raise SpecError(str(src), [("split.column", f"column {s.column!r} not in the reference file")])
@@ -114,7 +115,7 @@ def _split_mask(comp: Competition, table: Table, ids: list[str], src: Path) -> n
 def reference_values(ref: ReferenceData, comp: Competition) -> list[str] | list[list[str]]:
     """The reference column(s) in reference order: one list, or one list per item (several columns,
     positional, or a JSONL column holding a list of strings)."""
-    cols = comp.data.reference_columns
+    cols = comp.effective_data.reference_columns
     if len(cols) == 1:
         values = ref.columns[cols[0]]
         if ref.list_columns.get(cols[0]):

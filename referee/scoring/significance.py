@@ -28,20 +28,23 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from referee.platform.core.predictions import Predictions, References
 from referee.scoring.bootstrap import (
     BACKENDS,
     UNDEFINED_ERRORS,
+    IntervalSettings,
+    Number,
     Resampler,
     general_scores,
     interval_from_samples,
     resampled_sums,
+    settings_from_mapping,
 )
-from referee.scoring.metrics import _common as c
 
 METHODS = ("paired_bootstrap", "approximate_randomization")
 CORRECTIONS = ("holm", "bonferroni", "none")
@@ -51,30 +54,21 @@ AR_TIE_RTOL = 1e-9
 # Elements of one (resamples x pairs x k) block when approximate randomization scores pairs.
 PAIR_BLOCK_ELEMENTS = 2**22
 
-SIGNIFICANCE_PARAMS: c.ParamSpec = {
-    "enabled": (True, c.boolean),
-    "method": ("paired_bootstrap", c.choice(METHODS)),
-    "resamples": (1000, c.integer(1, 10**7)),
-    "seed": (12345, c.integer(0, 2**63 - 1)),
-    "alpha": (0.05, c.number(0.0, 1.0, open_lo=True, open_hi=True)),
-    "correction": ("holm", c.choice(CORRECTIONS)),
-    "backend": ("numpy", c.choice(BACKENDS)),
-}
-
 Aggregate = Callable[[np.ndarray, Mapping[str, Any]], Any]
 
 
-@dataclass(frozen=True)
-class SignificanceSettings:
+class SignificanceSettings(BaseModel):
     """How leaderboard entries are compared (``leaderboard.significance`` in the YAML)."""
 
-    enabled: bool = True
-    method: str = "paired_bootstrap"
-    resamples: int = 1000
-    seed: int = 12345
-    alpha: float = 0.05
-    correction: str = "holm"
-    backend: str = "numpy"
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: StrictBool = True
+    method: Literal["paired_bootstrap", "approximate_randomization"] = "paired_bootstrap"
+    resamples: StrictInt = Field(default=1000, ge=1, le=10**7)
+    seed: StrictInt = Field(default=12345, ge=0, le=2**63 - 1)
+    alpha: Number = Field(default=0.05, gt=0.0, lt=1.0)
+    correction: Literal["holm", "bonferroni", "none"] = "holm"
+    backend: Literal["numpy", "torch", "auto"] = "numpy"
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any] | None, where: str = "leaderboard.significance",
@@ -83,7 +77,11 @@ class SignificanceSettings:
         if raw is not None and not isinstance(raw, Mapping):
             raise ValueError(f"{where}: must be a mapping, got {type(raw).__name__}")
         merged = {**(raw or {}), **{k: v for k, v in overrides.items() if v is not None}}
-        return cls(**c.resolve_params(where, merged, SIGNIFICANCE_PARAMS))
+        return settings_from_mapping(cls, merged, where)
+
+    def with_overrides(self, **overrides: Any) -> "SignificanceSettings":
+        """These settings with ``overrides`` that are not None (checked; ValueError names the field)."""
+        return self.from_mapping(self.model_dump(), **overrides)
 
     def describe(self) -> str:
         return (f"{self.method.replace('_', ' ')}, {self.resamples} resamples, seed {self.seed}, "
@@ -355,5 +353,15 @@ def min_resamples(n_systems: int, settings: SignificanceSettings) -> int:
     return int(math.floor(family / settings.alpha))
 
 
-__all__ = ["CORRECTIONS", "METHODS", "GeneralPairedTest", "PairedTest", "paired_test", "SignificanceSettings", "Tiers", "adjust_p_values",
-           "assign_tiers", "correction_can_reject", "min_resamples", "smallest_p_value"]
+class LeaderboardSettings(BaseModel):
+    """The ``leaderboard:`` section of a competition: confidence intervals and paired significance."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    intervals: IntervalSettings = Field(default_factory=IntervalSettings)
+    significance: SignificanceSettings = Field(default_factory=SignificanceSettings)
+
+
+__all__ = ["CORRECTIONS", "METHODS", "GeneralPairedTest", "LeaderboardSettings", "PairedTest", "paired_test",
+           "SignificanceSettings", "Tiers", "adjust_p_values", "assign_tiers", "correction_can_reject",
+           "min_resamples", "smallest_p_value"]

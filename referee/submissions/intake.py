@@ -27,7 +27,7 @@ def _fmt_ids(ids: list[str]) -> str:
 def validate_predictions(path: Path, comp: Competition, ref: ReferenceData, *,
                          source: str | None = None) -> Predictions:
     """Parse and check a prediction file; raise ``SubmissionRejected`` naming the line on any problem."""
-    spec = comp.prediction
+    spec = comp.effective_prediction
     source = source or Path(path).name
     table = read_table(Path(path), spec.format, source=source, encoding=spec.encoding,
                        max_bytes=spec.max_bytes, txt_column=spec.columns[0])

@@ -60,6 +60,7 @@ def run_demo(workspace: Path, *, fresh: bool = True, with_containers: bool | Non
     from rich.markup import escape
 
     from referee.platform.cli.main import print_leaderboard
+    from referee.platform.leaderboard.render import render_leaderboard
     from referee.platform.controller.competitions import load_into_store
     from referee.platform.controller.reconcile import Controller
     from referee.platform.leaderboard import build as lbm
@@ -105,8 +106,8 @@ def run_demo(workspace: Path, *, fresh: bool = True, with_containers: bool | Non
         for split in ("public", "private"):
             lb = lbm.build(store, comp, split=split)
             print_leaderboard(lb)
-            for ext, text in (("md", lb.to_markdown()), ("json", lb.to_json()), ("csv", lb.to_csv())):
-                (exports / f"{comp.id}-{split}.{ext}").write_text(text, encoding="utf-8")
+            for ext in ("md", "json", "csv"):
+                (exports / f"{comp.id}-{split}.{ext}").write_text(render_leaderboard(lb, ext), encoding="utf-8")
             boards[split] = lb
         for sub in store.submissions(comp.id, status="failed"):
             con.print(f"  [red]#{sub.id} failed[/red] ({sub.failure_reason}): {escape(sub.failure_message or '')}")

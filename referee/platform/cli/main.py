@@ -99,8 +99,8 @@ def competition_load(ctx: click.Context, spec: str, as_json: bool) -> None:
 def competition_show(ctx: click.Context, competition_id: str, as_json: bool) -> None:
     """Show a loaded competition."""
     comp = open_store(ctx).get_competition(competition_id)
-    if as_json:
-        emit_json(json.loads(comp.to_json()))
+    if as_json:  # the spec as the host wrote it (what plugins derived from it is kept apart)
+        emit_json(comp.spec_dict())
         return
     c = console()
     c.print(f"[bold]{comp.title}[/bold] ({comp.id})")
@@ -305,19 +305,22 @@ def verify(ctx: click.Context, competition_id: str, as_json: bool) -> None:
 @click.option("--phase", default=None)
 @click.option("--split", type=click.Choice(["public", "private"]), default="public", show_default=True)
 @click.option("--mode", type=click.Choice(["best", "latest", "all"]), default="best", show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "md", "html"]), default="table")
+@click.option("--format", "fmt", default="table", show_default=True,
+              help="table, json, csv, md, html, or a format a plugin adds.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write to a file.")
 @click.pass_context
 def leaderboard(ctx: click.Context, competition_id: str, phase: str | None, split: str, mode: str, fmt: str,
                 output: str | None) -> None:
     """Show or export a leaderboard."""
     from referee.platform.leaderboard import build as lbm
+    from referee.platform.leaderboard.render import print_table, renderer
+    render = renderer(fmt)  # an unknown format fails before any work
     store = open_store(ctx)
     lb = lbm.build(store, store.get_competition(competition_id), phase=phase, split=split, mode=mode)
     if fmt == "table" and output is None:
-        print_leaderboard(lb)
+        print_table(lb, console())
         return
-    text = render_leaderboard(lb, "md" if fmt == "table" else fmt)
+    text = render.render(lb)
     if output:
         Path(output).write_text(text, encoding="utf-8")
         click.echo(f"wrote {output}")
@@ -325,65 +328,10 @@ def leaderboard(ctx: click.Context, competition_id: str, phase: str | None, spli
         click.echo(text, nl=False)
 
 
-def render_leaderboard(lb: Any, fmt: str) -> str:
-    if fmt == "json":
-        return lb.to_json() + "\n"
-    if fmt == "csv":
-        return lb.to_csv()
-    if fmt == "html":
-        from referee.platform.reports.submission import leaderboard_html
-        return leaderboard_html(lb)
-    return lb.to_markdown()
-
-
-TERMINAL_HIDDEN = ("p_vs_leader", "p_vs_prev")  # in the exports, not the terminal table
-MAX_TERMINAL_METRICS = 4
-MAX_TERMINAL_EXTRAS = 3
-
-
-def _short(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.4g}" if abs(v) >= 1e-4 or v == 0 else f"{v:.2e}"
-    return str(v)
-
-
 def print_leaderboard(lb: Any) -> None:
-    """A compact terminal table: the primary metric with its interval, the other metrics, tiers and
-    extra columns; p-values, intervals of secondary metrics and times stay in the exports."""
-    from rich.table import Table
-    extras = [c for c in lb.columns_extra if c not in TERMINAL_HIDDEN]
-    metrics = lb.metric_order[:MAX_TERMINAL_METRICS]
-    hidden = len(lb.metric_order) - len(metrics) + max(0, len(extras) - MAX_TERMINAL_EXTRAS)
-    extras = extras[:MAX_TERMINAL_EXTRAS]
-    caption = f"primary: {lb.primary} ({lb.direction})"
-    if hidden:
-        caption += f"; {hidden} more column(s) with --format md|csv|json|html"
-    t = Table(title=f"{lb.title} — {lb.phase} / {lb.split} ({lb.mode})", caption=caption,
-              caption_justify="left")
-    t.add_column("rank", justify="right")
-    t.add_column("team", overflow="fold")
-    for m in metrics:
-        t.add_column(m, justify="right")
-    for c in extras:
-        t.add_column(c, justify="right")
-    t.add_column("sub", justify="right")
-    for e in lb.entries:
-        cells = [str(e.rank), e.team]
-        for i, m in enumerate(metrics):
-            v, ci = e.metrics.get(m), e.intervals.get(m)
-            cell = _short(v)
-            if i == 0 and ci and v is not None:
-                cell += f" ±{(ci[1] - ci[0]) / 2:.2g}"
-            cells.append(cell)
-        cells += [_short(e.extra.get(c)) for c in extras]
-        cells.append(f"#{e.submission_id}")
-        t.add_row(*cells)
-    c = console()
-    c.print(t)
-    for n in lb.notes:
-        c.print(f"[dim]{n}[/dim]")
+    """The compact terminal table of a leaderboard, with its notes."""
+    from referee.platform.leaderboard.render import print_table
+    print_table(lb, console())
 
 
 # -- plugins --------------------------------------------------------------------------------------
@@ -395,16 +343,19 @@ def plugins() -> None:
 @plugins.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def plugins_list(as_json: bool) -> None:
-    """List plugins, their versions and what they provide."""
+    """List plugins, their versions and what they provide (REFEREE_DISABLE_PLUGINS=a,b leaves some out)."""
     from referee.plugins.manager import get_plugin_manager
     pm = get_plugin_manager()
     if as_json:
         emit_json([r.__dict__ for r in pm.reports])
         return
+    from rich.markup import escape
     from rich.table import Table
     t = Table("plugin", "version", "provides")
     for r in pm.reports:
-        t.add_row(r.name, r.version, f"[red]{r.error}[/red]" if r.error else ", ".join(r.provides))
+        what = "[dim]disabled[/dim]" if r.disabled else f"[red]{escape(r.error)}[/red]" if r.error else \
+            escape(", ".join(r.provides))
+        t.add_row(escape(r.name), escape(r.version), what)
     console().print(t)
 
 

@@ -302,7 +302,7 @@ class Controller:
         assert kind.to_job is not None
         attempt = sub.attempts + 1
         job = self._job_spec(sub, attempt, kind.to_job)
-        reason = self.pm.hook.referee_dispatch_check(competition=self.comp, job=job, store=self.store,
+        reason = self.pm.hook.referee_dispatch_check(competition=self.comp, job_spec=job, store=self.store,
                                                      backend=self.backend.name)
         if reason:
             hold = reason if isinstance(reason, Hold) else Hold(str(reason))
@@ -342,7 +342,8 @@ class Controller:
             output_file=f"predictions.{self.comp.prediction.format}",
             input_dir=str(self.comp.input_path) if self.comp.input_path else None,
             resources=Resources(cpu=r.cpu, memory=r.memory, gpus=gpus, instance_type=r.instance_type),
-            timeout_s=r.timeout, sandbox=dict(self.comp.sandbox), max_infra_retries=self.comp.backend.max_infra_retries,
+            timeout_s=r.timeout, sandbox=dict(self.comp.section_data("sandbox") or {}),
+            max_infra_retries=self.comp.backend.max_infra_retries,
             labels={"referee.competition": self.comp.id, "referee.submission": str(sub.id)},
             **extra)
 

@@ -1,12 +1,54 @@
-"""The leaderboard model: ranked entries of one phase and split, plus columns plugins add."""
+"""The leaderboard model: ranked entries of one phase and split, plus the columns plugins add.
+
+A plugin adds a column as a ``LeaderboardColumn`` record: its values per entry (by submission id)
+and how to show them (``kind``: number, percent, rate, currency, tier, p-value, flag or text).
+Renderers (``referee.platform.leaderboard.render``) format cells by kind only; they never know a
+plugin's column by its key.
+"""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+ColumnKind = Literal["number", "percent", "rate", "currency", "tier", "p-value", "flag", "text"]
+COLUMN_KINDS: tuple[str, ...] = ("number", "percent", "rate", "currency", "tier", "p-value", "flag", "text")
+
+
+@dataclass(frozen=True)
+class LeaderboardColumn:
+    """A column a plugin adds to a leaderboard.
+
+    ``values``: submission id -> value (entries left out get no value: an empty cell).
+    ``kind``: how renderers format and style the value — ``number``; ``percent`` (a fraction shown as
+    12.3%); ``rate`` (a fraction where lower is better, coloured good/mid/bad on the web page);
+    ``currency`` (USD); ``tier`` (an integer rank group, shown as a badge and colouring the plots);
+    ``p-value``; ``flag`` (true/"yes" marks an entry); ``text``.
+    ``terminal``: whether the compact terminal table shows it (every export always does).
+    ``help``: one line that explains the column (a tooltip on the web page).
+    ``notes``: sentences shown under the leaderboard while the column is on it.
+    """
+
+    key: str
+    values: Mapping[int, Any]
+    label: str = ""
+    kind: ColumnKind = "number"
+    terminal: bool = True
+    help: str = ""
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            raise ValueError("a leaderboard column needs a key")
+        if self.kind not in COLUMN_KINDS:
+            raise ValueError(f"column {self.key!r}: kind must be one of {COLUMN_KINDS}, not {self.kind!r}")
+
+    @property
+    def title(self) -> str:
+        """The header text: the label, else the key."""
+        return self.label or self.key
 
 
 @dataclass
@@ -34,68 +76,47 @@ class Leaderboard:
     entries: list[Entry]
     columns_extra: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    columns: list[LeaderboardColumn] = field(default_factory=list)
+
+    def add_column(self, column: LeaderboardColumn) -> None:
+        """Put a plugin's column on the board: its key after the existing extra columns (a column with
+        the same key is replaced), its values into each entry's ``extra``, its notes under the board."""
+        self.columns = [c for c in self.columns if c.key != column.key] + [column]
+        if column.key not in self.columns_extra:
+            self.columns_extra.append(column.key)
+        for e in self.entries:
+            if e.submission_id in column.values:
+                e.extra[column.key] = column.values[e.submission_id]
+        for note in column.notes:
+            if note not in self.notes:
+                self.notes.append(note)
+
+    def column(self, key: str) -> LeaderboardColumn:
+        """The record of an extra column; one inferred from its values when nobody declared it."""
+        for c in self.columns:
+            if c.key == key:
+                return c
+        values = {e.submission_id: e.extra[key] for e in self.entries if key in e.extra}
+        sample = next((v for v in values.values() if v is not None), None)
+        kind: ColumnKind = "flag" if isinstance(sample, bool) else \
+            "number" if isinstance(sample, (int, float)) else "text"
+        return LeaderboardColumn(key=key, values=values, kind=kind)
+
+    def column_of_kind(self, kind: str) -> LeaderboardColumn | None:
+        """The first extra column of ``kind`` (e.g. the ``tier`` column plots colour by), if any."""
+        return next((c for c in (self.column(k) for k in self.columns_extra) if c.kind == kind), None)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name != "columns":
+                v = getattr(self, f.name)
+                d[f.name] = [asdict(e) for e in v] if f.name == "entries" else list(v) if isinstance(v, list) else v
         for e in d["entries"]:
             e["intervals"] = {k: list(v) if v else None for k, v in e["intervals"].items()}
+        d["column_info"] = {k: {"label": c.title, "kind": c.kind, "help": c.help}
+                            for k, c in ((k, self.column(k)) for k in self.columns_extra)}
         return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, default=str)
-
-    def header(self) -> list[str]:
-        return ["rank", "team", *self.metric_order, *self.columns_extra, "submission", "submitted_at"]
-
-    def rows(self, digits: int = 5) -> list[list[str]]:
-        out = []
-        for e in self.entries:
-            cells = [str(e.rank), e.team]
-            for m in self.metric_order:
-                v = e.metrics.get(m)
-                cell = "" if v is None else f"{v:.{digits}f}"
-                ci = e.intervals.get(m)
-                if ci and v is not None:
-                    cell += f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
-                cells.append(cell)
-            cells += [_fmt(e.extra.get(c), digits) for c in self.columns_extra]
-            cells += [f"#{e.submission_id}", e.submitted_at[:16].replace("T", " ")]
-            out.append(cells)
-        return out
-
-    def to_csv(self) -> str:
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["rank", "team", *self.metric_order,
-                    *[f"{m}_ci_low" for m in self.metric_order], *[f"{m}_ci_high" for m in self.metric_order],
-                    *self.columns_extra, "submission_id", "submitted_at"])
-        for e in self.entries:
-            ci = [e.intervals.get(m) for m in self.metric_order]
-            w.writerow([e.rank, e.team, *[_raw(e.metrics.get(m)) for m in self.metric_order],
-                        *[_raw(c[0]) if c else "" for c in ci], *[_raw(c[1]) if c else "" for c in ci],
-                        *[_raw(e.extra.get(c)) for c in self.columns_extra], e.submission_id, e.submitted_at])
-        return buf.getvalue()
-
-    def to_markdown(self) -> str:
-        head = self.header()
-        lines = [f"### {self.title} — {self.phase} / {self.split} ({self.mode}; "
-                 f"primary: {self.primary}, {self.direction})", "",
-                 "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-        for r in self.rows():
-            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
-        lines += [""] + [f"> {n}" for n in self.notes]
-        return "\n".join(lines).rstrip() + "\n"
-
-
-def _raw(v: Any) -> str:
-    if v is None:
-        return ""
-    return repr(v) if isinstance(v, float) else str(v)
-
-
-def _fmt(v: Any, digits: int) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.{digits}f}" if abs(v) < 1e6 else f"{v:.4g}"
-    return str(v)

@@ -2,6 +2,15 @@
 
 Errors name the file, the field and what is wrong (``SpecError``). Paths inside the spec are
 resolved relative to the YAML file.
+
+The core model knows only the core fields. Every other top-level key is a plugin's config section
+(``sandbox:``, ``cost:``, ``checklist:``, ``leaderboard:``, a third-party plugin's own): it is kept as
+written and validated with the owning plugin's pydantic model by whoever knows the plugins
+(``load_competition(..., sections=...)``; the controller's loader passes every registered section).
+
+What plugins derive from the spec at load time (a built CheckList suite's data files, its split rule,
+parameters injected into metrics) is a ``Derived`` record kept beside the spec, never written into it:
+``effective_data``, ``effective_split``, ``effective_prediction`` and ``metric_params`` combine both.
 """
 
 from __future__ import annotations
@@ -9,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +27,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -154,8 +165,44 @@ class BackendSpec(_Model):
     max_infra_retries: int = Field(default=3, ge=0)
 
 
+class Derived(_Model):
+    """What plugins derived from a competition's spec when it loaded, kept beside the spec.
+
+    A field left at None (or empty) keeps the spec's own value. ``metric_params`` maps a metric key
+    to the parameters added to that metric's own; ``facts`` holds JSON-able facts per plugin (for
+    example a built CheckList suite's manifest); ``sources`` names the plugins that contributed.
+    """
+
+    sources: list[str] = Field(default_factory=list)
+    data: DataSpec | None = None
+    split: SplitSpec | None = None
+    prediction_labels: list[str] | None = None
+    metric_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    facts: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return self == Derived()
+
+    def merge(self, other: "Derived", source: str) -> "Derived":
+        """Both records in one; ValueError when two plugins derive the same value."""
+        clash = [name for name in ("data", "split", "prediction_labels")
+                 if getattr(self, name) is not None and getattr(other, name) is not None]
+        params = {k: dict(v) for k, v in self.metric_params.items()}
+        for metric, values in other.metric_params.items():
+            mine = params.setdefault(metric, {})
+            clash += [f"metric_params.{metric}.{k}" for k in values if k in mine]
+            mine.update(values)
+        if clash:
+            raise ValueError(f"{source} derives {clash}, which {self.sources} already derived")
+        return Derived(sources=[*self.sources, *other.sources, source], data=self.data or other.data,
+                       split=self.split or other.split,
+                       prediction_labels=self.prediction_labels or other.prediction_labels,
+                       metric_params=params, facts={**self.facts, **other.facts})
+
+
 class Competition(_Model):
-    """A validated competition spec."""
+    """A validated competition spec (as written), with what plugins derived from it beside it."""
 
     id: str
     title: str
@@ -168,11 +215,10 @@ class Competition(_Model):
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     backend: BackendSpec = Field(default_factory=BackendSpec)
-    sandbox: dict[str, Any] = Field(default_factory=dict)
-    cost: dict[str, Any] = Field(default_factory=dict)
-    checklist: dict[str, Any] | None = None
-    leaderboard: dict[str, Any] = Field(default_factory=dict)
     source_path: Path | None = Field(default=None, exclude=True)
+    # every other top-level key is a plugin's config section, kept as written (see the module docstring)
+    model_config = ConfigDict(extra="allow")
+    _derived: Derived = PrivateAttr(default_factory=lambda: Derived())
 
     @field_validator("id")
     @classmethod
@@ -231,28 +277,78 @@ class Competition(_Model):
             return None
         return p if p.is_absolute() else (self.base_dir / p).resolve()
 
+    # -- plugin sections and derived values ----------------------------------------------------------
+    def section_names(self) -> list[str]:
+        """The top-level keys of the YAML that are not core fields: plugins' config sections."""
+        return sorted(self.model_extra or {})
+
+    def section_data(self, name: str) -> Any:
+        """A plugin section as written (None when the YAML leaves it out). Read it typed with
+        ``referee.plugins.manager.config_section``."""
+        return (self.model_extra or {}).get(name)
+
+    @property
+    def derived(self) -> Derived:
+        return self._derived
+
+    def with_derived(self, derived: Derived) -> "Competition":
+        """A copy of this competition (the same spec) with ``derived`` beside it."""
+        comp = self.model_copy()
+        comp._derived = derived
+        return comp
+
+    @property
+    def effective_data(self) -> DataSpec:
+        """The data the competition runs on: derived by a plugin, else the spec's."""
+        return self._derived.data or self.data
+
+    @property
+    def effective_split(self) -> SplitSpec:
+        return self._derived.split or self.split
+
+    @property
+    def effective_prediction(self) -> PredictionSpec:
+        if self._derived.prediction_labels is None or self.prediction.labels is not None:
+            return self.prediction
+        return self.prediction.model_copy(update={"labels": list(self._derived.prediction_labels)})
+
+    def metric_params(self, metric: MetricSpec | str) -> dict[str, Any]:
+        """A metric's parameters: the spec's plus those a plugin derived (a fresh dict)."""
+        m = metric if isinstance(metric, MetricSpec) else next(x for x in self.metrics if x.key == metric)
+        return {**m.params, **self._derived.metric_params.get(m.key, {})}
+
     @property
     def reference_path(self) -> Path:
-        return self.resolve(self.data.reference)  # type: ignore[return-value]
+        return self.resolve(self.effective_data.reference)  # type: ignore[return-value]
 
     @property
     def input_path(self) -> Path | None:
-        return self.resolve(self.data.input)
+        return self.resolve(self.effective_data.input)
+
+    # -- serialisation ---------------------------------------------------------------------------------
+    def spec_dict(self) -> dict[str, Any]:
+        """The spec as written: the fields the YAML gave (validated, so sizes and durations are numbers),
+        plugin sections as they were, nothing derived. JSON-able; ``model_validate`` gives it back."""
+        return self.model_dump(mode="json", exclude_unset=True)
 
     def to_json(self) -> str:
-        doc = self.model_dump(mode="json")
-        doc["data"]["reference"] = str(self.reference_path)
-        doc["data"]["input"] = str(self.input_path) if self.input_path else None
+        """The spec as written plus where it came from (what the store keeps; derived values apart)."""
+        doc = self.spec_dict()
         doc["_source_path"] = str(self.source_path) if self.source_path else None
         return json.dumps(doc, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "Competition":
+    def from_json(cls, text: str, derived: Derived | None = None) -> "Competition":
         doc = json.loads(text)
         src = doc.pop("_source_path", None)
         comp = cls.model_validate(doc)
         comp.source_path = Path(src) if src else None
+        if derived is not None:
+            comp._derived = derived
         return comp
+
+
+_UNION_TAGS = {"str", "int", "float", "bool", "none"}
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -260,13 +356,52 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif str(part) in _UNION_TAGS or "[" in str(part) or str(part)[:1].isupper():
+            continue  # pydantic names the member of a union it tried (str, LabelledText, ...): not a field
         else:
             out += ("." if out else "") + str(part)
     return out
 
 
-def load_competition(path: str | Path, *, check_files: bool = True) -> Competition:
-    """Read and validate a competition YAML file. Raises ``SpecError`` naming file and field."""
+def validation_problems(exc: ValidationError, prefix: str = "", *,
+                        unknown: str = "unknown field (check the spelling)") -> list[tuple[str, str]]:
+    """A pydantic error as ``(field, message)`` pairs for ``SpecError``: fields as ``a.b[0].c`` under
+    ``prefix`` (a section name), messages without pydantic's prefixes, and the value that was given."""
+    problems = []
+    for err in exc.errors():
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = unknown
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        elif err["type"] != "value_error" and isinstance(err.get("input"), (str, int, float, bool)):
+            msg += f" (got {err['input']!r})"
+        where = _field_path(err["loc"])
+        problems.append((f"{prefix}.{where}" if prefix and where else prefix or where, msg))
+    return problems
+
+
+def section_problems(name: str, model: type[BaseModel], raw: Any) -> list[tuple[str, str]]:
+    """Problems of one plugin section validated with its model, as ``(name.field, message)``."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        return [(name, f"must be a mapping of settings, got {type(raw).__name__}")]
+    try:
+        model.model_validate(dict(raw))
+    except ValidationError as exc:
+        return validation_problems(exc, name)
+    return []
+
+
+def load_competition(path: str | Path, *, check_files: bool = True,
+                     sections: Mapping[str, type[BaseModel]] | None = None) -> Competition:
+    """Read and validate a competition YAML file. Raises ``SpecError`` naming file and field.
+
+    ``sections`` maps the name of every known plugin section to its model: with it, each section is
+    validated and an unknown top-level key is an error; without it, plugin sections are kept as
+    written and checked later by whoever reads them.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "competition.yaml"
@@ -282,18 +417,23 @@ def load_competition(path: str | Path, *, check_files: bool = True) -> Competiti
         raise SpecError(str(path), [("", f"{where}YAML syntax error: {getattr(exc, 'problem', exc)}")]) from None
     if not isinstance(doc, dict):
         raise SpecError(str(path), [("", "the top level must be a mapping of fields (id, title, data, metrics, ...)")])
+    problems: list[tuple[str, str]] = []
+    if sections is not None:
+        for key in doc:
+            if key in Competition.model_fields:
+                continue
+            if key not in sections:
+                problems.append((str(key), "unknown field (check the spelling); core fields: "
+                                 + ", ".join(f for f in Competition.model_fields if f != "source_path")
+                                 + "; plugin sections: " + (", ".join(sorted(sections)) or "none")))
+            else:
+                problems += section_problems(str(key), sections[key], doc[key])
     try:
         comp = Competition.model_validate(doc)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown field (check the spelling)"
-            elif err["type"] == "missing":
-                msg = "required field is missing"
-            problems.append((_field_path(err["loc"]), msg))
-        raise SpecError(str(path), problems) from None
+        raise SpecError(str(path), validation_problems(exc) + problems) from None
+    if problems:
+        raise SpecError(str(path), problems)
     comp.source_path = path.resolve()
     if check_files:
         check_data_files(comp)

@@ -18,7 +18,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -32,7 +31,7 @@ from pydantic import (
 )
 
 from referee.platform.core.errors import SpecError
-from referee.platform.core.spec import Competition
+from referee.platform.core.spec import Competition, validation_problems
 from referee.platform.core.units import parse_duration
 from referee.platform.cost.catalog import (
     Catalog,
@@ -40,6 +39,7 @@ from referee.platform.cost.catalog import (
     UnknownInstanceType,
     default_catalog,
 )
+from referee.plugins.manager import config_section
 
 USD = "USD"
 
@@ -144,48 +144,38 @@ class Rate:
         return d
 
 
+def cost_problems(cfg: CostConfig | None, comp: Competition | None = None) -> list[tuple[str, str]]:
+    """What the ``cost:`` model cannot see alone, as ``(field, message)``: the price table with the
+    section's overrides, the instance types it names and ``resources.instance_type``."""
+    cfg = cfg or CostConfig()
+    try:
+        cat = cfg.catalog
+    except ValueError as exc:
+        return [("cost.prices", str(exc))]
+    problems = []
+    for field in ("instance_type", "local_equivalent"):
+        name = getattr(cfg, field)
+        if name is not None and name not in cat:
+            problems.append((f"cost.{field}", str(UnknownInstanceType(name, cat.instances))))
+    requested = comp.resources.instance_type if comp is not None else None
+    if requested is not None and requested not in cat:
+        problems.append(("resources.instance_type", str(UnknownInstanceType(requested, cat.instances))))
+    return problems
+
+
 def parse_cost_section(section: dict[str, Any], where: str = "competition") -> CostConfig:
     """Validate a raw ``cost:`` mapping; raises ``SpecError`` naming ``cost.<field>``."""
     try:
         cfg = CostConfig.model_validate(section or {})
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in ("cost", *err["loc"]))
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown field (check the spelling)"
-            problems.append((loc, msg))
-        raise SpecError(where, problems) from None
-    problems = []
-    try:
-        cat = cfg.catalog
-    except ValueError as exc:
-        raise SpecError(where, [("cost.prices", str(exc))]) from None
-    for field in ("instance_type", "local_equivalent"):
-        name = getattr(cfg, field)
-        if name is not None and name not in cat:
-            problems.append((f"cost.{field}", str(UnknownInstanceType(name, cat.instances))))
+        raise SpecError(where, validation_problems(exc, "cost")) from None
+    problems = cost_problems(cfg)
     if problems:
         raise SpecError(where, problems)
     return cfg
 
 
-_CACHE: dict[tuple[str, str], CostConfig] = {}
-
-
 def cost_config(comp: Competition) -> CostConfig:
-    """The competition's cost configuration (cached per spec), with ``resources.instance_type`` checked."""
-    key = (comp.id, json.dumps(comp.cost, sort_keys=True, default=str) + "|" + str(comp.resources.instance_type))
-    cfg = _CACHE.get(key)
-    if cfg is None:
-        where = str(comp.source_path or comp.id)
-        cfg = parse_cost_section(comp.cost, where)
-        requested = comp.resources.instance_type
-        if requested is not None and requested not in cfg.catalog:
-            raise SpecError(where, [("resources.instance_type",
-                                     str(UnknownInstanceType(requested, cfg.catalog.instances)))])
-        if len(_CACHE) > 256:
-            _CACHE.clear()
-        _CACHE[key] = cfg
-    return cfg
+    """The competition's ``cost:`` section (cached by the runtime), with its instance types and
+    ``resources.instance_type`` checked against the price table."""
+    return config_section(comp, "cost", CostConfig)

@@ -1,13 +1,27 @@
 """Score versus cost: the Pareto front (no other entry is both cheaper-or-equal and better-or-equal,
-with one of the two strictly), and the leaderboard columns built from it."""
+with one of the two strictly), and the leaderboard columns and plot the cost plugin builds from it."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from html import escape
 from typing import Any, Sequence
 
+from referee.platform.core.leaderboard import Entry, Leaderboard, LeaderboardColumn
+from referee.platform.core.spec import Competition
 from referee.platform.cost.ledger import has_costs, submission_totals
+from referee.platform.leaderboard.plots import (
+    MAX_ROWS,
+    WIDTH,
+    Scale,
+    finite,
+    svg_open,
+    tier_classes,
+    x_axis,
+    y_axis,
+)
+from referee.platform.store import Store
 
 COST_COLUMN = "cost"
 PARETO_COLUMN = "pareto"
@@ -54,19 +68,57 @@ def score_cost_view(entries: Sequence[Any], costs: dict[int, float], primary: st
     return sorted(rows, key=lambda r: (math.inf if r.cost is None else r.cost, r.submission_id))
 
 
-def enrich_leaderboard(store: Any, competition: Any, leaderboard: Any) -> None:
-    """Add a ``cost`` column (USD per entry's submission: the attempts charged to its team, so not those
-    lost to the platform) and a ``pareto`` mark."""
+def cost_columns(store: Store, competition: Competition, leaderboard: Leaderboard) -> list[LeaderboardColumn]:
+    """A ``cost`` column (USD per entry's submission: the attempts charged to its team, so not those lost
+    to the platform) and a ``pareto`` mark; none while the competition has no cost rows."""
     if not has_costs(store, competition.id):
-        return
+        return []
     costs = submission_totals(store, competition.id)
-    for e in leaderboard.entries:
-        c = costs.get(e.submission_id)
-        e.extra[COST_COLUMN] = None if c is None else round(c, 4)
+    per_entry = {e.submission_id: (None if costs.get(e.submission_id) is None else round(costs[e.submission_id], 4))
+                 for e in leaderboard.entries}
     view = score_cost_view(leaderboard.entries, costs, leaderboard.primary, leaderboard.direction == "maximize")
-    marks = {r.submission_id: r.on_front for r in view}
-    for e in leaderboard.entries:
-        e.extra[PARETO_COLUMN] = ON_FRONT if marks.get(e.submission_id) else ""
-    for col in (COST_COLUMN, PARETO_COLUMN):
-        if col not in leaderboard.columns_extra:
-            leaderboard.columns_extra.append(col)
+    marks = {r.submission_id: ON_FRONT if r.on_front else "" for r in view}
+    return [
+        LeaderboardColumn(key=COST_COLUMN, label="cost", kind="currency", values=per_entry,
+                          help="USD charged to the team for this submission (attempts lost to the platform "
+                               "are the host's)"),
+        LeaderboardColumn(key=PARETO_COLUMN, label="pareto", kind="flag", values=marks,
+                          help="on the score/cost Pareto front: no other entry is both cheaper and better"),
+    ]
+
+
+def cost_plot(lb: Leaderboard, cost_column: str = COST_COLUMN, front_column: str = PARETO_COLUMN) -> str:
+    """Primary score against cost (USD), one point per entry, the Pareto front joined by a line; ''
+    without a numeric cost column. The cost axis starts at $0 (every entry may have cost nothing)."""
+    if cost_column not in lb.columns_extra:
+        return ""
+    pts: list[tuple[Entry, float, float]] = []
+    for e in lb.entries[:MAX_ROWS]:
+        c, v = finite(e.extra.get(cost_column)), finite(e.metrics.get(lb.primary))
+        if c is not None and v is not None:
+            pts.append((e, c, v))
+    if not pts:
+        return ""
+    tiers = tier_classes(lb)
+    on_front = {e.submission_id for e in lb.entries if front_column in lb.columns_extra and e.extra.get(front_column)}
+    left, right, top, bottom = 70, WIDTH - 30, 34, 300
+    x = Scale(min(c for _, c, _ in pts), max(c for _, c, _ in pts), left, right, floor=0.0)
+    y = Scale(min(v for _, _, v in pts), max(v for _, _, v in pts), bottom, top)
+    out = [svg_open(bottom + 46, f"{lb.primary} against {cost_column}"),
+           f'<text class="plot-title" x="{left}" y="18">{escape(lb.primary)} against {escape(cost_column)}</text>']
+    out += x_axis(x, top, bottom)
+    out += y_axis(y, left, right)
+    out.append(f'<text class="plot-axis-label" x="{(left + right) / 2:.0f}" y="{bottom + 40}" '
+               f'text-anchor="middle">{escape(cost_column)} (USD)</text>')
+    front = sorted((c, v) for e, c, v in pts if e.submission_id in on_front)
+    if len(front) > 1:
+        path = " ".join(f"{x(c):.1f},{y(v):.1f}" for c, v in front)
+        out.append(f'<polyline class="plot-front" points="{path}"/>')
+    for e, c, v in pts:
+        mark = " on-front" if e.submission_id in on_front else ""
+        out.append(f'<circle class="plot-dot {tiers[e.submission_id]}{mark}" cx="{x(c):.1f}" cy="{y(v):.1f}" r="5">'
+                   f'<title>{escape(f"{e.team}: {v:.6g} at ${c:.6g}")}</title></circle>')
+        out.append(f'<text class="plot-point-label" x="{x(c) + 8:.1f}" y="{y(v) - 6:.1f}">'
+                   f'{escape(e.team[:18])}</text>')
+    out.append("</svg>")
+    return "\n".join(out)

@@ -1,4 +1,4 @@
-"""Leaderboards per phase and split: best-per-team or latest, ties, ranks, exports.
+"""Leaderboards per phase and split: best-per-team or latest, ties, ranks; plugins' columns and plots.
 
 For the private split in ``best`` mode each team's entry is the submission that was best on the
 *public* split (Kaggle's automatic selection), so private ranks are not chosen by peeking at private
@@ -14,6 +14,7 @@ from referee.platform.core.leaderboard import Entry, Leaderboard
 from referee.platform.core.spec import Competition
 from referee.platform.store import Store
 from referee.plugins.manager import get_plugin_manager
+from referee.plugins.records import LeaderboardPlot
 
 TIE_RTOL = 1e-12
 
@@ -103,6 +104,16 @@ def build(store: Store, comp: Competition, *, phase: str | None = None, split: s
         lb.notes.append(f"Entries {', '.join(f'#{s}' for s in stale)} were scored against different reference "
                         "data than the competition has now; `referee verify` shows the change and "
                         "`referee rerun` re-scores them.")
-    if enrich:  # cost, tiers, CheckList columns come from plugins
-        get_plugin_manager().hook.referee_leaderboard_enrich(store=store, competition=comp, leaderboard=lb)
+    if enrich:  # every extra column comes from a plugin (referee_leaderboard_columns)
+        for columns in get_plugin_manager().hook.referee_leaderboard_columns(store=store, competition=comp,
+                                                                             leaderboard=lb):
+            for column in columns or []:
+                lb.add_column(column)
     return lb
+
+
+def plots(store: Store, comp: Competition, lb: Leaderboard) -> list[LeaderboardPlot]:
+    """The figures plugins draw for a built leaderboard (``referee_leaderboard_plots``)."""
+    return [p for found in get_plugin_manager().hook.referee_leaderboard_plots(store=store, competition=comp,
+                                                                              leaderboard=lb)
+            for p in found or []]

@@ -45,8 +45,10 @@ from referee.platform.core.jobs import (
     JobStatus,
     now_utc,
 )
+from referee.platform.core.spec import Competition, validation_problems
 from referee.platform.core.units import Duration, Size
 from referee.platform.runtime.engine import docker_client, engine_cpus, image_volumes
+from referee.plugins.manager import config_section
 
 MANAGED_LABEL = "referee.managed"
 SPEC_LABEL = "referee.spec"
@@ -120,22 +122,17 @@ class SandboxPolicy(BaseModel):
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any] | None, *, where: str = "competition spec") -> "SandboxPolicy":
-        """Validate ``sandbox:`` settings; raises ``SpecError`` naming each bad field."""
+        """Validate ``sandbox:`` settings (a job's copy of them); raises ``SpecError`` naming each bad field."""
         try:
             return cls.model_validate(dict(data or {}))
         except ValidationError as exc:
-            problems = []
-            for err in exc.errors():
-                field = ".".join(str(p) for p in ("sandbox", *err["loc"]))
-                msg = err["msg"].removeprefix("Value error, ")
-                if err["type"] == "extra_forbidden":
-                    msg = f"unknown sandbox setting (known: {', '.join(sorted(cls.model_fields))})"
-                problems.append((field, msg))
-            raise SpecError(where, problems) from None
+            unknown = f"unknown sandbox setting (known: {', '.join(sorted(cls.model_fields))})"
+            raise SpecError(where, validation_problems(exc, "sandbox", unknown=unknown)) from None
 
     @classmethod
-    def for_competition(cls, comp: Any) -> "SandboxPolicy":
-        return cls.from_mapping(comp.sandbox, where=str(comp.source_path or comp.id))
+    def for_competition(cls, comp: Competition) -> "SandboxPolicy":
+        """The competition's ``sandbox:`` section (defaults when the YAML leaves it out)."""
+        return config_section(comp, "sandbox", cls)
 
     def uid_gid(self) -> tuple[int, int]:
         if self.user == "auto":

@@ -108,4 +108,5 @@ TABLES = [
 # Columns added after a table was first released: (table, column, definition). Applied when missing.
 MIGRATIONS = [
     ("submissions", "attempt_base", "INTEGER NOT NULL DEFAULT 0"),
+    ("competitions", "derived_json", "TEXT NOT NULL DEFAULT '{}'"),  # what plugins derived, beside the spec
 ]

@@ -21,7 +21,7 @@ from referee.platform.core.jobs import (
     JobStatus,
     SubmissionStatus,
 )
-from referee.platform.core.spec import Competition, LimitsSpec
+from referee.platform.core.spec import Competition, Derived, LimitsSpec
 from referee.platform.store.database import Database, utcnow
 from referee.platform.store.rows import (
     CompetitionRow,
@@ -58,23 +58,25 @@ class Store(Database):
 
     # -- competitions ------------------------------------------------------------------------------
     def put_competition(self, comp: Competition) -> None:
+        """Keep the spec as written, and what plugins derived from it beside it."""
         spec_json = comp.to_json()
         sha = hashlib.sha256(spec_json.encode()).hexdigest()
         with self.tx() as c:
-            c.execute("""INSERT INTO competitions(id, spec_json, spec_sha256, source_path, loaded_at)
-                         VALUES (?,?,?,?,?)
+            c.execute("""INSERT INTO competitions(id, spec_json, spec_sha256, source_path, loaded_at, derived_json)
+                         VALUES (?,?,?,?,?,?)
                          ON CONFLICT(id) DO UPDATE SET spec_json=excluded.spec_json,
                            spec_sha256=excluded.spec_sha256, source_path=excluded.source_path,
-                           loaded_at=excluded.loaded_at""",
-                      (comp.id, spec_json, sha, str(comp.source_path or ""), utcnow()))
+                           loaded_at=excluded.loaded_at, derived_json=excluded.derived_json""",
+                      (comp.id, spec_json, sha, str(comp.source_path or ""), utcnow(),
+                       comp.derived.model_dump_json()))
 
     def get_competition(self, cid: str) -> Competition:
-        rows = self._query("SELECT spec_json FROM competitions WHERE id=?", (cid,))
+        rows = self._query("SELECT spec_json, derived_json FROM competitions WHERE id=?", (cid,))
         if not rows:
             known = [r.id for r in self.list_competitions()]
             raise NotFound(f"no competition {cid!r} in {self.root}; loaded: {known or 'none'} "
                            "(load one with `referee competition load FILE`)")
-        return Competition.from_json(rows[0]["spec_json"])
+        return Competition.from_json(rows[0]["spec_json"], Derived.model_validate_json(rows[0]["derived_json"]))
 
     def list_competitions(self) -> list[CompetitionRow]:
         return [CompetitionRow(r["id"], r["source_path"], r["loaded_at"])

@@ -11,7 +11,9 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from referee.platform.core.errors import RefereeError
 from referee.platform.leaderboard import build as lbm
+from referee.platform.leaderboard.render import renderer
 from referee.platform.reports.views import submission_detail, submission_table
 from referee.platform.store import Store
 from referee.platform.web import access
@@ -23,7 +25,6 @@ bearer = HTTPBearer(auto_error=False, description="A team token or the host toke
 
 Split = Literal["public", "private"]
 Mode = Literal["best", "latest", "all"]
-ExportFormat = Literal["json", "csv", "md", "html"]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "no token, or an unknown or revoked one"},
@@ -146,29 +147,23 @@ def cancel(sid: int, request: Request, who: Principal | None = Depends(principal
     return {"id": sid, "status": access.cancel(store_of(request), sid)}
 
 
-@router.get("/competitions/{cid}/export", summary="Host: export a leaderboard (json, csv, md, html)",
-            responses=_ERRORS)
-def export(cid: str, request: Request, format: ExportFormat = Query("json"), split: Split = "private",
-           phase: str | None = None, mode: Mode = "best", who: Principal | None = Depends(principal)) -> Response:
+@router.get("/competitions/{cid}/export", summary="Host: export a leaderboard (json, csv, md, html, or a "
+                                                 "format a plugin adds)", responses=_ERRORS)
+def export(cid: str, request: Request, format: str = Query("json", description="json, csv, md, html, table, or "
+                                                                                "a format a plugin adds"),
+           split: Split = "private", phase: str | None = None, mode: Mode = "best",
+           who: Principal | None = Depends(principal)) -> Response:
     access.require_host(who)
-    store = store_of(request)
+    return export_response(store_of(request), cid, format, split=split, mode=mode, phase=phase)
+
+
+def export_response(store: Store, cid: str, fmt: str, *, split: str, mode: str, phase: str | None) -> Response:
+    """A leaderboard as a download in ``fmt`` (any format of the renderer registry)."""
+    try:
+        render = renderer(fmt)
+    except RefereeError as exc:
+        raise access.WebError(400, "bad_request", str(exc)) from None
     lb = lbm.build(store, access.get_competition(store, cid), phase=phase or None, split=split, mode=mode)
-    body, media = export_text(lb, format)
-    name = f"{cid}-{lb.phase}-{split}-{mode}.{format}"
-    return Response(body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'})
-
-
-def export_text(lb: lbm.Leaderboard, fmt: str) -> tuple[str, str]:
-    """The leaderboard as text in ``fmt`` and its media type (html via the reports module when present)."""
-    if fmt == "csv":
-        return lb.to_csv(), "text/csv; charset=utf-8"
-    if fmt == "md":
-        return lb.to_markdown(), "text/markdown; charset=utf-8"
-    if fmt == "html":
-        try:
-            from referee.platform.reports.submission import leaderboard_html
-        except ImportError:
-            raise access.WebError(400, "bad_request", "html export needs referee.platform.reports; "
-                                                      "use json, csv or md") from None
-        return leaderboard_html(lb), "text/html; charset=utf-8"
-    return lb.to_json() + "\n", "application/json"
+    name = f"{cid}-{lb.phase}-{split}-{mode}.{render.extension}"
+    return Response(render.render(lb), media_type=render.media_type,
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})

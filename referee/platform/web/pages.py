@@ -1,4 +1,4 @@
-"""Server-rendered pages: competitions, leaderboards (with an SVG plot), submission pages, upload form.
+"""Server-rendered pages: competitions, leaderboards (with SVG plots), submission pages, upload form.
 
 Browsers sign in by pasting their token once (``/login``); it is kept in an HttpOnly, SameSite=Strict
 cookie (Secure over https, or always with ``referee serve --secure-cookies``). Every state-changing
@@ -22,9 +22,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from referee.platform.core.errors import RefereeError
 from referee.platform.leaderboard import build as lbm
+from referee.platform.leaderboard.plots import interval_plot
+from referee.platform.leaderboard.render import cell_html, renderers
+from referee.platform.reports.submission import submission_fragment_html
 from referee.platform.reports.views import submission_detail, submission_table
 from referee.platform.store import Store
-from referee.platform.web import access, plots
+from referee.platform.web import access
 from referee.platform.web.auth import Principal, authenticate, check_csrf, csrf_token
 from referee.platform.web.uploads import accept_upload, runs_images, upload_limit
 
@@ -38,7 +41,8 @@ def environment() -> Any:
     import jinja2
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(num=fmt_number, when=fmt_time, size=fmt_size, cell=fmt_cell)
+    env.filters.update(num=fmt_number, when=fmt_time, size=fmt_size)
+    env.globals.update(cell_html=cell_html)
     return env
 
 
@@ -47,19 +51,6 @@ def fmt_number(v: Any, digits: int = 5) -> str:
         return "—"
     if isinstance(v, float):
         return f"{v:.{digits}f}" if abs(v) < 1e6 else f"{v:.4g}"
-    return str(v)
-
-
-def fmt_cell(v: Any) -> str:
-    """An extra leaderboard column (cost, tier, p-value, failure rate...)."""
-    if v is None:
-        return "—"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        return f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
-    if isinstance(v, (list, tuple)):
-        return ", ".join(fmt_cell(x) for x in v)
     return str(v)
 
 
@@ -221,26 +212,22 @@ def leaderboard_page(request: Request, cid: str, split: str = "public", mode: st
     visible = {s.id for s in store.submissions(cid)} if who and who.is_host else \
         {s.id for s in store.submissions(cid, team=who.team)} if who and who.member_of(cid) else set()
     return render(request, "leaderboard.html.j2", title=f"{comp.title} — referee", comp=comp, lb=lb,
-                  info=access.public_competition(comp, store), splits=access.allowed_splits(who),
-                  visible=visible, interval_svg=plots.interval_plot(lb), cost_svg=plots.cost_plot(lb),
-                  tier_column="tier" in lb.columns_extra, can_submit=bool(who and (who.is_host or who.member_of(cid))))
+                  columns=[lb.column(k) for k in lb.columns_extra], info=access.public_competition(comp, store),
+                  splits=access.allowed_splits(who), visible=visible, interval_svg=interval_plot(lb),
+                  tier_column=lb.column_of_kind("tier"), plots=lbm.plots(store, comp, lb),
+                  export_formats=sorted(f for f in renderers() if f != "table"),
+                  can_submit=bool(who and (who.is_host or who.member_of(cid))))
 
 
 @router.get("/c/{cid}/export")
 def export_page(request: Request, cid: str, format: str = "csv", split: str = "private", mode: str = "best",
                 phase: str | None = None) -> Response:
     """The host's download links (cookie-authenticated twin of ``GET /api/competitions/{cid}/export``)."""
-    from referee.platform.web.api import export_text
+    from referee.platform.web.api import export_response
     access.require_host(viewer(request)[0])
-    if format not in ("json", "csv", "md", "html") or split not in ("public", "private") \
-            or mode not in ("best", "latest", "all"):
-        raise access.WebError(400, "bad_request", "format: json, csv, md or html; split: public or private; "
-                                                  "mode: best, latest or all")
-    store = store_of(request)
-    lb = lbm.build(store, access.get_competition(store, cid), phase=phase or None, split=split, mode=mode)
-    body, media = export_text(lb, format)
-    return Response(body, media_type=media, headers={
-        "Content-Disposition": f'attachment; filename="{cid}-{lb.phase}-{split}-{mode}.{format}"'})
+    if split not in ("public", "private") or mode not in ("best", "latest", "all"):
+        raise access.WebError(400, "bad_request", "split: public or private; mode: best, latest or all")
+    return export_response(store_of(request), cid, format, split=split, mode=mode, phase=phase)
 
 
 @router.get("/c/{cid}/submit", response_class=HTMLResponse)
@@ -325,17 +312,10 @@ def submission_page(request: Request, sid: int) -> Response:
 
 
 def _submission_report(store: Store, sid: int, who: Principal) -> str:
-    """Extra per-submission HTML (e.g. the CheckList matrix) from the reports module, when it has one."""
+    """The plugins' report panels of a submission (e.g. the CheckList matrix) as HTML."""
     try:
-        from referee.platform.reports import submission as reports
-    except ImportError:
-        return ""
-    fn = getattr(reports, "submission_fragment_html", None)
-    if fn is None:
-        return ""
-    try:
-        return str(fn(store, sid, include_private=who.is_host) or "")
-    except Exception:  # a report must never take the page down
+        return submission_fragment_html(store, sid, include_private=who.is_host)
+    except Exception:  # a plugin's panel must never take the page down
         return ""
 
 

@@ -1,15 +1,24 @@
-"""Built-in container submission kinds: a local image, an image tarball, a Dockerfile directory.
+"""Built-in container submissions: the ``sandbox:`` section and the kinds (a local image, an image
+tarball, a Dockerfile directory).
 
-Each registers through ``referee_submission_kinds`` like a third-party kind would; the Docker SDK is
-imported only when a container submission actually arrives.
+Each registers through the same hooks a third-party plugin uses; the Docker SDK is imported only when
+a container submission actually arrives.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from referee.platform.runtime.sandbox import SandboxPolicy
 from referee.plugins.hookspecs import hookimpl
-from referee.plugins.records import SubmissionKindInfo
+from referee.plugins.records import ConfigSection, SubmissionKindInfo
+
+
+@hookimpl
+def referee_config_sections() -> list[ConfigSection]:
+    return [ConfigSection(name="sandbox", model=SandboxPolicy,
+                          description="limits and isolation of submission containers (network, user, sizes, "
+                                      "mounts, build limits)")]
 
 
 def _detect(name: str) -> Any:

@@ -1,5 +1,5 @@
-"""Built-in cost plugin: the instance-time and GPU-hours trackers, cost rows per finished job, the
-budget check before dispatch, and the leaderboard's cost and Pareto columns.
+"""Built-in cost plugin: the ``cost:`` section, the instance-time and GPU-hours trackers, cost rows per
+finished job, the budget check before dispatch, and the leaderboard's cost and Pareto columns and plot.
 
 Rows of an attempt that failed with ``platform_error`` go to the platform account (the host pays; the
 team's spend, budget and cost column leave them out): see ``referee.platform.cost.ledger``.
@@ -10,28 +10,35 @@ in the same ``costs`` table; ``cost.trackers`` in the competition spec picks whi
 
 from __future__ import annotations
 
-import logging
+import json
 import traceback
 from typing import Any
 
+from referee.platform.core.errors import RefereeError
+from referee.platform.core.jobs import JobRecord, JobSpec, JobStatus
+from referee.platform.core.leaderboard import Leaderboard, LeaderboardColumn
+from referee.platform.core.spec import Competition
+from referee.platform.cost.budget import check_dispatch
+from referee.platform.cost.config import CostConfig, cost_config, cost_problems
+from referee.platform.cost.ledger import record
+from referee.platform.cost.pareto import cost_columns, cost_plot
+from referee.platform.cost.trackers import GpuHoursTracker, InstanceTimeTracker
+from referee.platform.store import Store
 from referee.plugins.hookspecs import hookimpl
-from referee.plugins.records import CostTrackerInfo
+from referee.plugins.manager import get_plugin_manager, get_runtime
+from referee.plugins.records import ConfigSection, CostTrackerInfo, Hold, LeaderboardPlot
 
-log = logging.getLogger(__name__)
 
-
-def _instance_time(competition: Any, store: Any) -> Any:
-    from referee.platform.cost.trackers import InstanceTimeTracker
+def _instance_time(competition: Competition, store: Store) -> Any:
     return InstanceTimeTracker.for_competition(competition, store)
 
 
-def _gpu_hours(competition: Any, store: Any) -> Any:
-    from referee.platform.cost.trackers import GpuHoursTracker
+def _gpu_hours(competition: Competition, store: Store) -> Any:
     return GpuHoursTracker.for_competition(competition, store)
 
 
 @hookimpl
-def referee_cost_trackers():
+def referee_cost_trackers() -> list[CostTrackerInfo]:
     return [
         CostTrackerInfo(name="instance-time", factory=_instance_time,
                         description="hours x hourly price of the job's instance share (on-demand or spot), USD"),
@@ -39,17 +46,13 @@ def referee_cost_trackers():
     ]
 
 
-_trackers: dict[tuple, list[Any]] = {}
-
-
-def _active_trackers(competition: Any, store: Any) -> list[Any]:
-    from referee.platform.cost.config import cost_config
-    from referee.plugins.manager import get_plugin_manager
-
+def _active_trackers(competition: Competition, store: Store) -> list[Any]:
+    """The trackers ``cost.trackers`` picks (default: every installed one), made once per runtime."""
     pm = get_plugin_manager()
-    key = (id(pm), competition.id, str(getattr(store, "root", "")), repr(competition.cost),
+    key = (competition.id, str(store.root), json.dumps(competition.section_data("cost"), sort_keys=True, default=str),
            competition.resources.instance_type)
-    if key not in _trackers:
+
+    def make() -> list[Any]:
         wanted = cost_config(competition).trackers
         infos = pm.cost_trackers()
         names = list(infos) if wanted is None else [n for n in wanted if n in infos]
@@ -57,16 +60,12 @@ def _active_trackers(competition: Any, store: Any) -> list[Any]:
         if missing:
             store.event("cost_tracker_missing", f"cost.trackers names {missing}; installed: {sorted(infos)}",
                         competition_id=competition.id)
-        if len(_trackers) > 256:
-            _trackers.clear()
-        _trackers[key] = [infos[n].factory(competition, store) for n in names]
-    return _trackers[key]
+        return [infos[n].factory(competition, store) for n in names]
+
+    return get_runtime().cache("cost.trackers").get_or_compute(key, make)
 
 
-def _each_tracker(job: Any, competition: Any, store: Any, call: str, *args: Any) -> None:
-    from referee.platform.core.errors import RefereeError
-    from referee.platform.cost.ledger import record
-
+def _each_tracker(job: JobRecord, competition: Competition, store: Store, call: str, *args: Any) -> None:
     try:
         trackers = _active_trackers(competition, store)
     except RefereeError as exc:  # an invalid cost section: tell the host, never stop the run
@@ -84,34 +83,43 @@ def _each_tracker(job: Any, competition: Any, store: Any, call: str, *args: Any)
 
 
 @hookimpl
-def referee_job_started(job, competition, store):
+def referee_config_sections() -> list[ConfigSection]:
+    return [ConfigSection(name="cost", model=CostConfig, check=cost_problems,
+                          description="pricing (instance type, on-demand or spot), budgets, trackers")]
+
+
+@hookimpl
+def referee_job_started(job: JobRecord, competition: Competition, store: Store) -> None:
     _each_tracker(job, competition, store, "job_started")
 
 
 @hookimpl
-def referee_job_finished(job, result, competition, store):
+def referee_job_finished(job: JobRecord, result: JobStatus, competition: Competition, store: Store) -> None:
     _each_tracker(job, competition, store, "job_finished", result)
 
 
 @hookimpl
-def referee_dispatch_check(competition, job, store, backend):
-    from referee.platform.core.errors import RefereeError
-    from referee.platform.cost.budget import check_dispatch
-
+def referee_dispatch_check(competition: Competition, job_spec: JobSpec, store: Store,
+                           backend: str) -> str | Hold | None:
     try:
-        return check_dispatch(store, competition, job, backend=backend)
+        return check_dispatch(store, competition, job_spec, backend=backend)
     except RefereeError as exc:  # invalid cost section: pausing is safer than spending blind
         return f"cost settings are invalid, so the budget cannot be checked: {exc}"
 
 
 @hookimpl
-def referee_leaderboard_enrich(store, competition, leaderboard):
-    from referee.platform.cost.pareto import enrich_leaderboard
-    enrich_leaderboard(store, competition, leaderboard)
+def referee_leaderboard_columns(store: Store, competition: Competition,
+                                leaderboard: Leaderboard) -> list[LeaderboardColumn]:
+    return cost_columns(store, competition, leaderboard)
 
 
 @hookimpl
-def referee_prepare_competition(competition):
-    """Validate the ``cost:`` section when a competition is loaded (errors name ``cost.<field>``)."""
-    from referee.platform.cost.config import cost_config
-    cost_config(competition)
+def referee_leaderboard_plots(store: Store, competition: Competition,
+                              leaderboard: Leaderboard) -> list[LeaderboardPlot]:
+    svg = cost_plot(leaderboard)
+    if not svg:
+        return []
+    side = "lower" if leaderboard.direction == "minimize" else "upper"
+    return [LeaderboardPlot(key="cost", title="Score against cost", svg=svg,
+                            caption=f"Score against cost: better and cheaper entries lie to the {side} left; "
+                                    "outlined points (joined by the dashed line) are the Pareto front.")]

@@ -36,6 +36,7 @@ from pydantic import (
 )
 
 from referee.platform.core.errors import SpecError
+from referee.platform.core.spec import validation_problems
 
 TestType = Literal["MFT", "INV", "DIR"]
 TEST_TYPES: tuple[str, ...] = ("MFT", "INV", "DIR")
@@ -210,6 +211,8 @@ class HeldoutSpec(_Model):
 
 
 class ChecklistSpec(_Model):
+    """The ``checklist:`` section (see the module docstring)."""
+
     labels: list[str] = Field(min_length=2)
     suite_file: Path | None = None
     heldout: HeldoutSpec | None = None
@@ -254,17 +257,7 @@ def parse_checklist(raw: dict[str, Any], source: str) -> ChecklistSpec:
     try:
         return ChecklistSpec.model_validate(raw)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = "checklist" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]
-                                          if not (isinstance(p, str) and p in ("str", "LabelledText")))
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown field (check the spelling)"
-            elif err["type"] == "missing":
-                msg = "required field is missing"
-            problems.append((where, msg))
-        raise SpecError(source, problems) from None
+        raise SpecError(source, validation_problems(exc, "checklist")) from None
 
 
 def capability_sort_key(capability: str) -> tuple[int, str]:

@@ -20,7 +20,6 @@ import hashlib
 import os
 import tempfile
 import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from referee.plugins.manager import get_runtime
 from referee.scoring.checklist import matrix as mx
 from referee.scoring.metrics import _common as c
 
@@ -84,7 +84,9 @@ class TestOutcome:
     status: np.ndarray  # per case: 1 failed, 0 passed, -1 filtered (expectation did not apply)
     first_row: np.ndarray  # per case: reference row of its first example
     severity: np.ndarray  # per case: the worst expectation value (lower = worse)
-    test: Any  # the checklist test object (data, labels, results)
+    data: Any  # the test's cases (checklist's ``test.data``)
+    labels: Any  # the test's expected labels (checklist's ``test.labels``)
+    results: Any  # this run's results: checklist makes a new object per run, so later runs never touch it
 
 
 @dataclass
@@ -94,25 +96,26 @@ class SuiteRun:
     splits: np.ndarray  # per reference row: True = public (always from the references of this call)
 
 
-# Suite runs, keyed by (suite sha256, predictions digest, reference layout digest). A cached run holds
-# only what those determine (per-case results and each case's reference row); the split assignment is
-# never cached: it comes from the references of the call, so two competitions sharing a suite (or a host
-# reload changing ``public_fraction``) never see each other's public/private sides.
-_cache: OrderedDict[tuple[str, str, str], SuiteRun] = OrderedDict()
-_suites: dict[str, Any] = {}
-_lock = threading.Lock()
+# Suite runs, keyed by (suite sha256, predictions digest, reference layout digest), live in the runtime's
+# "checklist.runs" cache. A cached run holds only what those determine (per-case results and each case's
+# reference row) and its own copy of checklist's results; the split assignment is never cached: it comes
+# from the references of the call, so two competitions sharing a suite (or a host reload changing
+# ``public_fraction``) never see each other's public/private sides. A loaded suite is one mutable object
+# (``run_from_file`` rewrites its results), so each one is run by one thread at a time under its lock.
 
 
-def _load_suite(path: str, sha: str) -> Any:
+@dataclass
+class _LoadedSuite:
+    suite: Any
+    lock: threading.Lock
+
+
+def _load_suite(path: str, sha: str) -> _LoadedSuite:
     from referee.scoring.checklist import library
 
     _check_suite_file(path, sha)
-    if sha in _suites:
-        return _suites[sha]
-    suite = library.test_suite_module().TestSuite.from_file(path)
-    _suites.clear()
-    _suites[sha] = suite
-    return suite
+    return get_runtime().cache("checklist.suites").get_or_compute(
+        sha, lambda: _LoadedSuite(library.test_suite_module().TestSuite.from_file(path), threading.Lock()))
 
 
 def _check_suite_file(path: str, sha: str) -> None:
@@ -169,38 +172,43 @@ def _prediction_lines(predictions: Any, rows: list[int], labels: list[str]) -> l
 
 
 # The engine hands every metric (statistics, then details) the same prediction and reference objects:
-# remember the last pair's formatted input so the file is built once per submission, not per call.
-_last_input: tuple[Any, Any, tuple[str, ...], tuple] | None = None
-
-
+# remember the formatted input of recent pairs so the file is built once per submission, not per call.
+# Keyed by the objects' ids; the entry holds the objects themselves, so an id is never reused while cached.
 def _formatted(predictions: Any, references: Sequence[Any], labels: list[str]) -> tuple:
-    global _last_input
-    last = _last_input
-    if last is not None and last[0] is predictions and last[1] is references and last[2] == tuple(labels):
-        return last[3]
-    rows, layout, public = _checklist_rows(references)
-    lines = _prediction_lines(predictions, rows, labels)
-    where = hashlib.sha256(repr((len(references), rows, layout)).encode()).hexdigest()
-    out = (rows, layout, public, lines, hashlib.sha256("\n".join(lines).encode()).hexdigest(), where)
-    _last_input = (predictions, references, tuple(labels), out)
-    return out
+    def build() -> tuple:
+        rows, layout, public = _checklist_rows(references)
+        lines = _prediction_lines(predictions, rows, labels)
+        where = hashlib.sha256(repr((len(references), rows, layout)).encode()).hexdigest()
+        out = (rows, layout, public, lines, hashlib.sha256("\n".join(lines).encode()).hexdigest(), where)
+        return (predictions, references, out)
+
+    key = (id(predictions), id(references), tuple(labels))
+    cache = get_runtime().cache("checklist.inputs")
+    hit = cache.get_or_compute(key, build)
+    if hit[0] is not predictions or hit[1] is not references:  # pragma: no cover - ids are pinned above
+        hit = build()
+        cache.put(key, hit)
+    return hit[2]
 
 
 def run_suite(predictions: Any, references: Sequence[Any], params: Mapping[str, Any]) -> SuiteRun:
     """Run the prepared suite on the predictions with checklist's ``run_from_file`` (cached per input)."""
-    from referee.scoring.checklist.suite import case_layout, test_order
-
     p = _resolve(params)
     if len(references) != len(predictions):
         raise ValueError(f"{NAME}: {len(predictions)} predictions but {len(references)} references")
     rows, layout, public, lines, digest, where = _formatted(predictions, references, p["labels"])
     key = (p["suite_sha256"], digest, where)
     _check_suite_file(p["suite"], p["suite_sha256"])
-    with _lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return replace(_cache[key], splits=public)
-        suite = _load_suite(p["suite"], p["suite_sha256"])
+    run = get_runtime().cache("checklist.runs").get_or_compute(key, lambda: _run(p, rows, layout, lines))
+    return replace(run, splits=public)
+
+
+def _run(p: Mapping[str, Any], rows: list[int], layout: list[tuple[str, int, int]], lines: list[str]) -> SuiteRun:
+    from referee.scoring.checklist.suite import case_layout, test_order
+
+    loaded = _load_suite(p["suite"], p["suite_sha256"])
+    with loaded.lock:
+        suite = loaded.suite
         expected = case_layout(suite)
         if expected != layout:
             bad = next((k for k, (a, b) in enumerate(zip(expected, layout)) if a != b), min(len(expected), len(layout)))
@@ -229,12 +237,8 @@ def run_suite(predictions: Any, references: Sequence[Any], params: Mapping[str, 
                 name=name, capability=str(info["capability"]), type=str(info["type"]),
                 description=str(info.get("description", "") or ""), status=status,
                 first_row=np.array([first[i] for i in range(len(status))], dtype=np.int64),
-                severity=severity, test=test))
-        run = SuiteRun(labels=list(p["labels"]), tests=outcomes, splits=np.zeros(0, dtype=bool))
-        _cache[key] = run
-        while len(_cache) > 4:
-            _cache.popitem(last=False)
-        return replace(run, splits=public)
+                severity=severity, data=test.data, labels=test.labels, results=test.results))
+    return SuiteRun(labels=list(p["labels"]), tests=outcomes, splits=np.zeros(0, dtype=bool))
 
 
 def _worst(expect_result: Any) -> float:
@@ -314,12 +318,12 @@ def _example(labels: list[str], x: Any, pred: Any, conf: Any, expect: Any, expec
 def failing_cases(t: TestOutcome, labels: list[str], mask: np.ndarray, limit: int) -> list[dict[str, Any]]:
     """Up to ``limit`` failed cases among rows in ``mask``, worst first, with their examples."""
     idx = [i for i in np.argsort(t.severity, kind="stable") if t.status[i] == 1 and mask[t.first_row[i]]]
-    res = t.test.results
+    res = t.results
     out = []
     for i in idx[:limit]:
-        data, preds, confs = t.test.data[i], res.preds[i], res.confs[i]
+        data, preds, confs = t.data[i], res.preds[i], res.confs[i]
         expects = np.atleast_1d(np.asarray(res.expect_results[i], dtype=object))
-        label = t.test.labels[i] if isinstance(t.test.labels, (list, tuple, np.ndarray)) else t.test.labels
+        label = t.labels[i] if isinstance(t.labels, (list, tuple, np.ndarray)) else t.labels
         if isinstance(data, (list, tuple)):  # INV/DIR: original first, then perturbed examples
             exs = [_example(labels, x, preds[j], confs[j], expects[j] if j < len(expects) else None, label,
                             "original" if j == 0 else "perturbed") for j, x in enumerate(data)]

@@ -13,11 +13,11 @@ The export is what a competition runs on::
 Everything is seeded: the same spec gives byte-identical inputs and references. A rebuild happens only
 when the fingerprint (spec, host suite file, checklist version, builder revision) changes.
 
-``prepare_competition`` (called by the plugin's ``referee_prepare_competition`` hook) points the competition
-at the export:
+``derive`` (called by the plugin's ``referee_derive_competition`` hook) returns what the competition
+runs on, as a ``Derived`` record kept beside its spec (the spec itself stays as the host wrote it):
 
 * ``data``: input = ``<output_dir>/input``, reference = ``<output_dir>/private/reference.csv`` with the
-  columns label, test, case, example, split (whatever the YAML said there is replaced);
+  columns label, test, case, example, split (whatever the YAML says under ``data`` is not used);
 * ``split``: per test case (``checklist.public_fraction``), via the reference's ``split`` column;
 * ``prediction``: probability columns must be the labels in order; label predictions get the label set;
 * every ``checklist`` / ``checklist_accuracy`` metric gets ``suite``, ``suite_sha256``, ``labels`` and
@@ -43,7 +43,7 @@ import numpy as np
 
 from referee.platform.core.errors import SpecError
 from referee.platform.core.hashing import file_sha256
-from referee.platform.core.spec import Competition, DataSpec, SplitSpec
+from referee.platform.core.spec import Competition, DataSpec, Derived, SplitSpec
 from referee.platform.core.tables import write_table
 from referee.scoring.checklist import library
 from referee.scoring.checklist.schema import (
@@ -409,17 +409,19 @@ SCORERS = (NAME, ACCURACY_NAME)
 
 def spec_of(comp: Competition) -> ChecklistSpec:
     """The competition's validated checklist section (``SpecError`` naming the field)."""
-    return parse_checklist(comp.checklist or {}, str(comp.source_path or comp.id))
+    return parse_checklist(comp.section_data("checklist") or {}, str(comp.source_path or comp.id))
 
 
-def prepare_competition(comp: Competition) -> dict[str, Any]:
-    """Build/reuse the suite export and wire the competition to it; returns the build manifest."""
+def derive(comp: Competition) -> Derived:
+    """Build (or reuse) the suite export of a competition with a ``checklist:`` section and say what the
+    competition runs on, without touching its spec: the export's data and split rule, the label set
+    for label predictions and the parameters of every checklist metric; the build manifest as facts."""
     source = str(comp.source_path or comp.id)
     spec = spec_of(comp)
     if "split" in comp.model_fields_set and comp.split != SplitSpec():
         raise SpecError(source, [("split", "a CheckList competition splits per test case; use "
                                            "checklist.public_fraction instead of split")])
-    _check_predictions(comp, spec, source)
+    labels = _check_predictions(comp, spec, source)
     metrics = [m for m in comp.metrics if m.scorer in SCORERS]
     if not metrics:
         raise SpecError(source, [("metrics", f"a competition with a checklist section needs a metric with "
@@ -427,10 +429,8 @@ def prepare_competition(comp: Competition) -> dict[str, Any]:
     out = comp.resolve(spec.output_dir)
     assert out is not None
     manifest = ensure_built(spec, comp.base_dir, out, source)
-    comp.data = DataSpec(input=out / "input", reference=out / "private" / "reference.csv", reference_format="csv",
-                         reference_id_column="id", reference_columns=list(REFERENCE_COLUMNS))
-    comp.split = SplitSpec(column="split")
     tests = manifest["tests"]
+    params: dict[str, dict[str, Any]] = {}
     for i, m in enumerate(comp.metrics):
         if m.scorer not in SCORERS:
             continue
@@ -446,18 +446,29 @@ def prepare_competition(comp: Competition) -> dict[str, Any]:
             if m.params.get(key) is not None and m.params[key] not in values:
                 raise SpecError(source, [(f"metrics[{i}].params.{key}", f"{m.params[key]!r} is not in the suite; "
                                                                           f"known: {sorted(values)}")])
-        m.params.update(suite=str(out / "private" / "suite.pkl"), suite_sha256=manifest["suite_sha256"],
-                        labels=list(spec.labels))
-        if m.scorer == NAME:
-            m.params.setdefault("failing_examples", spec.failing_examples)
+        injected: dict[str, Any] = {"suite": str(out / "private" / "suite.pkl"),
+                                    "suite_sha256": manifest["suite_sha256"], "labels": list(spec.labels)}
+        if m.scorer == NAME and "failing_examples" not in m.params:
+            injected["failing_examples"] = spec.failing_examples
+        params[m.key] = injected
     lb_metric = spec.leaderboard.metric
     if lb_metric is not None and lb_metric not in {m.key for m in metrics if m.scorer == NAME}:
         raise SpecError(source, [("checklist.leaderboard.metric", f"{lb_metric!r} is not a metric with scorer "
                                                                   f"{NAME!r}")])
-    return manifest
+    return Derived(data=DataSpec(input=out / "input", reference=out / "private" / "reference.csv",
+                                 reference_format="csv", reference_id_column="id",
+                                 reference_columns=list(REFERENCE_COLUMNS)),
+                   split=SplitSpec(column="split"), prediction_labels=labels, metric_params=params,
+                   facts={"checklist": manifest})
 
 
-def _check_predictions(comp: Competition, spec: ChecklistSpec, source: str) -> None:
+def prepared(comp: Competition) -> Competition:
+    """``comp`` with its suite built and the derived values beside its spec (see ``derive``)."""
+    return comp.with_derived(comp.derived.merge(derive(comp), "checklist"))
+
+
+def _check_predictions(comp: Competition, spec: ChecklistSpec, source: str) -> list[str] | None:
+    """Check the prediction spec against the labels; the label set label predictions get (or None)."""
     pred = comp.prediction
     if pred.type == "probability":
         if list(pred.columns) != list(spec.labels):
@@ -465,12 +476,13 @@ def _check_predictions(comp: Competition, spec: ChecklistSpec, source: str) -> N
                                                             f"{spec.labels}, got {pred.columns}")])
     elif pred.type == "label":
         if pred.labels is None:
-            pred.labels = list(spec.labels)
-        elif sorted(pred.labels) != sorted(spec.labels):
+            return list(spec.labels)
+        if sorted(pred.labels) != sorted(spec.labels):
             raise SpecError(source, [("prediction.labels", f"must be the checklist labels {spec.labels}")])
     else:
         raise SpecError(source, [("prediction.type", "a CheckList competition takes probability or label "
                                                       "predictions")])
+    return None
 
 
 def iter_cases(path: Path) -> Iterator[dict[str, Any]]:
@@ -482,5 +494,5 @@ def iter_cases(path: Path) -> Iterator[dict[str, Any]]:
 
 
 __all__ = ["BuildError", "REFERENCE_COLUMNS", "build_declarative", "load_host_suite", "export_suite",
-           "ensure_built", "case_layout", "test_order", "iter_cases", "add_phrase", "prepare_competition",
+           "ensure_built", "case_layout", "test_order", "iter_cases", "add_phrase", "derive", "prepared",
            "spec_of"]
