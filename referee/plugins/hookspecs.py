@@ -40,24 +40,22 @@ hookimpl = pluggy.HookimplMarker("referee")
 # -- what a plugin provides, by name -----------------------------------------------------------------
 @hookspec
 def referee_scorers() -> list[ScorerInfo]:
-    """Return ``ScorerInfo`` records: per-item statistics plus a pure aggregate of their sums.
+    """Return ``ScorerInfo`` records: either per-item statistics plus a pure aggregate of their sums,
+    or ``score(predictions, references, params, weights)`` of weighted items (see the README's plugin
+    guide). Scorers receive ``Predictions`` aligned to the references, and the references themselves.
 
-    Example:
+    Example (the README's plugin, ``referee/plugins/example_scorers.py``):
 
     >>> import numpy as np
-    >>> from referee.plugins import hookimpl, ScorerInfo
+    >>> from referee.plugins import Predictions, example_scorers
     >>> from referee.plugins.manager import PluginManager
-    >>> class Mae:
-    ...     @hookimpl
-    ...     def referee_scorers(self):
-    ...         return [ScorerInfo(
-    ...             name="mae", version="1.0", higher_is_better=False, accepts=("probability",),
-    ...             statistics=lambda p, r, params: np.stack([np.abs(p - r), np.ones(len(p))], 1),
-    ...             aggregate=lambda s, params: s[..., 0] / s[..., 1])]
-    >>> mae = PluginManager(entrypoints=False, builtins=False, extra=[Mae()]).scorer("mae")
-    >>> stats = mae.statistics(np.array([0.5, 1.0]), np.array([1.0, 1.0]), {})
-    >>> float(mae.aggregate(stats.sum(axis=0), {}))
-    0.25
+    >>> pm = PluginManager(entrypoints=False, builtins=False, extra=[example_scorers])
+    >>> brier = pm.scorer("brier")
+    >>> preds = Predictions(type="probability", columns=["p"], values=np.array([[0.5], [1.0]]),
+    ...                     raw={"p": ["0.5", "1.0"]})
+    >>> stats = brier.statistics(preds, ["1", "1"], {})
+    >>> float(brier.aggregate(stats.sum(axis=0), {}))
+    0.125
     """
     return []
 

@@ -16,7 +16,6 @@ _SECTION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 from referee.platform.core.predictions import Predictions, References
 
-
 # What a scorer's functions receive: ``Predictions`` (aligned to the references), ``References`` (one
 # string, or a list of strings, per item), the metric's ``params`` from the competition YAML, and for
 # general scorers ``weights`` (see ScorerInfo).

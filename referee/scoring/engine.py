@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from referee import __version__
-from referee.platform.core.errors import RefereeError, SpecError
+from referee.platform.core.errors import RefereeError
 from referee.platform.core.predictions import Predictions, References
 from referee.platform.core.spec import Competition, MetricSpec
 from referee.plugins.manager import config_section, get_plugin_manager
@@ -33,7 +33,6 @@ from referee.plugins.records import ScorerInfo
 from referee.scoring.bootstrap import IntervalSettings
 from referee.scoring.reference import ReferenceData, reference_values
 from referee.scoring.significance import LeaderboardSettings
-
 
 # The event that keeps a failing scorer's traceback for the host, and what the team is told.
 SCORER_ERROR_EVENT = "scorer_error"

@@ -35,7 +35,6 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from referee.platform.core.predictions import Predictions, References
 from referee.scoring.bootstrap import (
-    BACKENDS,
     UNDEFINED_ERRORS,
     IntervalSettings,
     Number,

@@ -60,10 +60,10 @@ def run_demo(workspace: Path, *, fresh: bool = True, with_containers: bool | Non
     from rich.markup import escape
 
     from referee.platform.cli.main import print_leaderboard
-    from referee.platform.leaderboard.render import render_leaderboard
     from referee.platform.controller.competitions import load_into_store
     from referee.platform.controller.reconcile import Controller
     from referee.platform.leaderboard import build as lbm
+    from referee.platform.leaderboard.render import render_leaderboard
     from referee.platform.store import Store
     from referee.submissions.submit import submit
 

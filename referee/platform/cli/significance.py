@@ -35,7 +35,10 @@ def significance(ctx: click.Context, competition_id: str, phase: str | None, spl
     """Pairwise p-values and rank tiers between leaderboard entries (primary metric)."""
     from referee.platform.cli.main import emit_json, open_store
     from referee.platform.leaderboard import build as lbm
-    from referee.platform.leaderboard.significance import compare_entries, significance_settings
+    from referee.platform.leaderboard.significance import (
+        compare_entries,
+        significance_settings,
+    )
 
     store = open_store(ctx)
     comp = store.get_competition(competition_id)

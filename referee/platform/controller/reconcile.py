@@ -43,7 +43,11 @@ from referee.platform.core.spec import Competition
 from referee.platform.store import NewScore, Store, SubmissionRow
 from referee.plugins.manager import get_plugin_manager
 from referee.plugins.records import Hold, SubmissionKindInfo
-from referee.scoring.engine import SCORER_ERROR_EVENT, SCORER_ERROR_MESSAGE, ScorerFailed
+from referee.scoring.engine import (
+    SCORER_ERROR_EVENT,
+    SCORER_ERROR_MESSAGE,
+    ScorerFailed,
+)
 
 LOG_TAIL_BYTES = 8192
 MAX_POLL_ERRORS = 10  # consecutive failed polls before a run gives up (its jobs stay claimed)

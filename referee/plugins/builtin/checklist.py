@@ -25,7 +25,11 @@ from referee.plugins.manager import optional_config_section
 from referee.plugins.records import ConfigSection, ReportPanel, ScorerInfo
 from referee.scoring.checklist import matrix as mx
 from referee.scoring.checklist import scorer as cs
-from referee.scoring.checklist.report import checklist_html, checklist_markdown, checklist_sections
+from referee.scoring.checklist.report import (
+    checklist_html,
+    checklist_markdown,
+    checklist_sections,
+)
 from referee.scoring.checklist.schema import ChecklistSpec
 from referee.scoring.metrics import _common
 

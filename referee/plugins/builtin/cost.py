@@ -26,7 +26,12 @@ from referee.platform.cost.trackers import GpuHoursTracker, InstanceTimeTracker
 from referee.platform.store import Store
 from referee.plugins.hookspecs import hookimpl
 from referee.plugins.manager import get_plugin_manager, get_runtime
-from referee.plugins.records import ConfigSection, CostTrackerInfo, Hold, LeaderboardPlot
+from referee.plugins.records import (
+    ConfigSection,
+    CostTrackerInfo,
+    Hold,
+    LeaderboardPlot,
+)
 
 
 def _instance_time(competition: Competition, store: Store) -> Any:

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from referee.plugins.hookspecs import hookimpl
 from referee.plugins.records import ScorerInfo
-from referee.scoring.metrics import accuracy, asr, correlation, f1, log_loss, ranking, regression, translation
+from referee.scoring.metrics import (
+    accuracy,
+    asr,
+    correlation,
+    f1,
+    log_loss,
+    ranking,
+    regression,
+    translation,
+)
 
 BUILTIN_METRICS = (
     log_loss.log_loss, accuracy.accuracy, asr.wer, asr.cer, translation.bleu, translation.chrf, translation.ter,

@@ -20,7 +20,10 @@ from typing import Any
 from referee.platform.core.errors import SpecError
 from referee.platform.core.leaderboard import Leaderboard, LeaderboardColumn
 from referee.platform.core.spec import Competition
-from referee.platform.leaderboard.significance import compare_entries, significance_settings
+from referee.platform.leaderboard.significance import (
+    compare_entries,
+    significance_settings,
+)
 from referee.platform.store import Store
 from referee.plugins.hookspecs import hookimpl
 from referee.plugins.records import ConfigSection

@@ -22,7 +22,6 @@ from referee.platform.core.predictions import Predictions, References
 from referee.plugins.records import ScorerInfo
 from referee.scoring.metrics import _common as c
 
-
 # Rows of resample weights a WeightedMetric computes per call: about 1 MiB of weights.
 CHUNK_BYTES = 2**20
 

@@ -20,7 +20,12 @@ import numpy as np
 
 from referee.platform.core.predictions import Predictions, References
 from referee.scoring.metrics import _common as c
-from referee.scoring.metrics.base import SummableMetric, WeightedMetric, unbatch, weighted_rows
+from referee.scoring.metrics.base import (
+    SummableMetric,
+    WeightedMetric,
+    unbatch,
+    weighted_rows,
+)
 
 ACCEPTS = ("score", "probability")
 # A variance this small relative to the sum of squares is rounding noise: the column is constant.

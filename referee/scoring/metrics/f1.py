@@ -12,7 +12,6 @@ weighted class counts, so blocks of resamples are one matrix product each.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 

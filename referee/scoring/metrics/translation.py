@@ -8,7 +8,7 @@ bootstrap resamples is one call. References are one string per item or a list of
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
