@@ -62,7 +62,7 @@ def server(tmp_path):
     comp = load_into_store(store, root / "competition.yaml")
     # another team is already on the board (scored by the server's background loop)
     submit(store, comp, "bravo", root / "submissions" / "bravo__mediocre.csv")
-    token = create_team_token(store, "deepfake", "alpha")
+    token = create_team_token(store, "deepfake", "alpha", create_team=True)
     store.close()
     proc, url = _serve(tmp_path / "ws")
     yield url, token, root

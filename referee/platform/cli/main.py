@@ -23,6 +23,15 @@ LAZY_COMMANDS: dict[str, str] = {
     "images": "referee.platform.cli.images:images",
     "report": "referee.platform.cli.report:report",
     "significance": "referee.platform.cli.significance:significance",
+    "team": "referee.platform.cli.teams:team",
+    "registration": "referee.platform.cli.teams:registration",
+    "organiser": "referee.platform.cli.teams:organiser",
+    "user": "referee.platform.cli.teams:user",
+    "hide": "referee.platform.cli.hosting:hide",
+    "unhide": "referee.platform.cli.hosting:unhide",
+    "baseline": "referee.platform.cli.hosting:baseline",
+    "download": "referee.platform.cli.hosting:download",
+    "remote": "referee.platform.cli.remote:remote",
 }
 
 
@@ -131,19 +140,33 @@ def competition_list(ctx: click.Context, as_json: bool) -> None:
 @cli.command()
 @click.argument("competition_id")
 @click.argument("source")
-@click.option("--team", required=True, help="Team name.")
+@click.option("--team", default=None, help="An existing team (see `referee team create`).")
+@click.option("--create-team", is_flag=True, help="Create --team first when it is new.")
+@click.option("--baseline", "baseline_label", default=None, metavar="LABEL",
+              help="File a baseline entry under LABEL instead (shown for comparison, ranked as no team).")
 @click.option("--phase", default=None, help="Phase (default: the open one).")
 @click.option("--kind", default=None, help="Submission kind (default: detected).")
+@click.option("--description", default=None, help="What this submission is (method, what changed).")
 @click.option("--allow-closed-phase", is_flag=True, help="Host only: accept a late entry to a closed phase.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def submit(ctx: click.Context, competition_id: str, source: str, team: str, phase: str | None,
-           kind: str | None, allow_closed_phase: bool, as_json: bool) -> None:
-    """Submit a prediction file (or a container) for a team."""
+def submit(ctx: click.Context, competition_id: str, source: str, team: str | None, create_team: bool,
+           baseline_label: str | None, phase: str | None, kind: str | None, description: str | None,
+           allow_closed_phase: bool, as_json: bool) -> None:
+    """Submit a prediction file (or a container) for an existing team, or a baseline."""
+    from referee.platform.controller.participation import host_create_team, require_team
     from referee.submissions.submit import submit as do_submit
     store = open_store(ctx)
     comp = store.get_competition(competition_id)
-    sid = do_submit(store, comp, team, source, kind=kind, phase=phase, allow_closed_phase=allow_closed_phase)
+    if (team is None) == (baseline_label is None):
+        raise click.UsageError("pass either --team NAME or --baseline LABEL")
+    if team is not None:
+        if create_team and store.team(competition_id, team.strip()) is None:
+            host_create_team(store, competition_id, team)
+        team = require_team(store, competition_id, team).name
+    sid = do_submit(store, comp, team or str(baseline_label).strip(), source, kind=kind, phase=phase,
+                    allow_closed_phase=allow_closed_phase, description=description,
+                    baseline=baseline_label is not None)
     sub = store.get_submission(sid)
     if as_json:
         emit_json({"id": sid, "status": sub.status, "sha256": sub.sha256, "kind": sub.kind})
@@ -213,10 +236,12 @@ def run_with_progress(store: Any, comp: Any, backend: Any = None, *, show: bool 
 @click.argument("competition_id")
 @click.option("--team", default=None)
 @click.option("--submission", "submission_id", type=int, default=None, help="Show one submission in detail.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Show the newest N submissions.")
+@click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip the newest N first (with --limit).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def status(ctx: click.Context, competition_id: str, team: str | None, submission_id: int | None,
-           as_json: bool) -> None:
+           limit: int | None, offset: int, as_json: bool) -> None:
     """Show submissions and their status, failure reason and log tail."""
     from referee.platform.reports.views import submission_detail, submission_table
     store = open_store(ctx)
@@ -239,7 +264,14 @@ def status(ctx: click.Context, competition_id: str, team: str | None, submission
             c.print("[dim]log tail:[/dim]")
             c.print(d["log_tail"], markup=False)
         return
-    rows = submission_table(store, competition_id, team=team)
+    if limit is not None:
+        from referee.platform.reports.views import submission_row
+        page, total = store.submissions_page(competition_id, team=team, limit=limit, offset=offset)
+        rows = [submission_row(s) for s in page]
+        if not as_json:
+            click.echo(f"newest {offset + 1}-{offset + len(rows)} of {total}", err=True)
+    else:
+        rows = submission_table(store, competition_id, team=team)
     if as_json:
         emit_json(rows)
         return
@@ -255,19 +287,44 @@ def status(ctx: click.Context, competition_id: str, team: str | None, submission
 @click.argument("submission_id", type=int)
 @click.pass_context
 def cancel(ctx: click.Context, submission_id: int) -> None:
-    """Cancel a pending or running submission (no quota is charged)."""
+    """Cancel a pending or running submission (no quota is charged); exits 1 when it already finished."""
     from referee.platform.controller.actions import cancel_submission
-    click.echo(f"#{submission_id}: {cancel_submission(open_store(ctx), submission_id)}")
+    status_after = cancel_submission(open_store(ctx), submission_id)
+    if status_after != "cancelled":
+        raise RefereeError(f"#{submission_id} is already {status_after}: nothing to cancel (a finished "
+                           "submission keeps its status; `referee hide` takes it off the leaderboard)")
+    click.echo(f"#{submission_id}: cancelled")
 
 
 @cli.command()
-@click.argument("submission_id", type=int)
+@click.argument("submission_ids", type=int, nargs=-1)
+@click.option("--competition", "competition_id", default=None, help="Re-run every finished submission that "
+              "matches the filters below, in one transaction.")
+@click.option("--status", "statuses", multiple=True, type=click.Choice(["scored", "failed", "cancelled"]),
+              help="With --competition: only these (repeatable; default: all three).")
+@click.option("--team", default=None, help="With --competition: only this team.")
+@click.option("--phase", default=None, help="With --competition: only this phase.")
 @click.pass_context
-def rerun(ctx: click.Context, submission_id: int) -> None:
-    """Put a finished submission back in the queue (old scores replaced atomically on the next run)."""
+def rerun(ctx: click.Context, submission_ids: tuple[int, ...], competition_id: str | None,
+          statuses: tuple[str, ...], team: str | None, phase: str | None) -> None:
+    """Put finished submissions back in the queue (old scores replaced atomically on the next run)."""
     from referee.platform.controller.actions import rerun_submission
-    rerun_submission(open_store(ctx), submission_id, by="cli")
-    click.echo(f"#{submission_id}: pending")
+    store = open_store(ctx)
+    if competition_id is None:
+        if not submission_ids:
+            raise click.UsageError("give submission ids, or --competition COMP for a bulk re-run")
+        for sid in submission_ids:
+            rerun_submission(store, sid, by="cli")
+            click.echo(f"#{sid}: pending")
+        return
+    comp = store.get_competition(competition_id)
+    if phase is not None:
+        comp.phase(phase)
+    ids = store.request_rerun_many(competition_id, ids=submission_ids or None,
+                                   statuses=statuses or ("scored", "failed", "cancelled"), team=team, phase=phase,
+                                   by="cli")
+    click.echo(f"{len(ids)} submission(s) of {competition_id} pending again; `referee run {competition_id}` "
+               "scores them")
 
 
 @cli.command()
