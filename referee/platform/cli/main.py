@@ -88,16 +88,57 @@ def competition() -> None:
 
 @competition.command("load")
 @click.argument("spec", type=click.Path(exists=False))
+@click.option("--rerun/--no-rerun", default=None,
+              help="When the reference data or inputs changed: re-run the submissions scored against the old "
+                   "data (default: ask when interactive, else only say so).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def competition_load(ctx: click.Context, spec: str, as_json: bool) -> None:
-    """Validate a competition YAML file and load it into the workspace."""
-    from referee.platform.controller.competitions import load_into_store
-    comp = load_into_store(open_store(ctx), spec)
+def competition_load(ctx: click.Context, spec: str, rerun: bool | None, as_json: bool) -> None:
+    """Validate a competition (YAML file, directory or bundle) and load it into the workspace.
+
+    The reference data and inputs are copied into the workspace by content hash: editing the
+    source files later changes nothing until the competition is loaded again.
+    """
+    from referee.platform.controller.competitions import load
+    store = open_store(ctx)
+    result = load(store, spec)
+    comp = result.competition
+    rerun_ids: list[int] = []
+    if result.stale:
+        if rerun is None and not as_json and sys.stdin.isatty():
+            rerun = click.confirm(f"the {' and '.join(result.changed)} data of {comp.id!r} changed; "
+                                  f"re-run the {len(result.stale)} submission(s) scored against the old data?",
+                                  default=False)
+        if rerun:
+            rerun_ids = store.request_rerun_many(comp.id, ids=result.stale, statuses=("scored",), by="reload")
     if as_json:
-        emit_json({"id": comp.id, "title": comp.title, "source": str(comp.source_path)})
-    else:
-        click.echo(f"loaded competition {comp.id!r} ({comp.title}) from {comp.source_path}")
+        emit_json({"id": comp.id, "title": comp.title, "source": str(comp.source_path), "changed": result.changed,
+                   "stale": result.stale, "rerun": rerun_ids,
+                   "files": [{"kind": k, "name": n, "sha256": sha, "size": size} for k, n, sha, size in result.files]})
+        return
+    click.echo(f"loaded competition {comp.id!r} ({comp.title}) from {comp.source_path}")
+    if result.changed:
+        click.echo(f"the {' and '.join(result.changed)} data changed since the last load")
+    if rerun_ids:
+        click.echo(f"{len(rerun_ids)} submission(s) pending again; `referee run {comp.id}` scores them")
+    elif result.stale:
+        click.echo(f"{len(result.stale)} scored submission(s) used the old data: `referee competition load "
+                   f"{spec} --rerun` or `referee rerun --competition {comp.id}` re-runs them")
+
+
+@competition.command("pack")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="The bundle to write (default: ID.tar.gz here).")
+@click.pass_context
+def competition_pack(ctx: click.Context, directory: str, output: str | None) -> None:
+    """Make a portable bundle of a competition directory: spec, data, pages/*.md, starting_kit/."""
+    from referee.platform.controller.bundles import pack
+    from referee.platform.core.spec import load_competition
+    out = Path(output) if output else Path(f"{load_competition(Path(directory) / 'competition.yaml').id}.tar.gz")
+    packed = pack(directory, out)
+    click.echo(f"wrote {packed.path} ({packed.files} files, {packed.bytes} bytes; sha256 {packed.sha256[:12]}); "
+               f"load it with `referee competition load {packed.path}`")
 
 
 @competition.command("show")

@@ -1,12 +1,37 @@
-"""Loading a competition into a workspace: validate the spec, its scorers and its data."""
+"""Loading a competition into a workspace: validate the spec, its scorers and its data, snapshot it.
+
+Loading copies the reference file and the input directory into the workspace by content hash
+(``Store.snapshot_file``/``snapshot_tree``) and points the stored spec there, so a later edit of
+the source files changes nothing until the host loads again. The competition's pages
+(``pages/*.md``) and starting kit (``starting_kit/``, served as a zip) next to the YAML file are
+stored as blobs too. A load of a spec whose data changed reports which scored submissions used the
+old data, so the host can re-run them (``referee competition load --rerun``).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from referee.platform.core.errors import SpecError
+from referee.platform.core.errors import NotFound, SpecError
 from referee.platform.core.spec import Competition, check_data_files, load_competition
 from referee.platform.store import Store
+
+PAGES = ("overview", "rules", "evaluation", "data")  # pages/<name>.md, shown on the competition's pages
+STARTING_KIT = "starting_kit"  # a directory next to the spec, offered as a zip download
+MAX_PAGE_BYTES = 1 << 20
+
+
+@dataclass
+class LoadResult:
+    """What a load did: the competition, which data changed since the last load, and the scored
+    submissions that were scored against the old data."""
+
+    competition: Competition
+    reloaded: bool = False
+    changed: list[str] = field(default_factory=list)  # "reference", "input"
+    stale: list[int] = field(default_factory=list)
+    files: list[tuple[str, str, str, int]] = field(default_factory=list)  # (kind, name, sha256, size)
 
 
 def validate(comp: Competition) -> None:
@@ -22,13 +47,81 @@ def validate(comp: Competition) -> None:
     load_reference(comp)
 
 
-def load_into_store(store: Store, path: str | Path) -> Competition:
+def snapshot_data(store: Store, comp: Competition) -> None:
+    """Point ``comp``'s reference and inputs at read-only copies in the workspace."""
+    try:
+        comp.data.reference = store.snapshot_file(comp.reference_path)
+        if comp.input_path is not None:
+            comp.data.input = store.snapshot_tree(comp.input_path)
+    except ValueError as exc:  # a link inside the input directory
+        raise SpecError(str(comp.source_path), [("data.input", str(exc))]) from None
+
+
+def competition_files(store: Store, comp: Competition) -> list[tuple[str, str, str, int]]:
+    """Pages, starting kit and the public inputs (as a zip) of ``comp``, stored as blobs."""
+    files: list[tuple[str, str, str, int]] = []
+    pages = comp.base_dir / "pages"
+    for name in PAGES:
+        page = pages / f"{name}.md"
+        if page.is_file():
+            if page.stat().st_size > MAX_PAGE_BYTES:
+                raise SpecError(str(page), [("", f"a page may hold at most {MAX_PAGE_BYTES} bytes")])
+            sha, size = store.put_blob_file(page)
+            files.append(("page", name, sha, size))
+    kit = comp.base_dir / STARTING_KIT
+    if kit.is_dir():
+        try:
+            sha, size = store.archive_tree(kit, STARTING_KIT)
+        except ValueError as exc:
+            raise SpecError(str(kit), [("", str(exc))]) from None
+        files.append(("starting_kit", f"{comp.id}-starting-kit.zip", sha, size))
+    if comp.input_path is not None:
+        sha, size = store.archive_tree(comp.input_path, "input")
+        files.append(("input", f"{comp.id}-input.zip", sha, size))
+    return files
+
+
+def _stale(store: Store, comp_id: str, changed: list[str]) -> list[int]:
+    if not changed:
+        return []
+    scored = store.submissions(comp_id, status="scored")
+    if "reference" in changed:
+        return [s.id for s in scored]
+    return [s.id for s in scored if s.kind != "predictions"]  # inputs matter to code submissions only
+
+
+def load(store: Store, path: str | Path) -> LoadResult:
+    """Load a competition from a YAML file, a directory holding ``competition.yaml`` or a bundle
+    (``referee competition pack``)."""
+    from referee.platform.controller.bundles import is_bundle, unpack
     from referee.plugins.manager import get_plugin_manager
 
+    path = Path(path)
+    if is_bundle(path):
+        path = unpack(store, path)
     comp = load_competition(path, check_files=False)
     get_plugin_manager().hook.referee_prepare_competition(competition=comp)
     check_data_files(comp)
+    snapshot_data(store, comp)
     validate(comp)
+    try:
+        before: Competition | None = store.get_competition(comp.id)
+    except NotFound:
+        before = None
+    result = LoadResult(comp, reloaded=before is not None)
+    if before is not None:
+        if before.reference_path != comp.reference_path:
+            result.changed.append("reference")
+        if before.input_path != comp.input_path:
+            result.changed.append("input")
+        result.stale = _stale(store, comp.id, result.changed)
+    result.files = competition_files(store, comp)
     store.put_competition(comp)
-    store.event("competition_loaded", str(comp.source_path), competition_id=comp.id)
-    return comp
+    store.replace_competition_files(comp.id, result.files)
+    store.event("competition_loaded", str(comp.source_path), competition_id=comp.id, changed=result.changed)
+    return result
+
+
+def load_into_store(store: Store, path: str | Path) -> Competition:
+    """Load a competition (see ``load``) and return it."""
+    return load(store, path).competition

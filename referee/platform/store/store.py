@@ -25,6 +25,7 @@ from referee.platform.core.spec import Competition, LimitsSpec
 from referee.platform.store.accounts import AccountsMixin
 from referee.platform.store.database import Database, utcnow
 from referee.platform.store.hosting import HostingMixin
+from referee.platform.store.snapshots import SnapshotMixin
 from referee.platform.store.rows import (
     CompetitionRow,
     CostRow,
@@ -64,9 +65,10 @@ def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
         yield ids[lo:lo + _CHUNK]
 
 
-class Store(AccountsMixin, HostingMixin, Database):
+class Store(AccountsMixin, HostingMixin, SnapshotMixin, Database):
     """A workspace's persistence (see the module docstring); accounts and teams in ``accounts.py``,
-    host tools (hiding, baselines, bulk re-runs, paged lists) in ``hosting.py``."""
+    host tools (hiding, baselines, bulk re-runs, paged lists) in ``hosting.py``, data snapshots in
+    ``snapshots.py``."""
 
     # -- competitions ------------------------------------------------------------------------------
     def put_competition(self, comp: Competition) -> None:
