@@ -35,6 +35,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "builtin_cost": "referee.plugins.builtin.cost",
     "builtin_checklist": "referee.plugins.builtin.checklist",
     "builtin_stats": "referee.plugins.builtin.stats",
+    "builtin_moderation": "referee.plugins.builtin.moderation",
 }
 
 
