@@ -102,7 +102,7 @@ def pack(src: str | Path, out: str | Path) -> Packed:
     os.close(fd)
     total = 0
     try:
-        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
+        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz, \
                 tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
             data = json.dumps(manifest, indent=2, sort_keys=True).encode()
             tar.addfile(_info(MANIFEST, len(data)), io.BytesIO(data))
