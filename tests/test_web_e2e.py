@@ -88,7 +88,7 @@ def test_browser_upload_is_scored_and_ranked(server, tmp_path):
             page = browser.new_page()
             page.goto(f"{url}/login?next=/c/deepfake/submit")
             page.fill("#token", token)
-            page.click("form button[type=submit]")
+            page.click("#token-form button[type=submit]")
             page.wait_for_url(f"{url}/c/deepfake/submit")
             assert "Submitting as team" in page.inner_text("#upload-form")
             page.set_input_files("#file", str(root / "submissions" / "alpha__good.csv"))
