@@ -309,6 +309,10 @@ def test_pages_sign_up_team_and_host_forms(site):
     assert "first try" in c.get(f"/submissions/{sid}").text
     assert c.get(f"/submissions/{sid}/file").status_code == 200
     assert c.get("/c/open/host").status_code == 403  # a participant is no organiser
+    board = c.get("/c/open")
+    assert board.status_code == 200 and "ada (team Analytical Engines)" in board.text
+    assert c.get("/c/open?split=private").status_code == 403
+    assert "Analytical Engines" in c.get("/c/open/submissions").text
     # sign out ends the session on the server too
     assert c.post("/logout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
     c.cookies.clear()

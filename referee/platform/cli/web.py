@@ -111,7 +111,7 @@ def token_list(ctx: click.Context, competition_id: str | None, as_json: bool) ->
         return
     for r in rows:
         state = f"revoked {r['revoked_at'][:19]}" if r["revoked_at"] else "active"
-        who = "host" if r["role"] == "host" else f"{r['competition_id']}/{r['team']}"
+        who = {"host": "host", "user": f"user #{r['user_id']}"}.get(r["role"], f"{r['competition_id']}/{r['team']}")
         click.echo(f"{r['id']}  {who:30} {state:28} {r['label'] or ''}")
 
 

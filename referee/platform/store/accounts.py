@@ -51,6 +51,10 @@ class AccountsMixin(Database):
     def set_password_hash(self, uid: int, password_hash: str) -> None:
         self._execute("UPDATE users SET password_hash=? WHERE id=?", (password_hash, uid))
 
+    def delete_expired_tokens(self) -> int:
+        """Forget page sessions (and any other token) past their expiry."""
+        return self._execute("DELETE FROM web_tokens WHERE expires_at IS NOT NULL AND expires_at <= ?", (utcnow(),))
+
     def users(self, *, limit: int = 100, offset: int = 0) -> list[UserRow]:
         return [UserRow(**dict(r)) for r in self._query("SELECT * FROM users ORDER BY id LIMIT ? OFFSET ?",
                                                         (limit, offset))]

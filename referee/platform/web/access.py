@@ -246,7 +246,8 @@ def public_competition(comp: Any, store: Store) -> dict[str, Any]:
             "prediction": {"format": comp.prediction.format, "id_column": comp.prediction.id_column,
                            "columns": comp.prediction.columns, "type": comp.prediction.type,
                            "max_bytes": comp.prediction.max_bytes},
-            "limits": comp.limits.model_dump(), "submissions": n_subs, "teams": n_teams}
+            "limits": comp.limits.model_dump(), "participation": comp.participation.model_dump(),
+            "submissions": n_subs, "teams": n_teams}
 
 
 def rerun_submission(store: Store, sid: int, *, by: str = "host") -> None:

@@ -101,6 +101,7 @@ def create_user_token(store: Store, user_id: int, *, label: str | None = None) -
 def create_session(store: Store, user_id: int) -> str:
     """A page session for a user who signed in with a password (expires after SESSION_DAYS)."""
     expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=SESSION_DAYS)
+    store.delete_expired_tokens()
     token = _new_token(SESSION_PREFIX)
     store.add_token(hash_token(token), SESSION, None, None, "page session", user_id=user_id,
                     expires_at=expires.isoformat(timespec="microseconds"))
