@@ -136,3 +136,17 @@ def test_hostile_bundles_write_nothing_outside(tmp_path):
     with pytest.raises(BundleError, match="not a bundle"):
         load_into_store(store, not_tar)
     store.close()
+
+
+def test_snapshot_keeps_a_reference_inside_the_inputs_visible(example, tmp_path):
+    """A spec whose inputs hold the reference (a path inside, or a hard link) stays refusable after the
+    snapshot: the stored reference is the copy inside the input snapshot."""
+    d = example("deepfake")
+    os.link(d / "data" / "reference.csv", d / "data" / "input" / "answers.csv")
+    store = Store(tmp_path / "ws")
+    comp = load_into_store(store, d / "competition.yaml")
+    assert comp.reference_path == comp.input_path / "answers.csv"
+    from referee.submissions.containers import check_reference_hidden
+    with pytest.raises(SpecError, match="hidden reference"):
+        check_reference_hidden(comp)
+    store.close()

@@ -10,6 +10,7 @@ old data, so the host can re-run them (``referee competition load --rerun``).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,12 +48,35 @@ def validate(comp: Competition) -> None:
     load_reference(comp)
 
 
+def _reference_inside_inputs(comp: Competition) -> str | None:
+    """Where the hidden reference sits inside the input directory (by path or as a hard link), if it
+    does: the snapshot keeps that relation, so intake still refuses containers for such a spec."""
+    ref, inp = comp.reference_path.resolve(), comp.input_path.resolve() if comp.input_path else None
+    if inp is None or not inp.is_dir():
+        return None
+    if inp in ref.parents:
+        return ref.relative_to(inp).as_posix()
+    st = ref.stat()
+    if st.st_nlink > 1:
+        for dirpath, _, names in os.walk(inp):
+            for name in names:
+                other = os.lstat(os.path.join(dirpath, name))
+                if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                    return Path(dirpath, name).relative_to(inp).as_posix()
+    return None
+
+
 def snapshot_data(store: Store, comp: Competition) -> None:
     """Point ``comp``'s reference and inputs at read-only copies in the workspace."""
+    inside = _reference_inside_inputs(comp)
     try:
-        comp.data.reference = store.snapshot_file(comp.reference_path)
         if comp.input_path is not None:
             comp.data.input = store.snapshot_tree(comp.input_path)
+        if inside is not None:
+            assert comp.input_path is not None
+            comp.data.reference = comp.input_path / inside
+        else:
+            comp.data.reference = store.snapshot_file(comp.reference_path)
     except ValueError as exc:  # a link inside the input directory
         raise SpecError(str(comp.source_path), [("data.input", str(exc))]) from None
 
