@@ -78,7 +78,7 @@ def main() -> None:
         Controller(store, comp, poll_interval=0.01).run()
         print(f"setup: {args.teams} scored entries in {time.perf_counter() - t0:.1f} s")
         client = TestClient(create_app(store, run_scheduler=False))
-        token = create_team_token(store, comp.id, "uploader")
+        token = create_team_token(store, comp.id, "uploader", create_team=True)
         auth = {"Authorization": f"Bearer {token}"}
 
         def get(url: str) -> None:

@@ -41,6 +41,10 @@ def test_cli_flow_json_and_errors(tmp_path, example):
     ws = tmp_path / "ws"
     loaded = json.loads(referee(ws, "competition", "load", str(d / "competition.yaml"), "--json").stdout)
     assert loaded["id"] == "deepfake"
+    # teams are records: an unknown --team is refused (a typo never starts a new team)
+    typo = referee(ws, "submit", "deepfake", str(d / "submissions/alpha__good.csv"), "--team", "alpah", check=False)
+    assert typo.returncode == 1 and "no team 'alpah'" in typo.stderr and "referee team create" in typo.stderr
+    referee(ws, "team", "create", "deepfake", "alpha", "c")
     sub = json.loads(referee(ws, "submit", "deepfake", str(d / "submissions/alpha__good.csv"),
                              "--team", "alpha", "--json").stdout)
     assert sub["status"] == "pending"
@@ -50,6 +54,8 @@ def test_cli_flow_json_and_errors(tmp_path, example):
     assert summary["scored"] == 1 and summary["failed"] == 0
     status = json.loads(referee(ws, "status", "deepfake", "--json").stdout)
     assert [s["status"] for s in status] == ["scored"]
+    late = referee(ws, "cancel", str(sub["id"]), check=False)  # already scored: says so, exits non-zero
+    assert late.returncode == 1 and "already scored" in late.stderr
     detail = json.loads(referee(ws, "status", "deepfake", "--submission", str(sub["id"]), "--json").stdout)
     assert {s["split"] for s in detail["scores"]} == {"public", "private"}
     prov = detail["scores"][0]["provenance"]

@@ -10,6 +10,7 @@ import sys
 from referee.platform.controller.competitions import load_into_store
 from referee.platform.controller.reconcile import Controller
 from referee.platform.controller.verify import verify_competition
+from referee.platform.core.spec import load_competition
 from referee.submissions.submit import submit
 
 
@@ -34,11 +35,12 @@ def test_verify_same_then_detects_tampering_and_changed_reference(example, store
     (diff,) = by_id[2]["differences"]
     assert diff["metric"] == "bleu" and diff["split"] == "public" and diff["stored"] - diff["now"] == 0.5
 
-    ref = comp.reference_path
+    ref = load_competition(d / "competition.yaml").reference_path  # the host's source file
     lines = ref.read_text().splitlines()
     row = json.loads(lines[0])
     row["text"] = row["text"] + " extra"
     ref.write_text("\n".join([json.dumps(row)] + lines[1:]) + "\n")
+    comp = load_into_store(store, d / "competition.yaml")  # the workspace keeps its snapshot until a reload
     verdicts = {v.submission_id: v for v in verify_competition(store, comp)}
     assert verdicts[1].status == "different"
     assert any("reference data changed" in n for n in verdicts[1].notes)
@@ -63,7 +65,9 @@ def test_leaderboard_notes_entries_scored_against_other_reference(example, store
     a = submit(store, comp, "alpha", d / "submissions" / "alpha__good.csv")
     Controller(store, comp).run()
     assert not any("different reference" in n for n in lbm.build(store, comp).notes)
-    ref = comp.reference_path
+    ref = load_competition(d / "competition.yaml").reference_path  # the host's source file
     ref.write_text(ref.read_text().replace(",1,", ",0,", 1))
+    assert not any("different reference" in n for n in lbm.build(store, store.get_competition(comp.id)).notes)
+    comp = load_into_store(store, d / "competition.yaml")  # a reload takes the edit
     lb = lbm.build(store, comp)
     assert any(f"#{a} were scored against different reference data" in n for n in lb.notes)

@@ -15,6 +15,7 @@ from conftest import prepare_example
 from fastapi.testclient import TestClient
 
 from referee.platform.controller.competitions import load_into_store
+from referee.platform.controller.participation import host_create_team
 from referee.platform.controller.reconcile import Controller
 from referee.platform.store import Store
 from referee.platform.web.app import create_app
@@ -64,8 +65,8 @@ class Env:
         self.store = Store(ws)
         self.comp = load_into_store(self.store, root / "competition.yaml")
         self.host = create_host_token(self.store)
-        self.alpha = create_team_token(self.store, "deepfake", "alpha")
-        self.bravo = create_team_token(self.store, "deepfake", "bravo")
+        self.alpha = create_team_token(self.store, "deepfake", "alpha", create_team=True)
+        self.bravo = create_team_token(self.store, "deepfake", "bravo", create_team=True)
         self.client = TestClient(create_app(self.store, **app_kw))
 
     def file(self, name: str) -> Path:
@@ -134,7 +135,7 @@ def test_teams_never_see_private_boards_or_other_teams(env, deepfake_dir):
     assert env.get("/api/competitions/deepfake/leaderboard?split=private", env.host).status_code == 200
     # a token of another competition cannot submit here
     load_into_store(env.store, deepfake_dir / "small.yaml")
-    other = create_team_token(env.store, "deepfake-small", "alpha")
+    other = create_team_token(env.store, "deepfake-small", "alpha", create_team=True)
     assert env.upload(other, "alpha__good.csv").status_code == 403
     assert env.get(f"/api/submissions/{sid}", other).status_code == 404
     # a page for another team's submission is a 404 too, and the log stays hidden
@@ -192,7 +193,7 @@ def test_rejections_and_limits_are_clear(env):
 
 def test_upload_size_limit_is_413_and_leaves_nothing(env, deepfake_dir):
     load_into_store(env.store, deepfake_dir / "small.yaml")
-    tok = create_team_token(env.store, "deepfake-small", "alpha")
+    tok = create_team_token(env.store, "deepfake-small", "alpha", create_team=True)
     blobs_before = sorted(p.name for p in (env.store.root / "blobs").rglob("*") if p.is_file())
     r = env.upload(tok, "alpha__good.csv", cid="deepfake-small")
     assert r.status_code == 413 and str(SMALL_LIMIT) in r.json()["message"]
@@ -258,7 +259,7 @@ def test_form_fields_are_bounded(env):
 
 def test_chunked_upload_without_content_length_is_capped(env, deepfake_dir):
     load_into_store(env.store, deepfake_dir / "small.yaml")
-    tok = create_team_token(env.store, "deepfake-small", "alpha")
+    tok = create_team_token(env.store, "deepfake-small", "alpha", create_team=True)
     body = _multipart("xyzBOUNDARY", [("file", "big.csv", b"x" * (SMALL_LIMIT * 3))])
 
     def chunks():  # a generator body: sent chunked, with no Content-Length
@@ -320,7 +321,7 @@ def test_before_file_check_runs_before_the_file_is_read(tmp_path):
 
 def test_image_tarball_needs_a_backend_that_runs_images(env, deepfake_dir, tmp_path):
     comp = load_into_store(env.store, deepfake_dir / "local.yaml")
-    tok = create_team_token(env.store, "deepfake-local", "alpha")
+    tok = create_team_token(env.store, "deepfake-local", "alpha", create_team=True)
     # a local-backend competition allows no more than a prediction file, tarball or not
     assert upload_limit(comp, "image.tar") == upload_limit(comp) == comp.prediction.max_bytes
     assert upload_limit(env.comp, "image.tar") > env.comp.prediction.max_bytes  # docker: the sandbox's limit
@@ -368,7 +369,7 @@ def test_image_tarball_needs_a_backend_that_runs_images(env, deepfake_dir, tmp_p
 
 def test_a_team_cannot_submit_to_a_closed_phase(env, deepfake_dir):
     load_into_store(env.store, deepfake_dir / "phased.yaml")
-    tok = create_team_token(env.store, "deepfake-phased", "alpha")
+    tok = create_team_token(env.store, "deepfake-phased", "alpha", create_team=True)
     r = env.upload(tok, "alpha__good.csv", cid="deepfake-phased", phase="warmup")
     assert r.status_code == 422, r.text
     assert r.json()["error"] == "submission_rejected" and "warmup" in r.json()["message"]
@@ -376,6 +377,7 @@ def test_a_team_cannot_submit_to_a_closed_phase(env, deepfake_dir):
     r = env.upload(tok, "alpha__good.csv", cid="deepfake-phased", phase="final")
     assert r.status_code == 201 and r.json()["phase"] == "final"
     # the host may still file a late submission for a team in a closed phase
+    host_create_team(env.store, "deepfake-phased", "charlie")
     r = env.upload(env.host, "charlie__baseline.csv", cid="deepfake-phased", team="charlie", phase="warmup")
     assert r.status_code == 201 and r.json()["phase"] == "warmup"
 
@@ -444,8 +446,11 @@ def test_host_rerun_cancel_and_export(env):
     env.score()
     assert values() == pytest.approx(before)
     assert env.post("/api/submissions/424242/rerun", env.host).status_code == 404
-    # a host uploads on behalf of a named team
+    # a host uploads on behalf of a named team, which must exist (a typo creates no new team)
     r = env.upload(env.host, "charlie__baseline.csv", team="charlie")
+    assert r.status_code == 404 and "referee team create deepfake" in r.json()["message"]
+    host_create_team(env.store, "deepfake", "charlie")
+    r = env.upload(env.host, "charlie__baseline.csv", team="Charlie")
     assert r.status_code == 201 and r.json()["team"] == "charlie"
     assert env.upload(env.host, "charlie__baseline.csv").status_code == 422
     # exports: host only, in three formats
@@ -552,6 +557,9 @@ def test_token_commands(deepfake_dir, tmp_path):
     store = Store(ws)
     load_into_store(store, deepfake_dir / "competition.yaml")
     runner = CliRunner()
+    unknown = runner.invoke(cli, ["-w", ws, "token", "create", "deepfake", "--team", "alpha"])
+    assert unknown.exit_code != 0 and "no team 'alpha'" in str(unknown.exception)
+    assert runner.invoke(cli, ["-w", ws, "team", "create", "deepfake", "alpha"]).exit_code == 0
     team = runner.invoke(cli, ["-w", ws, "token", "create", "deepfake", "--team", "alpha"])
     assert team.exit_code == 0, team.output
     who = authenticate(store, team.output.strip())

@@ -62,7 +62,7 @@ def server(tmp_path):
     comp = load_into_store(store, root / "competition.yaml")
     # another team is already on the board (scored by the server's background loop)
     submit(store, comp, "bravo", root / "submissions" / "bravo__mediocre.csv")
-    token = create_team_token(store, "deepfake", "alpha")
+    token = create_team_token(store, "deepfake", "alpha", create_team=True)
     store.close()
     proc, url = _serve(tmp_path / "ws")
     yield url, token, root
@@ -88,7 +88,7 @@ def test_browser_upload_is_scored_and_ranked(server, tmp_path):
             page = browser.new_page()
             page.goto(f"{url}/login?next=/c/deepfake/submit")
             page.fill("#token", token)
-            page.click("form button[type=submit]")
+            page.click("#token-form button[type=submit]")
             page.wait_for_url(f"{url}/c/deepfake/submit")
             assert "Submitting as team" in page.inner_text("#upload-form")
             page.set_input_files("#file", str(root / "submissions" / "alpha__good.csv"))

@@ -314,6 +314,28 @@ def referee_leaderboard_columns(store: Store, competition: Competition,
 
 
 @hookspec
+def referee_leaderboard_notes(store: Store, competition: Competition, leaderboard: Leaderboard) -> list[str]:
+    """Return sentences to show under a built leaderboard (after its columns): for example what the
+    organisers took off it and why, or the baselines it is compared with.
+
+    Example:
+
+    >>> from referee.platform.core.leaderboard import Leaderboard
+    >>> from referee.plugins import hookimpl
+    >>> from referee.plugins.manager import PluginManager
+    >>> class Closing:
+    ...     @hookimpl
+    ...     def referee_leaderboard_notes(self, store, competition, leaderboard):
+    ...         return [f"{len(leaderboard.entries)} teams took part."]
+    >>> lb = Leaderboard("c", "C", "main", "public", "best", "acc", "maximize", ["acc"], entries=[])
+    >>> pm = PluginManager(entrypoints=False, builtins=False, extra=[Closing()])
+    >>> pm.hook.referee_leaderboard_notes(store=None, competition=None, leaderboard=lb)
+    [['0 teams took part.']]
+    """
+    return []
+
+
+@hookspec
 def referee_leaderboard_plots(store: Store, competition: Competition,
                               leaderboard: Leaderboard) -> list[LeaderboardPlot]:
     """Return ``LeaderboardPlot`` records (SVG figures) for the web leaderboard page. Called after

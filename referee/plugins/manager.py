@@ -53,6 +53,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "builtin_cost": "referee.plugins.builtin.cost",
     "builtin_checklist": "referee.plugins.builtin.checklist",
     "builtin_stats": "referee.plugins.builtin.stats",
+    "builtin_moderation": "referee.plugins.builtin.moderation",
 }
 
 # Hooks that return named records: `referee plugins list` shows what each plugin provides by name.

@@ -27,10 +27,15 @@ def detect_kind(source: str | Path) -> str:
 
 def submit(store: Store, comp: Competition, team: str, source: str | Path, *, kind: str | None = None,
            phase: str | None = None, now: dt.datetime | None = None, filename: str | None = None,
-           metadata: dict | None = None, allow_closed_phase: bool = False) -> int:
+           metadata: dict | None = None, allow_closed_phase: bool = False, description: str | None = None,
+           baseline: bool = False) -> int:
     """Validate and store one submission; returns its id. Raises SubmissionRejected / LimitExceeded.
 
     The phase must be open at ``now``; only a host may pass ``allow_closed_phase`` (late entries).
+    This is the host's own programmatic entry: ``team`` becomes a team of the competition if it is
+    not one yet (``Store.add_submission``); every command and page that takes a team name from a
+    person checks that it names an existing team first. A ``baseline`` is a host's reference entry
+    filed under the label ``team``: shown for comparison, ranked as no team, counted in no quota.
     """
     team = team.strip()
     if not team:
@@ -48,7 +53,8 @@ def submit(store: Store, comp: Competition, team: str, source: str | Path, *, ki
     if kind not in kinds:
         raise SubmissionRejected(f"unknown submission kind {kind!r}; known: {sorted(kinds)}")
     # Check limits before the (possibly slow) validation, and again atomically at insert.
-    store.check_limits(comp.id, comp.limits, team, now)
+    if not baseline:
+        store.check_limits(comp.id, comp.limits, team, now)
     try:
         stored = kinds[kind].ingest(source, comp, store, filename=filename)
     except SubmissionRejected as exc:
@@ -57,7 +63,7 @@ def submit(store: Store, comp: Competition, team: str, source: str | Path, *, ki
     meta = {**stored.get("metadata", {}), **(metadata or {})}
     sid = store.add_submission(cid=comp.id, limits=comp.limits, team=team, phase=ph.name, kind=kind,
                                sha256=stored["sha256"], filename=stored.get("filename"), size=stored.get("size"),
-                               now=now, metadata=meta)
+                               now=now, metadata=meta, description=description, baseline=baseline)
     store.event("submitted", f"{kind} from {team}", competition_id=comp.id, submission_id=sid)
     return sid
 

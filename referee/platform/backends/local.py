@@ -1,4 +1,10 @@
-"""Local backend: each job is a subprocess on this machine (trusted code only: no sandbox)."""
+"""Local backend: each job is a subprocess on this machine (trusted code only: no sandbox).
+
+Jobs die with referee, even when it is killed with SIGKILL: each job runs under a one-line ``sh``
+supervisor that the kernel signals when referee's process dies (``PR_SET_PDEATHSIG``, set by
+util-linux's ``setpriv`` so the fast vfork start is kept), and the supervisor then kills the job's
+whole process group.
+"""
 
 from __future__ import annotations
 
@@ -22,11 +28,33 @@ from referee.platform.core.jobs import (
 )
 
 _PRLIMIT = shutil.which("prlimit")
+_SETPRIV = shutil.which("setpriv")
+_SH = shutil.which("sh") or "/bin/sh"
+# Runs "$@" as its child in its process group. On SIGTERM (the parent-death signal) it kills the
+# group; otherwise it exits as the job did: with its status, or by the same signal that ended it.
+SUPERVISOR = ('trap "trap - TERM; kill -KILL 0" TERM; "$@" & wait $!; st=$?; '
+              'if [ $st -gt 128 ]; then trap - TERM; kill -$((st - 128)) $$; fi; exit $st')
+_PR_SET_PDEATHSIG = 1
 
 
-def _set_limits(address_space: int) -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+def _set_limits(address_space: int | None) -> None:
+    """In the child before exec (the slow path, without util-linux): parent-death signal and rlimits."""
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if address_space is not None:
+        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def supervised(command: list[str], address_space: int) -> tuple[list[str], Any]:
+    """The command line that runs ``command`` under the supervisor with its rlimits, and the
+    ``preexec_fn`` it needs (None when util-linux's setpriv and prlimit do it without one)."""
+    if _PRLIMIT:
+        command = [_PRLIMIT, f"--as={address_space}", "--core=0", "--", *command]
+    wrapped = [_SH, "-c", SUPERVISOR, "referee-job", *command]
+    if _SETPRIV:
+        return [_SETPRIV, "--pdeathsig", "TERM", "--", *wrapped], None
+    return wrapped, functools.partial(_set_limits, None if _PRLIMIT else address_space)
 
 
 @dataclass
@@ -69,11 +97,8 @@ class LocalBackend(Backend):
         env = {**os.environ, **job.env, "REFEREE_INPUT": job.input_dir or "", "REFEREE_OUTPUT": str(out),
                "REFEREE_OUTPUT_FILE": job.output_file}
         address_space = job.resources.memory * 2  # with slack: runtimes reserve more than they touch
-        command, preexec = list(job.command), None
-        if _PRLIMIT:  # util-linux's prlimit keeps the fast (vfork) process start
-            command = [_PRLIMIT, f"--as={address_space}", "--core=0", "--", *command]
-        else:
-            preexec = functools.partial(_set_limits, address_space)  # runs in the child before exec
+        # util-linux's setpriv and prlimit keep the fast (vfork) process start: no preexec_fn
+        command, preexec = supervised(list(job.command), address_space)
 
         log = open(log_path, "wb")
         try:

@@ -61,6 +61,7 @@ def run_demo(workspace: Path, *, fresh: bool = True, with_containers: bool | Non
 
     from referee.platform.cli.main import print_leaderboard
     from referee.platform.controller.competitions import load_into_store
+    from referee.platform.controller.participation import host_create_team
     from referee.platform.controller.reconcile import Controller
     from referee.platform.leaderboard import build as lbm
     from referee.platform.leaderboard.render import render_leaderboard
@@ -92,6 +93,8 @@ def run_demo(workspace: Path, *, fresh: bool = True, with_containers: bool | Non
         samples = list(entry.get("submissions", []))
         if with_containers:
             samples += list(entry.get("containers", []))
+        for name in dict.fromkeys(s["team"] for s in samples):  # teams are records: created explicitly
+            host_create_team(store, comp.id, name)
         for s in samples:
             path = target / s["file"]
             try:

@@ -24,6 +24,15 @@ LAZY_COMMANDS: dict[str, str] = {
     "report": "referee.platform.cli.report:report",
     "significance": "referee.platform.cli.significance:significance",
     "score": "referee.platform.cli.score:score",
+    "team": "referee.platform.cli.teams:team",
+    "registration": "referee.platform.cli.teams:registration",
+    "organiser": "referee.platform.cli.teams:organiser",
+    "user": "referee.platform.cli.teams:user",
+    "hide": "referee.platform.cli.hosting:hide",
+    "unhide": "referee.platform.cli.hosting:unhide",
+    "baseline": "referee.platform.cli.hosting:baseline",
+    "download": "referee.platform.cli.hosting:download",
+    "remote": "referee.platform.cli.remote:remote",
 }
 
 
@@ -80,16 +89,57 @@ def competition() -> None:
 
 @competition.command("load")
 @click.argument("spec", type=click.Path(exists=False))
+@click.option("--rerun/--no-rerun", default=None,
+              help="When the reference data or inputs changed: re-run the submissions scored against the old "
+                   "data (default: ask when interactive, else only say so).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def competition_load(ctx: click.Context, spec: str, as_json: bool) -> None:
-    """Validate a competition YAML file and load it into the workspace."""
-    from referee.platform.controller.competitions import load_into_store
-    comp = load_into_store(open_store(ctx), spec)
+def competition_load(ctx: click.Context, spec: str, rerun: bool | None, as_json: bool) -> None:
+    """Validate a competition (YAML file, directory or bundle) and load it into the workspace.
+
+    The reference data and inputs are copied into the workspace by content hash: editing the
+    source files later changes nothing until the competition is loaded again.
+    """
+    from referee.platform.controller.competitions import load
+    store = open_store(ctx)
+    result = load(store, spec)
+    comp = result.competition
+    rerun_ids: list[int] = []
+    if result.stale:
+        if rerun is None and not as_json and sys.stdin.isatty():
+            rerun = click.confirm(f"the {' and '.join(result.changed)} data of {comp.id!r} changed; "
+                                  f"re-run the {len(result.stale)} submission(s) scored against the old data?",
+                                  default=False)
+        if rerun:
+            rerun_ids = store.request_rerun_many(comp.id, ids=result.stale, statuses=("scored",), by="reload")
     if as_json:
-        emit_json({"id": comp.id, "title": comp.title, "source": str(comp.source_path)})
-    else:
-        click.echo(f"loaded competition {comp.id!r} ({comp.title}) from {comp.source_path}")
+        emit_json({"id": comp.id, "title": comp.title, "source": str(comp.source_path), "changed": result.changed,
+                   "stale": result.stale, "rerun": rerun_ids,
+                   "files": [{"kind": k, "name": n, "sha256": sha, "size": size} for k, n, sha, size in result.files]})
+        return
+    click.echo(f"loaded competition {comp.id!r} ({comp.title}) from {comp.source_path}")
+    if result.changed:
+        click.echo(f"the {' and '.join(result.changed)} data changed since the last load")
+    if rerun_ids:
+        click.echo(f"{len(rerun_ids)} submission(s) pending again; `referee run {comp.id}` scores them")
+    elif result.stale:
+        click.echo(f"{len(result.stale)} scored submission(s) used the old data: `referee competition load "
+                   f"{spec} --rerun` or `referee rerun --competition {comp.id}` re-runs them")
+
+
+@competition.command("pack")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="The bundle to write (default: ID.tar.gz here).")
+@click.pass_context
+def competition_pack(ctx: click.Context, directory: str, output: str | None) -> None:
+    """Make a portable bundle of a competition directory: spec, data, pages/*.md, starting_kit/."""
+    from referee.platform.controller.bundles import pack
+    from referee.platform.core.spec import load_competition
+    out = Path(output) if output else Path(f"{load_competition(Path(directory) / 'competition.yaml').id}.tar.gz")
+    packed = pack(directory, out)
+    click.echo(f"wrote {packed.path} ({packed.files} files, {packed.bytes} bytes; sha256 {packed.sha256[:12]}); "
+               f"load it with `referee competition load {packed.path}`")
 
 
 @competition.command("show")
@@ -132,19 +182,33 @@ def competition_list(ctx: click.Context, as_json: bool) -> None:
 @cli.command()
 @click.argument("competition_id")
 @click.argument("source")
-@click.option("--team", required=True, help="Team name.")
+@click.option("--team", default=None, help="An existing team (see `referee team create`).")
+@click.option("--create-team", is_flag=True, help="Create --team first when it is new.")
+@click.option("--baseline", "baseline_label", default=None, metavar="LABEL",
+              help="File a baseline entry under LABEL instead (shown for comparison, ranked as no team).")
 @click.option("--phase", default=None, help="Phase (default: the open one).")
 @click.option("--kind", default=None, help="Submission kind (default: detected).")
+@click.option("--description", default=None, help="What this submission is (method, what changed).")
 @click.option("--allow-closed-phase", is_flag=True, help="Host only: accept a late entry to a closed phase.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def submit(ctx: click.Context, competition_id: str, source: str, team: str, phase: str | None,
-           kind: str | None, allow_closed_phase: bool, as_json: bool) -> None:
-    """Submit a prediction file (or a container) for a team."""
+def submit(ctx: click.Context, competition_id: str, source: str, team: str | None, create_team: bool,
+           baseline_label: str | None, phase: str | None, kind: str | None, description: str | None,
+           allow_closed_phase: bool, as_json: bool) -> None:
+    """Submit a prediction file (or a container) for an existing team, or a baseline."""
+    from referee.platform.controller.participation import host_create_team, require_team
     from referee.submissions.submit import submit as do_submit
     store = open_store(ctx)
     comp = store.get_competition(competition_id)
-    sid = do_submit(store, comp, team, source, kind=kind, phase=phase, allow_closed_phase=allow_closed_phase)
+    if (team is None) == (baseline_label is None):
+        raise click.UsageError("pass either --team NAME or --baseline LABEL")
+    if team is not None:
+        if create_team and store.team(competition_id, team.strip()) is None:
+            host_create_team(store, competition_id, team)
+        team = require_team(store, competition_id, team).name
+    sid = do_submit(store, comp, team or str(baseline_label).strip(), source, kind=kind, phase=phase,
+                    allow_closed_phase=allow_closed_phase, description=description,
+                    baseline=baseline_label is not None)
     sub = store.get_submission(sid)
     if as_json:
         emit_json({"id": sid, "status": sub.status, "sha256": sub.sha256, "kind": sub.kind})
@@ -214,10 +278,12 @@ def run_with_progress(store: Any, comp: Any, backend: Any = None, *, show: bool 
 @click.argument("competition_id")
 @click.option("--team", default=None)
 @click.option("--submission", "submission_id", type=int, default=None, help="Show one submission in detail.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Show the newest N submissions.")
+@click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip the newest N first (with --limit).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def status(ctx: click.Context, competition_id: str, team: str | None, submission_id: int | None,
-           as_json: bool) -> None:
+           limit: int | None, offset: int, as_json: bool) -> None:
     """Show submissions and their status, failure reason and log tail."""
     from referee.platform.reports.views import submission_detail, submission_table
     store = open_store(ctx)
@@ -243,7 +309,14 @@ def status(ctx: click.Context, competition_id: str, team: str | None, submission
             c.print("[dim]log tail:[/dim]")
             c.print(d["log_tail"], markup=False)
         return
-    rows = submission_table(store, competition_id, team=team)
+    if limit is not None:
+        from referee.platform.reports.views import submission_row
+        page, total = store.submissions_page(competition_id, team=team, limit=limit, offset=offset)
+        rows = [submission_row(s) for s in page]
+        if not as_json:
+            click.echo(f"newest {offset + 1}-{offset + len(rows)} of {total}", err=True)
+    else:
+        rows = submission_table(store, competition_id, team=team)
     if as_json:
         emit_json(rows)
         return
@@ -259,19 +332,44 @@ def status(ctx: click.Context, competition_id: str, team: str | None, submission
 @click.argument("submission_id", type=int)
 @click.pass_context
 def cancel(ctx: click.Context, submission_id: int) -> None:
-    """Cancel a pending or running submission (no quota is charged)."""
+    """Cancel a pending or running submission (no quota is charged); exits 1 when it already finished."""
     from referee.platform.controller.actions import cancel_submission
-    click.echo(f"#{submission_id}: {cancel_submission(open_store(ctx), submission_id)}")
+    status_after = cancel_submission(open_store(ctx), submission_id)
+    if status_after != "cancelled":
+        raise RefereeError(f"#{submission_id} is already {status_after}: nothing to cancel (a finished "
+                           "submission keeps its status; `referee hide` takes it off the leaderboard)")
+    click.echo(f"#{submission_id}: cancelled")
 
 
 @cli.command()
-@click.argument("submission_id", type=int)
+@click.argument("submission_ids", type=int, nargs=-1)
+@click.option("--competition", "competition_id", default=None, help="Re-run every finished submission that "
+              "matches the filters below, in one transaction.")
+@click.option("--status", "statuses", multiple=True, type=click.Choice(["scored", "failed", "cancelled"]),
+              help="With --competition: only these (repeatable; default: all three).")
+@click.option("--team", default=None, help="With --competition: only this team.")
+@click.option("--phase", default=None, help="With --competition: only this phase.")
 @click.pass_context
-def rerun(ctx: click.Context, submission_id: int) -> None:
-    """Put a finished submission back in the queue (old scores replaced atomically on the next run)."""
+def rerun(ctx: click.Context, submission_ids: tuple[int, ...], competition_id: str | None,
+          statuses: tuple[str, ...], team: str | None, phase: str | None) -> None:
+    """Put finished submissions back in the queue (old scores replaced atomically on the next run)."""
     from referee.platform.controller.actions import rerun_submission
-    rerun_submission(open_store(ctx), submission_id, by="cli")
-    click.echo(f"#{submission_id}: pending")
+    store = open_store(ctx)
+    if competition_id is None:
+        if not submission_ids:
+            raise click.UsageError("give submission ids, or --competition COMP for a bulk re-run")
+        for sid in submission_ids:
+            rerun_submission(store, sid, by="cli")
+            click.echo(f"#{sid}: pending")
+        return
+    comp = store.get_competition(competition_id)
+    if phase is not None:
+        comp.phase(phase)
+    ids = store.request_rerun_many(competition_id, ids=submission_ids or None,
+                                   statuses=statuses or ("scored", "failed", "cancelled"), team=team, phase=phase,
+                                   by="cli")
+    click.echo(f"{len(ids)} submission(s) of {competition_id} pending again; `referee run {competition_id}` "
+               "scores them")
 
 
 @cli.command()

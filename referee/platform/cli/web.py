@@ -26,11 +26,13 @@ def _store(ctx: click.Context):  # noqa: ANN202 - Store, imported lazily
 @click.option("--secure-cookies", is_flag=True,
               help="Mark the sign-in cookie Secure even though the app sees plain http "
                    "(when a TLS-terminating proxy is in front).")
+@click.option("--signup/--no-signup", default=True, show_default=True,
+              help="Let visitors create accounts (competitions still decide who may register).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True)
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, scheduler: bool, interval: float, max_upload: str | None,
-          secure_cookies: bool, log_level: str) -> None:
+          secure_cookies: bool, signup: bool, log_level: str) -> None:
     """Serve the leaderboard pages and the submission API (OpenAPI at /docs)."""
     import uvicorn
 
@@ -42,7 +44,7 @@ def serve(ctx: click.Context, host: str, port: int, scheduler: bool, interval: f
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--max-upload") from None
     app = create_app(_store(ctx), run_scheduler=scheduler, scheduler_interval=interval, max_upload_bytes=cap,
-                     secure_cookies=secure_cookies)
+                     secure_cookies=secure_cookies, allow_signup=signup)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -66,14 +68,16 @@ def token() -> None:
 
 @token.command("create")
 @click.argument("competition_id")
-@click.option("--team", required=True, help="The team the token submits for.")
+@click.option("--team", required=True, help="The (existing) team the token submits for.")
+@click.option("--create-team", is_flag=True, help="Create the team first when it is new.")
 @click.option("--label", default=None, help="A note for `referee token list`.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def token_create(ctx: click.Context, competition_id: str, team: str, label: str | None, as_json: bool) -> None:
+def token_create(ctx: click.Context, competition_id: str, team: str, create_team: bool, label: str | None,
+                 as_json: bool) -> None:
     """Print a new token for TEAM in COMPETITION_ID (shown once; give it to the team)."""
     from referee.platform.web.auth import create_team_token, hash_token
-    tok = create_team_token(_store(ctx), competition_id, team, label=label)
+    tok = create_team_token(_store(ctx), competition_id, team, label=label, create_team=create_team)
     if as_json:
         click.echo(json.dumps({"token": tok, "id": hash_token(tok)[:12], "team": team,
                                "competition_id": competition_id}))
@@ -107,7 +111,7 @@ def token_list(ctx: click.Context, competition_id: str | None, as_json: bool) ->
         return
     for r in rows:
         state = f"revoked {r['revoked_at'][:19]}" if r["revoked_at"] else "active"
-        who = "host" if r["role"] == "host" else f"{r['competition_id']}/{r['team']}"
+        who = {"host": "host", "user": f"user #{r['user_id']}"}.get(r["role"], f"{r['competition_id']}/{r['team']}")
         click.echo(f"{r['id']}  {who:30} {state:28} {r['label'] or ''}")
 
 

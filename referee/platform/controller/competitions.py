@@ -1,11 +1,21 @@
 """Loading a competition: validate the spec and every plugin's section of it, derive what plugins
-derive (beside the spec), check scorers and data, and put it in the workspace."""
+derive (beside the spec), check scorers and data, snapshot the data, and put it in the workspace.
+
+Loading copies the (effective) reference file and input directory into the workspace by content hash
+(``Store.snapshot_file``/``snapshot_tree``) and keeps those copies beside the spec as derived data, so a
+later edit of the source files changes nothing until the host loads again. The competition's pages
+(``pages/*.md``) and starting kit (``starting_kit/``, served as a zip) next to the YAML file are stored
+as blobs too. A load of a spec whose data changed reports which scored submissions used the old data,
+so the host can re-run them (``referee competition load --rerun``).
+"""
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from referee.platform.core.errors import PluginError, SpecError
+from referee.platform.core.errors import NotFound, PluginError, SpecError
 from referee.platform.core.spec import Competition, Derived, check_data_files
 from referee.platform.core.spec import load_competition as read_spec
 from referee.platform.store import Store
@@ -55,6 +65,22 @@ def load_competition(path: str | Path, *, check_files: bool = True) -> Competiti
         check_data_files(comp)
     return comp
 
+PAGES = ("overview", "rules", "evaluation", "data")  # pages/<name>.md, shown on the competition's pages
+STARTING_KIT = "starting_kit"  # a directory next to the spec, offered as a zip download
+MAX_PAGE_BYTES = 1 << 20
+
+
+@dataclass
+class LoadResult:
+    """What a load did: the competition, which data changed since the last load, and the scored
+    submissions that were scored against the old data."""
+
+    competition: Competition
+    reloaded: bool = False
+    changed: list[str] = field(default_factory=list)  # "reference", "input"
+    stale: list[int] = field(default_factory=list)
+    files: list[tuple[str, str, str, int]] = field(default_factory=list)  # (kind, name, sha256, size)
+
 
 def validate(comp: Competition) -> None:
     """Check what the YAML schema cannot: scorers exist and accept the params, reference data parses."""
@@ -64,10 +90,105 @@ def validate(comp: Competition) -> None:
     load_reference(comp)
 
 
-def load_into_store(store: Store, path: str | Path) -> Competition:
-    """Load, validate and store a competition (the spec as written, with what plugins derived beside it)."""
+def _reference_inside_inputs(comp: Competition) -> str | None:
+    """Where the hidden reference sits inside the input directory (by path or as a hard link), if it
+    does: the snapshot keeps that relation, so intake still refuses containers for such a spec."""
+    ref, inp = comp.reference_path.resolve(), comp.input_path.resolve() if comp.input_path else None
+    if inp is None or not inp.is_dir():
+        return None
+    if inp in ref.parents:
+        return ref.relative_to(inp).as_posix()
+    st = ref.stat()
+    if st.st_nlink > 1:
+        for dirpath, _, names in os.walk(inp):
+            for name in names:
+                other = os.lstat(os.path.join(dirpath, name))
+                if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                    return Path(dirpath, name).relative_to(inp).as_posix()
+    return None
+
+
+def snapshot_data(store: Store, comp: Competition) -> Competition:
+    """``comp`` with its (effective) reference and inputs pointed at read-only copies in the workspace,
+    kept beside the spec as derived data (the spec as written is unchanged)."""
+    inside = _reference_inside_inputs(comp)
+    try:
+        new_input = store.snapshot_tree(comp.input_path) if comp.input_path is not None else None
+        if inside is not None:
+            assert new_input is not None
+            new_ref = new_input / inside
+        else:
+            new_ref = store.snapshot_file(comp.reference_path)
+    except ValueError as exc:  # a link inside the input directory
+        raise SpecError(str(comp.source_path), [("data.input", str(exc))]) from None
+    data = comp.effective_data.model_copy(update={"input": new_input, "reference": new_ref})
+    derived = comp.derived.model_copy(update={"data": data, "sources": [*comp.derived.sources, "snapshot"]})
+    return comp.with_derived(derived)
+
+
+def competition_files(store: Store, comp: Competition) -> list[tuple[str, str, str, int]]:
+    """Pages, starting kit and the public inputs (as a zip) of ``comp``, stored as blobs."""
+    files: list[tuple[str, str, str, int]] = []
+    pages = comp.base_dir / "pages"
+    for name in PAGES:
+        page = pages / f"{name}.md"
+        if page.is_file():
+            if page.stat().st_size > MAX_PAGE_BYTES:
+                raise SpecError(str(page), [("", f"a page may hold at most {MAX_PAGE_BYTES} bytes")])
+            sha, size = store.put_blob_file(page)
+            files.append(("page", name, sha, size))
+    kit = comp.base_dir / STARTING_KIT
+    if kit.is_dir():
+        try:
+            sha, size = store.archive_tree(kit, STARTING_KIT)
+        except ValueError as exc:
+            raise SpecError(str(kit), [("", str(exc))]) from None
+        files.append(("starting_kit", f"{comp.id}-starting-kit.zip", sha, size))
+    if comp.input_path is not None:
+        sha, size = store.archive_tree(comp.input_path, "input")
+        files.append(("input", f"{comp.id}-input.zip", sha, size))
+    return files
+
+
+def _stale(store: Store, comp_id: str, changed: list[str]) -> list[int]:
+    if not changed:
+        return []
+    scored = store.submissions(comp_id, status="scored")
+    if "reference" in changed:
+        return [s.id for s in scored]
+    return [s.id for s in scored if s.kind != "predictions"]  # inputs matter to code submissions only
+
+
+def load(store: Store, path: str | Path) -> LoadResult:
+    """Load a competition from a YAML file, a directory holding ``competition.yaml`` or a bundle
+    (``referee competition pack``): the spec as written, with what plugins derived and the data
+    snapshot beside it."""
+    from referee.platform.controller.bundles import is_bundle, unpack
+
+    path = Path(path)
+    if is_bundle(path):
+        path = unpack(store, path)
     comp = load_competition(path)
+    comp = snapshot_data(store, comp)
     validate(comp)
+    try:
+        before: Competition | None = store.get_competition(comp.id)
+    except NotFound:
+        before = None
+    result = LoadResult(comp, reloaded=before is not None)
+    if before is not None:
+        if before.reference_path != comp.reference_path:
+            result.changed.append("reference")
+        if before.input_path != comp.input_path:
+            result.changed.append("input")
+        result.stale = _stale(store, comp.id, result.changed)
+    result.files = competition_files(store, comp)
     store.put_competition(comp)
-    store.event("competition_loaded", str(comp.source_path), competition_id=comp.id)
-    return comp
+    store.replace_competition_files(comp.id, result.files)
+    store.event("competition_loaded", str(comp.source_path), competition_id=comp.id, changed=result.changed)
+    return result
+
+
+def load_into_store(store: Store, path: str | Path) -> Competition:
+    """Load a competition (see ``load``) and return it."""
+    return load(store, path).competition

@@ -42,11 +42,28 @@ class SubmissionRejected(RefereeError):
 
 
 class LimitExceeded(RefereeError):
-    """A submission limit (per day, total, concurrent) would be exceeded."""
+    """A submission limit (per day, total, concurrent) would be exceeded.
+
+    ``retry_after`` is the number of seconds until the limit frees up when that is known (the
+    24-hour window), else None (a total limit; a concurrent one frees when a submission finishes).
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        self.retry_after = retry_after
+        super().__init__(message)
 
 
 class NotFound(RefereeError):
     """A competition, submission or plugin that was asked for does not exist."""
+
+
+class Conflict(RefereeError):
+    """The request clashes with the current state: a name that is taken, a user already in a team,
+    a team that is full, a submission that already finished."""
+
+
+class NotAllowed(RefereeError):
+    """The caller is known but may not do this (not registered, not an organiser, disqualified)."""
 
 
 class PluginError(RefereeError):

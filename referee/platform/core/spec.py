@@ -150,6 +150,18 @@ class LimitsSpec(_Model):
     concurrent: int | None = Field(default=None, ge=1)
 
 
+class ParticipationSpec(_Model):
+    """Who may take part: sign-up, registration and teams (see README, "Accounts and teams").
+
+    ``registration``: ``closed`` (default: only the host creates teams and team tokens), ``open``
+    (any signed-up user may register and form a team) or ``approval`` (the host approves each
+    registration first). ``max_team_size`` caps the members of a participant team.
+    """
+
+    registration: Literal["closed", "open", "approval"] = "closed"
+    max_team_size: int | None = Field(default=None, ge=1)
+
+
 class ResourcesSpec(_Model):
     cpu: float = Field(default=1.0, gt=0)
     memory: Size = Field(default=2 * 1024**3, gt=0)
@@ -213,6 +225,7 @@ class Competition(_Model):
     phases: list[PhaseSpec] = Field(default_factory=lambda: [PhaseSpec(name="main")], min_length=1)
     metrics: list[MetricSpec]
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
+    participation: ParticipationSpec = Field(default_factory=ParticipationSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     backend: BackendSpec = Field(default_factory=BackendSpec)
     source_path: Path | None = Field(default=None, exclude=True)

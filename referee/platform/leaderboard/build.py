@@ -109,6 +109,11 @@ def build(store: Store, comp: Competition, *, phase: str | None = None, split: s
                                                                              leaderboard=lb):
             for column in columns or []:
                 lb.add_column(column)
+        for notes in get_plugin_manager().hook.referee_leaderboard_notes(store=store, competition=comp,
+                                                                         leaderboard=lb):
+            for note in notes or []:
+                if note not in lb.notes:
+                    lb.notes.append(note)
     return lb
 
 

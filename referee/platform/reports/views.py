@@ -5,14 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 from referee.platform.core.jobs import FailureReason, SubmissionStatus
-from referee.platform.store import Store
+from referee.platform.store import Store, SubmissionRow
 from referee.scoring.engine import SCORER_ERROR_EVENT
 
 
-def submission_table(store: Store, competition_id: str, team: str | None = None) -> list[dict[str, Any]]:
-    return [{"id": s.id, "team": s.team, "kind": s.kind, "phase": s.phase, "status": s.status.value,
-             "failure_reason": s.failure_reason, "created_at": s.created_at, "filename": s.filename}
-            for s in store.submissions(competition_id, team=team)]
+def submission_row(s: SubmissionRow) -> dict[str, Any]:
+    """One line of a submission list."""
+    return {"id": s.id, "team": s.team, "kind": s.kind, "phase": s.phase, "status": s.status.value,
+            "failure_reason": s.failure_reason, "created_at": s.created_at, "filename": s.filename,
+            "description": s.description, "hidden_reason": s.hidden_reason, "baseline": bool(s.baseline)}
+
+
+def submission_table(store: Store, competition_id: str, team: str | None = None,
+                     limit: int | None = None) -> list[dict[str, Any]]:
+    """A competition's (or one team's) submissions, oldest first; ``limit``: the newest N, newest first."""
+    if limit is not None:
+        rows, _ = store.submissions_page(competition_id, team=team, limit=limit)
+        return [submission_row(s) for s in rows]
+    return [submission_row(s) for s in store.submissions(competition_id, team=team)]
 
 
 def submission_detail(store: Store, sid: int) -> dict[str, Any]:
@@ -43,4 +53,6 @@ def submission_detail(store: Store, sid: int) -> dict[str, Any]:
             "failure_message": s.failure_message, "log_tail": s.log_tail,
             "counts_toward_quota": bool(s.counts_toward_quota), "created_at": s.created_at,
             "updated_at": s.updated_at, "scores": scores, "jobs": jobs, "metadata": s.metadata,
-            "host_notes": host_notes}
+            "host_notes": host_notes,
+            "description": s.description, "hidden_reason": s.hidden_reason, "hidden_at": s.hidden_at,
+            "baseline": bool(s.baseline)}

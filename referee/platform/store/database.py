@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import json
 import os
 import sqlite3
 import tempfile
@@ -16,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-from referee.platform.store.schema import MIGRATIONS, TABLES
+from referee.platform.store.schema import DATA_MIGRATIONS, INDEXES, MIGRATIONS, TABLES
 
 
 def utcnow() -> str:
@@ -43,6 +44,13 @@ class Database:
                 have = {r["name"] for r in c.execute(f"PRAGMA table_info({table})")}
                 if column not in have:
                     c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+            for stmt in INDEXES:
+                c.execute(stmt)
+            done = int(c.execute("PRAGMA user_version").fetchone()[0])
+            for version, statements in enumerate(DATA_MIGRATIONS[done:], start=done + 1):
+                for stmt in statements:
+                    c.execute(stmt)
+                c.execute(f"PRAGMA user_version = {version}")
 
     # -- connection -------------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -88,6 +96,29 @@ class Database:
     def _execute(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> int:
         with self.tx() as c:
             return c.execute(sql, params).rowcount
+
+    # -- events ------------------------------------------------------------------------------------
+    def event(self, kind: str, message: str = "", *, competition_id: str | None = None,
+              submission_id: int | None = None, job_id: int | None = None, **data: Any) -> None:
+        with self.tx() as c:
+            self._event(c, kind, message, competition_id=competition_id, submission_id=submission_id,
+                        job_id=job_id, **data)
+
+    def _event(self, c: Any, kind: str, message: str = "", *, competition_id: str | None = None,
+               submission_id: int | None = None, job_id: int | None = None, **data: Any) -> None:
+        c.execute("INSERT INTO events(at, competition_id, submission_id, job_id, kind, message, data_json) "
+                  "VALUES (?,?,?,?,?,?,?)", (utcnow(), competition_id, submission_id, job_id, kind, message,
+                                             json.dumps(data, default=str)))
+
+    def events(self, *, kind: str | None = None, competition_id: str | None = None,
+               submission_id: int | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM events WHERE 1=1", []
+        for col, v in (("kind", kind), ("competition_id", competition_id), ("submission_id", submission_id)):
+            if v is not None:
+                sql += f" AND {col}=?"
+                args.append(v)
+        return [{**dict(r), "data": json.loads(r["data_json"] or "{}")}
+                for r in self._query(sql + " ORDER BY id", tuple(args))]
 
     def close(self) -> None:
         """Close this thread's connection."""

@@ -40,6 +40,11 @@ class SubmissionRow:
     created_at: str
     updated_at: str
     metadata_json: str
+    description: str | None = None
+    hidden_reason: str | None = None  # set when the host took it off the leaderboards
+    hidden_at: str | None = None
+    hidden_by: str | None = None
+    baseline: int = 0  # a host's reference entry: shown for comparison, never ranked as a team
 
     def __post_init__(self) -> None:
         self.status = SubmissionStatus(self.status)
@@ -154,6 +159,70 @@ class TokenRow:
     label: str | None
     created_at: str
     revoked_at: str | None
+    user_id: int | None = None
+    expires_at: str | None = None
+
+
+@dataclass(frozen=True)
+class UserRow:
+    id: int
+    username: str
+    email: str | None
+    password_hash: str
+    created_at: str
+    disabled_at: str | None
+
+
+@dataclass(frozen=True)
+class TeamRow:
+    id: int
+    competition_id: str
+    name: str
+    invite_code: str | None
+    created_by: int | None
+    created_at: str
+    disqualified_reason: str | None
+    disqualified_at: str | None
+
+
+@dataclass(frozen=True)
+class MemberRow:
+    team_id: int
+    user_id: int
+    username: str
+    role: str  # captain | member
+    joined_at: str
+
+
+@dataclass(frozen=True)
+class RegistrationRow:
+    competition_id: str
+    user_id: int
+    username: str
+    status: str  # pending | approved | denied
+    created_at: str
+    decided_at: str | None
+    decided_by: str | None
+
+
+@dataclass(frozen=True)
+class OrganiserRow:
+    competition_id: str
+    user_id: int
+    username: str
+    role: str  # owner | admin | viewer
+    added_at: str
+    added_by: str | None
+
+
+@dataclass(frozen=True)
+class CompetitionFileRow:
+    competition_id: str
+    kind: str  # page | starting_kit | input | reference
+    name: str
+    sha256: str
+    size: int
+    loaded_at: str
 
 
 @dataclass(frozen=True)

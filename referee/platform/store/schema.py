@@ -29,7 +29,12 @@ TABLES = [
         claimed_by TEXT,
         created_at TEXT NOT NULL,
         updated_at TEXT NOT NULL,
-        metadata_json TEXT NOT NULL DEFAULT '{}'
+        metadata_json TEXT NOT NULL DEFAULT '{}',
+        description TEXT,
+        hidden_reason TEXT,
+        hidden_at TEXT,
+        hidden_by TEXT,
+        baseline INTEGER NOT NULL DEFAULT 0
     )""",
     "CREATE INDEX IF NOT EXISTS ix_sub_comp_status ON submissions(competition_id, status)",
     "CREATE INDEX IF NOT EXISTS ix_sub_team ON submissions(competition_id, team, created_at)",
@@ -100,13 +105,97 @@ TABLES = [
         team TEXT,
         label TEXT,
         created_at TEXT NOT NULL,
-        revoked_at TEXT
+        revoked_at TEXT,
+        user_id INTEGER,
+        expires_at TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS ix_web_tokens_team ON web_tokens(competition_id, team)",
+    # -- accounts, teams, registrations, organisers (store/accounts.py) --
+    """CREATE TABLE IF NOT EXISTS users (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        username TEXT NOT NULL UNIQUE,
+        email TEXT,
+        password_hash TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        disabled_at TEXT
+    )""",
+    """CREATE TABLE IF NOT EXISTS teams (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        competition_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        invite_code TEXT,
+        created_by INTEGER REFERENCES users(id),
+        created_at TEXT NOT NULL,
+        disqualified_reason TEXT,
+        disqualified_at TEXT
+    )""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS ux_teams_name ON teams(competition_id, name COLLATE NOCASE)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS ux_teams_invite ON teams(invite_code)",
+    """CREATE TABLE IF NOT EXISTS team_members (
+        team_id INTEGER NOT NULL REFERENCES teams(id),
+        competition_id TEXT NOT NULL,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        role TEXT NOT NULL,
+        joined_at TEXT NOT NULL,
+        PRIMARY KEY (team_id, user_id),
+        UNIQUE (competition_id, user_id)
+    )""",
+    """CREATE TABLE IF NOT EXISTS registrations (
+        competition_id TEXT NOT NULL,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        status TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        decided_at TEXT,
+        decided_by TEXT,
+        PRIMARY KEY (competition_id, user_id)
+    )""",
+    """CREATE TABLE IF NOT EXISTS organisers (
+        competition_id TEXT NOT NULL,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        role TEXT NOT NULL,
+        added_at TEXT NOT NULL,
+        added_by TEXT,
+        PRIMARY KEY (competition_id, user_id)
+    )""",
+    # pages, starting kit and data snapshots of a loaded competition (content-addressed blobs)
+    """CREATE TABLE IF NOT EXISTS competition_files (
+        competition_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        loaded_at TEXT NOT NULL,
+        PRIMARY KEY (competition_id, kind, name)
+    )""",
 ]
 
 # Columns added after a table was first released: (table, column, definition). Applied when missing.
 MIGRATIONS = [
     ("submissions", "attempt_base", "INTEGER NOT NULL DEFAULT 0"),
     ("competitions", "derived_json", "TEXT NOT NULL DEFAULT '{}'"),  # what plugins derived, beside the spec
+    ("submissions", "description", "TEXT"),
+    ("submissions", "hidden_reason", "TEXT"),
+    ("submissions", "hidden_at", "TEXT"),
+    ("submissions", "hidden_by", "TEXT"),
+    ("submissions", "baseline", "INTEGER NOT NULL DEFAULT 0"),
+    ("web_tokens", "user_id", "INTEGER"),
+    ("web_tokens", "expires_at", "TEXT"),
+]
+
+# Indexes over columns that MIGRATIONS may have added: created after them.
+INDEXES = [
+    "CREATE INDEX IF NOT EXISTS ix_web_tokens_user ON web_tokens(user_id)",
+]
+
+# Data migrations, applied once each in order; ``PRAGMA user_version`` records how many ran.
+DATA_MIGRATIONS: list[list[str]] = [
+    # 1: teams became records. Every team name a workspace already used (in submissions or team
+    # tokens) becomes a team of its competition, so nothing that worked before stops working.
+    ["""INSERT OR IGNORE INTO teams(competition_id, name, created_at)
+        SELECT competition_id, team, MIN(created_at) FROM submissions WHERE baseline = 0
+        GROUP BY competition_id, team""",
+     """INSERT OR IGNORE INTO teams(competition_id, name, created_at)
+        SELECT competition_id, team, MIN(created_at) FROM web_tokens
+        WHERE role = 'team' AND competition_id IS NOT NULL AND team IS NOT NULL
+        GROUP BY competition_id, team"""],
 ]

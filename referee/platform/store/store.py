@@ -13,7 +13,13 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from referee.platform.core.errors import LimitExceeded, NotFound, RefereeError
+from referee.platform.core.errors import (
+    Conflict,
+    LimitExceeded,
+    NotAllowed,
+    NotFound,
+    RefereeError,
+)
 from referee.platform.core.jobs import (
     FINAL_STATUSES,
     JobRecord,
@@ -22,7 +28,9 @@ from referee.platform.core.jobs import (
     SubmissionStatus,
 )
 from referee.platform.core.spec import Competition, Derived, LimitsSpec
+from referee.platform.store.accounts import AccountsMixin
 from referee.platform.store.database import Database, utcnow
+from referee.platform.store.hosting import HostingMixin
 from referee.platform.store.rows import (
     CompetitionRow,
     CostRow,
@@ -35,6 +43,7 @@ from referee.platform.store.rows import (
     TokenRow,
     parse_time,
 )
+from referee.platform.store.snapshots import SnapshotMixin
 
 PENDING, RUNNING = SubmissionStatus.PENDING.value, SubmissionStatus.RUNNING.value
 _FINAL = tuple(s.value for s in FINAL_STATUSES)
@@ -42,6 +51,15 @@ PLATFORM_ACCOUNT = "platform"  # cost rows of attempts lost to the platform: the
 # a cost row charged to its team (not to the platform account)
 _TEAM_CHARGED = f"COALESCE(json_extract(details_json, '$.account'), '') <> '{PLATFORM_ACCOUNT}'"
 _CHUNK = 500  # ids per IN (...) list
+# a submission that may stand on a leaderboard: not hidden, not a baseline, its team not disqualified
+RANKED = ("s.hidden_reason IS NULL AND s.baseline = 0 AND NOT EXISTS (SELECT 1 FROM teams t WHERE "
+          "t.competition_id = s.competition_id AND t.name = s.team COLLATE NOCASE "
+          "AND t.disqualified_reason IS NOT NULL)")
+
+
+def _human_wait(seconds: float) -> str:
+    minutes = max(1, round(seconds / 60))
+    return f"{minutes} minute{'s' if minutes != 1 else ''}" if minutes < 120 else f"{minutes / 60:.1f} hours"
 
 
 def _marks(n: int) -> str:
@@ -53,8 +71,10 @@ def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
         yield ids[lo:lo + _CHUNK]
 
 
-class Store(Database):
-    """A workspace's persistence (see the module docstring)."""
+class Store(AccountsMixin, HostingMixin, SnapshotMixin, Database):
+    """A workspace's persistence (see the module docstring); accounts and teams in ``accounts.py``,
+    host tools (hiding, baselines, bulk re-runs, paged lists) in ``hosting.py``, data snapshots in
+    ``snapshots.py``."""
 
     # -- competitions ------------------------------------------------------------------------------
     def put_competition(self, comp: Competition) -> None:
@@ -113,8 +133,8 @@ class Store(Database):
 
     def count_submissions(self, cid: str) -> tuple[int, int]:
         """(submissions, distinct teams) of a competition."""
-        r = self._query("SELECT COUNT(*) AS n, COUNT(DISTINCT team) AS teams FROM submissions "
-                        "WHERE competition_id=?", (cid,))[0]
+        r = self._query("SELECT COUNT(*) AS n, COUNT(DISTINCT CASE WHEN baseline=0 THEN team END) AS teams "
+                        "FROM submissions WHERE competition_id=?", (cid,))[0]
         return int(r["n"]), int(r["teams"])
 
     # -- submissions: intake -----------------------------------------------------------------------
@@ -131,12 +151,16 @@ class Store(Database):
                 raise LimitExceeded(f"team {team!r} has used all {lim.total} submissions for {cid!r}")
         if lim.per_team_per_day is not None:
             since = (now - dt.timedelta(days=1)).isoformat(timespec="microseconds")
-            n = c.execute(base + " AND created_at > ?", (cid, team, since)).fetchone()[0]
+            n, oldest = c.execute(base.replace("COUNT(*)", "COUNT(*), MIN(created_at)") + " AND created_at > ?",
+                                  (cid, team, since)).fetchone()
             if n >= lim.per_team_per_day:
+                # the window frees a slot when its oldest counted submission turns 24 hours old
+                wait = (dt.datetime.fromisoformat(oldest) + dt.timedelta(days=1) - now).total_seconds()
                 raise LimitExceeded(f"team {team!r} reached the limit of {lim.per_team_per_day} submissions per "
-                                    f"24 hours for {cid!r}; try again later")
+                                    f"24 hours for {cid!r}; try again in {_human_wait(wait)}",
+                                    retry_after=max(1.0, wait))
         if lim.concurrent is not None:
-            n = c.execute("SELECT COUNT(*) FROM submissions WHERE competition_id=? AND team=? "
+            n = c.execute("SELECT COUNT(*) FROM submissions WHERE competition_id=? AND team=? AND baseline=0 "
                           "AND status IN (?, ?)", (cid, team, PENDING, RUNNING)).fetchone()[0]
             if n >= lim.concurrent:
                 raise LimitExceeded(f"team {team!r} already has {n} submission(s) waiting or running "
@@ -144,16 +168,33 @@ class Store(Database):
 
     def add_submission(self, *, cid: str, limits: LimitsSpec, team: str, phase: str, kind: str, sha256: str,
                        filename: str | None, size: int | None, now: dt.datetime,
-                       metadata: dict[str, Any]) -> int:
-        """Insert a pending submission, checking the limits in the same transaction; returns its id."""
+                       metadata: dict[str, Any], description: str | None = None, baseline: bool = False) -> int:
+        """Insert a pending submission, checking the limits in the same transaction; returns its id.
+
+        The submission goes under the team's own spelling of its name; a team the competition does
+        not have yet becomes one (the callers that take a team name from a person check it exists
+        first); a disqualified team is refused. A ``baseline`` (a host's reference entry) belongs to
+        no team and counts toward no limit.
+        """
         with self.tx() as c:
-            self._check_limits(c, cid, limits, team, now)
+            if not baseline:
+                row = c.execute("SELECT name, disqualified_reason FROM teams WHERE competition_id=? "
+                                "AND name=? COLLATE NOCASE", (cid, team)).fetchone()
+                if row is None:
+                    c.execute("INSERT INTO teams(competition_id, name, created_at) VALUES (?,?,?)",
+                              (cid, team, utcnow()))
+                else:
+                    team = row["name"]
+                    if row["disqualified_reason"]:
+                        raise NotAllowed(f"team {team!r} is disqualified from {cid!r}: {row['disqualified_reason']}")
+                self._check_limits(c, cid, limits, team, now)
             cur = c.execute(
                 """INSERT INTO submissions(competition_id, team, phase, kind, sha256, filename, size, status,
-                       counts_toward_quota, created_at, updated_at, metadata_json)
-                   VALUES (?,?,?,?,?,?,?,?,1,?,?,?)""",
-                (cid, team, phase, kind, sha256, filename, size, PENDING,
-                 now.isoformat(timespec="microseconds"), utcnow(), json.dumps(metadata)))
+                       counts_toward_quota, created_at, updated_at, metadata_json, description, baseline)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+                (cid, team, phase, kind, sha256, filename, size, PENDING, 0 if baseline else 1,
+                 now.isoformat(timespec="microseconds"), utcnow(), json.dumps(metadata), description,
+                 1 if baseline else 0))
             return int(cur.lastrowid or 0)
 
     # -- submissions: the controller's claims -------------------------------------------------------
@@ -263,11 +304,12 @@ class Store(Database):
             if row is None:
                 raise NotFound(f"no submission #{sid}")
             if row["status"] not in _FINAL:
-                raise RefereeError(f"submission #{sid} is {row['status']}; only a scored, failed or cancelled "
+                raise Conflict(f"submission #{sid} is {row['status']}; only a scored, failed or cancelled "
                                    "submission can be re-run (cancel it first)")
             c.execute("UPDATE submissions SET status=?, claimed_by=NULL, failure_reason=NULL, failure_message=NULL, "
-                      "log_tail=NULL, attempt_base=attempts, counts_toward_quota=1, updated_at=? WHERE id=? "
-                      "AND status=?", (PENDING, utcnow(), sid, row["status"]))
+                      "log_tail=NULL, attempt_base=attempts, updated_at=?, "
+                      "counts_toward_quota=CASE WHEN baseline=1 THEN 0 ELSE 1 END WHERE id=? AND status=?",
+                      (PENDING, utcnow(), sid, row["status"]))
             self._event(c, "rerun", f"re-run requested by {by}", competition_id=row["competition_id"],
                         submission_id=sid, previous_status=row["status"])
 
@@ -348,37 +390,15 @@ class Store(Database):
         return out
 
     def leaderboard_scores(self, cid: str, phase: str) -> list[LeaderboardScore]:
-        """Every score of every scored submission of a competition's phase, oldest submission first."""
+        """Every score of every ranked submission of a competition's phase, oldest submission first:
+        scored, not hidden by the host, not a baseline, not from a disqualified team."""
         rows = self._query(
             "SELECT s.id, s.team, s.created_at, sc.metric, sc.split, sc.value, sc.ci_low, sc.ci_high "
             "FROM submissions s JOIN scores sc ON sc.submission_id = s.id "
-            "WHERE s.competition_id=? AND s.phase=? AND s.status=? ORDER BY s.id",
+            f"WHERE s.competition_id=? AND s.phase=? AND s.status=? AND {RANKED} ORDER BY s.id",
             (cid, phase, SubmissionStatus.SCORED.value))
         return [LeaderboardScore(r["id"], r["team"], r["created_at"], r["metric"], r["split"], r["value"],
                                  r["ci_low"], r["ci_high"]) for r in rows]
-
-    # -- events ------------------------------------------------------------------------------------
-    def event(self, kind: str, message: str = "", *, competition_id: str | None = None,
-              submission_id: int | None = None, job_id: int | None = None, **data: Any) -> None:
-        with self.tx() as c:
-            self._event(c, kind, message, competition_id=competition_id, submission_id=submission_id,
-                        job_id=job_id, **data)
-
-    def _event(self, c: Any, kind: str, message: str = "", *, competition_id: str | None = None,
-               submission_id: int | None = None, job_id: int | None = None, **data: Any) -> None:
-        c.execute("INSERT INTO events(at, competition_id, submission_id, job_id, kind, message, data_json) "
-                  "VALUES (?,?,?,?,?,?,?)", (utcnow(), competition_id, submission_id, job_id, kind, message,
-                                             json.dumps(data, default=str)))
-
-    def events(self, *, kind: str | None = None, competition_id: str | None = None,
-               submission_id: int | None = None) -> list[dict[str, Any]]:
-        sql, args = "SELECT * FROM events WHERE 1=1", []
-        for col, v in (("kind", kind), ("competition_id", competition_id), ("submission_id", submission_id)):
-            if v is not None:
-                sql += f" AND {col}=?"
-                args.append(v)
-        return [{**dict(r), "data": json.loads(r["data_json"] or "{}")}
-                for r in self._query(sql + " ORDER BY id", tuple(args))]
 
     # -- costs -------------------------------------------------------------------------------------
     def record_costs(self, rows: Sequence[CostRow]) -> int:
@@ -432,31 +452,42 @@ class Store(Database):
 
     # -- web tokens --------------------------------------------------------------------------------
     def add_token(self, token_sha256: str, role: str, competition_id: str | None, team: str | None,
-                  label: str | None, *, revoke_role: str | None = None) -> None:
-        """Store a token's hash; ``revoke_role`` first revokes every active token of that role."""
+                  label: str | None, *, revoke_role: str | None = None, user_id: int | None = None,
+                  expires_at: str | None = None) -> None:
+        """Store a token's hash; ``revoke_role`` first revokes every active token of that role. Personal
+        tokens and sessions belong to a user; a session expires at ``expires_at``."""
         with self.tx() as c:
             if revoke_role is not None:
                 c.execute("UPDATE web_tokens SET revoked_at=? WHERE role=? AND revoked_at IS NULL",
                           (utcnow(), revoke_role))
-            c.execute("INSERT INTO web_tokens(token_sha256, role, competition_id, team, label, created_at) "
-                      "VALUES (?,?,?,?,?,?)", (token_sha256, role, competition_id, team, label, utcnow()))
+            c.execute("INSERT INTO web_tokens(token_sha256, role, competition_id, team, label, created_at, user_id, "
+                      "expires_at) VALUES (?,?,?,?,?,?,?,?)",
+                      (token_sha256, role, competition_id, team, label, utcnow(), user_id, expires_at))
 
     def active_token(self, token_sha256: str) -> TokenRow | None:
-        rows = self._query("SELECT * FROM web_tokens WHERE token_sha256=? AND revoked_at IS NULL", (token_sha256,))
+        rows = self._query("SELECT * FROM web_tokens WHERE token_sha256=? AND revoked_at IS NULL "
+                           "AND (expires_at IS NULL OR expires_at > ?)", (token_sha256, utcnow()))
         return TokenRow(**dict(rows[0])) if rows else None
 
-    def tokens(self, competition_id: str | None = None, *, host_role: str = "host") -> list[TokenRow]:
-        """Tokens (all, or one competition's plus the host's), oldest first."""
-        sql, args = "SELECT * FROM web_tokens", ()  # type: tuple[str, tuple[Any, ...]]
+    def tokens(self, competition_id: str | None = None, *, host_role: str = "host",
+               user_id: int | None = None, exclude_role: str | None = None) -> list[TokenRow]:
+        """Tokens (all, one competition's plus the host's, or one user's), oldest first."""
+        sql, args = "SELECT * FROM web_tokens WHERE 1=1", ()  # type: tuple[str, tuple[Any, ...]]
         if competition_id is not None:
-            sql, args = sql + " WHERE competition_id=? OR role=?", (competition_id, host_role)
+            sql, args = sql + " AND (competition_id=? OR role=?)", (competition_id, host_role)
+        if user_id is not None:
+            sql, args = sql + " AND user_id=?", (*args, user_id)
+        if exclude_role is not None:
+            sql, args = sql + " AND role<>?", (*args, exclude_role)
         return [TokenRow(**dict(r)) for r in self._query(sql + " ORDER BY created_at", args)]
 
-    def revoke_token(self, id_prefix: str) -> str:
-        """Revoke the one active token whose hash starts with ``id_prefix``; returns its hash."""
+    def revoke_token(self, id_prefix: str, *, user_id: int | None = None) -> str:
+        """Revoke the one active token whose hash starts with ``id_prefix`` (of ``user_id`` when given);
+        returns its hash."""
+        owner = "" if user_id is None else " AND user_id=?"
         with self.tx() as c:
-            rows = c.execute("SELECT token_sha256 FROM web_tokens WHERE token_sha256 LIKE ? AND revoked_at IS NULL",
-                             (id_prefix + "%",)).fetchall()
+            rows = c.execute(f"SELECT token_sha256 FROM web_tokens WHERE token_sha256 LIKE ? AND revoked_at IS NULL"
+                             f"{owner}", (id_prefix + "%", *(() if user_id is None else (user_id,)))).fetchall()
             if not rows:
                 raise NotFound(f"no active token with id {id_prefix!r} (see `referee token list`)")
             if len(rows) > 1:

@@ -1,17 +1,24 @@
 """Who may see and do what, shared by the JSON API and the pages.
 
-Rules: a team sees its own submissions (anything else is 404, so ids do not leak), never a private
-leaderboard or private-split scores (403); hosts see and do everything. Re-running a submission
-resets it and deletes its scores in one transaction, so readers never see a half state.
+Rules: a team (a team token, or a signed-up member) sees its own submissions (anything else is 404,
+so ids do not leak), never a private leaderboard or private-split scores (403). A competition's
+organisers see everything there; admins and owners also act (re-run, cancel, hide, approve); host
+tokens do everything everywhere. Re-running a submission resets it and deletes its scores in one
+transaction, so readers never see a half state.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
+from referee.platform.controller.participation import SUPERUSER, role_at_least
 from referee.platform.core.errors import (
     BudgetExceeded,
+    Conflict,
     LimitExceeded,
+    NotAllowed,
     NotFound,
     RefereeError,
     SpecError,
@@ -26,10 +33,12 @@ COOKIE = "referee_token"
 class WebError(RefereeError):
     """An error with an HTTP status and a short machine-readable code."""
 
-    def __init__(self, status: int, code: str, message: str, **extra: Any):
+    def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
+                 **extra: Any):
         self.status = status
         self.code = code
         self.extra = extra
+        self.headers = headers or {}
         super().__init__(message)
 
 
@@ -41,14 +50,28 @@ def error_status(exc: Exception) -> tuple[int, str, dict[str, Any]]:
         extra = {k: v for k, v in (("line", exc.line), ("source", exc.source), ("hint", exc.hint)) if v is not None}
         return 422, "submission_rejected", extra
     if isinstance(exc, LimitExceeded):
-        return 429, "limit_exceeded", {}
+        return 429, "limit_exceeded", ({"retry_after": math.ceil(exc.retry_after)}
+                                       if exc.retry_after is not None else {})
     if isinstance(exc, NotFound):
         return 404, "not_found", {}
+    if isinstance(exc, NotAllowed):
+        return 403, "forbidden", {}
+    if isinstance(exc, Conflict):
+        return 409, "conflict", {}
     if isinstance(exc, BudgetExceeded):
         return 402, "budget_exceeded", {}
     if isinstance(exc, SpecError):
         return 400, "bad_request", {}
     return 400, "bad_request", {}
+
+
+def error_headers(exc: Exception) -> dict[str, str]:
+    """Response headers an error carries: ``Retry-After`` on a 429 when the wait is known."""
+    if isinstance(exc, WebError):
+        return dict(exc.headers)
+    if isinstance(exc, LimitExceeded) and exc.retry_after is not None:
+        return {"Retry-After": str(math.ceil(exc.retry_after))}
+    return {}
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -63,15 +86,79 @@ def principal_from(store: Store, token: str | None, *, required: bool = False) -
     if token is None:
         if required:
             raise WebError(401, "unauthorized", "a token is required: send 'Authorization: Bearer <token>' "
-                                                "(ask the host for a team token)")
+                                                "(a personal token from your account page, or a team token)")
         return None
     who = authenticate(store, token)
     if who is None:
-        raise WebError(401, "unauthorized", "the token is unknown or revoked; ask the host for a new one")
+        raise WebError(401, "unauthorized", "the token is unknown or revoked; create a new one on your account "
+                                            "page (or ask the host for a new team token)")
     return who
 
 
+@dataclass(frozen=True)
+class Seat:
+    """A principal's standing in one competition: the team it acts for, its organiser role
+    (``superuser`` for a host token) and, for a signed-up user, its registration."""
+
+    who: Principal | None
+    competition_id: str
+    team: str | None = None
+    organiser: str | None = None
+    registration: str | None = None
+
+    @property
+    def is_host(self) -> bool:
+        """May act on this competition's submissions, teams and registrations (admin or better)."""
+        return role_at_least(self.organiser, "admin")
+
+    @property
+    def can_view_all(self) -> bool:
+        """Sees every submission and the private leaderboard (any organiser)."""
+        return self.organiser is not None
+
+    def __bool__(self) -> bool:  # templates: "{% if who %}" means "signed in"
+        return self.who is not None
+
+    def member_of(self, competition_id: str) -> bool:
+        return self.team is not None and competition_id == self.competition_id
+
+    @property
+    def label(self) -> str:
+        if self.who is None:
+            return "anonymous"
+        if not self.who.is_user:
+            return self.who.label
+        extra = [x for x in (f"team {self.team}" if self.team else None,
+                             self.organiser if self.organiser else None) if x]
+        return str(self.who.username) + (f" ({', '.join(extra)})" if extra else "")
+
+    @property
+    def elsewhere(self) -> str:
+        """Why a principal with no place here cannot act (for 403 messages)."""
+        if self.who is not None and self.who.role == "team":
+            return f"this token belongs to competition {self.who.competition_id!r}, not {self.competition_id!r}"
+        if self.who is not None and self.who.is_user:
+            return f"you are in no team of {self.competition_id!r}: register, then create or join a team"
+        return "sign in first"
+
+
+def seat(store: Store, who: Principal | None, cid: str) -> Seat:
+    """``who``'s standing in competition ``cid``."""
+    if who is None:
+        return Seat(None, cid)
+    if who.is_host:
+        return Seat(who, cid, organiser=SUPERUSER)
+    if not who.is_user:
+        return Seat(who, cid, team=who.team if who.competition_id == cid else None)
+    assert who.user_id is not None
+    team = store.team_of_user(cid, who.user_id)
+    reg = store.registration(cid, who.user_id)
+    return Seat(who, cid, team=team.name if team else None, organiser=store.organiser_role(cid, who.user_id),
+                registration=reg.status if reg else None)
+
+
 def require_host(who: Principal | None) -> Principal:
+    """The workspace superuser (a host token) only."""
     if who is None:
         raise WebError(401, "unauthorized", "a host token is required")
     if not who.is_host:
@@ -79,10 +166,28 @@ def require_host(who: Principal | None) -> Principal:
     return who
 
 
-def check_split_visible(who: Principal | None, split: str) -> None:
-    """Private leaderboards are for hosts only."""
-    if split == "private" and not (who and who.is_host):
-        if who is None:
+def require_organiser(place: Seat, wanted: str = "admin") -> Seat:
+    """401 for the anonymous, 403 unless an organiser of at least ``wanted`` (or the superuser)."""
+    if place.who is None:
+        raise WebError(401, "unauthorized", "sign in as an organiser of this competition")
+    if not role_at_least(place.organiser, wanted):
+        raise WebError(403, "forbidden", f"only the competition's organisers ({wanted} or above) may do this")
+    return place
+
+
+def require_user(who: Principal | None) -> Principal:
+    """A signed-up user (a session or a personal token)."""
+    if who is None:
+        raise WebError(401, "unauthorized", "sign in with your account first")
+    if not who.is_user:
+        raise WebError(403, "forbidden", "this needs a user account (sign up), not a host or team token")
+    return who
+
+
+def check_split_visible(place: Seat, split: str) -> None:
+    """Private leaderboards are for the organisers only."""
+    if split == "private" and not place.can_view_all:
+        if place.who is None:
             raise WebError(401, "unauthorized", "the private leaderboard needs a host token")
         raise WebError(403, "forbidden", "the private leaderboard is visible to the host only")
 
@@ -94,22 +199,31 @@ def get_competition(store: Store, cid: str) -> Any:
         raise WebError(404, "not_found", f"no competition {cid!r}") from None
 
 
-def visible_submission(store: Store, who: Principal | None, sid: int) -> SubmissionRow:
-    """The submission if ``who`` may see it; otherwise 404 (the same answer as for a missing one)."""
+def can_see(place: Seat, sub: SubmissionRow) -> bool:
+    """Organisers see every submission of their competition; a team its own (never a baseline)."""
+    if place.can_view_all:
+        return True
+    return place.team is not None and not sub.baseline and sub.team.casefold() == place.team.casefold()
+
+
+def visible_submission(store: Store, who: Principal | None, sid: int) -> tuple[SubmissionRow, Seat]:
+    """The submission and ``who``'s seat in its competition if ``who`` may see it; otherwise 404
+    (the same answer as for a missing one)."""
     if who is None:
-        raise WebError(401, "unauthorized", "sign in with your team token to see submissions")
+        raise WebError(401, "unauthorized", "sign in to see submissions")
     try:
         sub = store.get_submission(sid)
     except NotFound:
         sub = None
-    if sub is None or not who.can_see(sub):
+    place = seat(store, who, sub.competition_id) if sub is not None else None
+    if sub is None or place is None or not can_see(place, sub):
         raise WebError(404, "not_found", f"no submission #{sid}")
-    return sub
+    return sub, place
 
 
-def redact_detail(detail: dict[str, Any], who: Principal) -> dict[str, Any]:
+def redact_detail(detail: dict[str, Any], place: Seat) -> dict[str, Any]:
     """Drop what a team must not see of its own submission: private-split scores, host notes."""
-    if who.is_host:
+    if place.can_view_all:
         return detail
     out = dict(detail)
     out.pop("host_notes", None)
@@ -117,8 +231,8 @@ def redact_detail(detail: dict[str, Any], who: Principal) -> dict[str, Any]:
     return out
 
 
-def allowed_splits(who: Principal | None) -> list[str]:
-    return ["public", "private"] if who and who.is_host else ["public"]
+def allowed_splits(place: Seat) -> list[str]:
+    return ["public", "private"] if place.can_view_all else ["public"]
 
 
 def public_competition(comp: Any, store: Store) -> dict[str, Any]:
@@ -133,7 +247,8 @@ def public_competition(comp: Any, store: Store) -> dict[str, Any]:
             "prediction": {"format": comp.prediction.format, "id_column": comp.prediction.id_column,
                            "columns": comp.prediction.columns, "type": comp.prediction.type,
                            "max_bytes": comp.prediction.max_bytes},
-            "limits": comp.limits.model_dump(), "submissions": n_subs, "teams": n_teams}
+            "limits": comp.limits.model_dump(), "participation": comp.participation.model_dump(),
+            "submissions": n_subs, "teams": n_teams}
 
 
 def rerun_submission(store: Store, sid: int, *, by: str = "host") -> None:
@@ -155,4 +270,8 @@ def cancel(store: Store, sid: int) -> str:
         store.get_submission(sid)
     except NotFound:
         raise WebError(404, "not_found", f"no submission #{sid}") from None
-    return cancel_submission(store, sid)
+    status = cancel_submission(store, sid)
+    if status != "cancelled":
+        raise WebError(409, "conflict", f"submission #{sid} is already {status}; only a pending or running "
+                                        "submission can be cancelled", current_status=status)
+    return status

@@ -1,7 +1,9 @@
 """JSON API under ``/api``: submissions, status, leaderboards; host actions (re-run, cancel, export).
 
-Authentication is ``Authorization: Bearer <token>`` (``referee token create``). Errors are JSON
-``{"error": code, "message": text}`` with the HTTP status of ``access.error_status``.
+Authentication is ``Authorization: Bearer <token>``: a personal token of a signed-up user, a team
+token or a host token. Errors are JSON ``{"error": code, "message": text}`` with the HTTP status of
+``access.error_status``. Accounts and teams live in ``accounts.py`` and ``teams.py``, the
+organisers' tools in ``hosting.py``.
 """
 
 from __future__ import annotations
@@ -11,17 +13,21 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from referee.platform.core.errors import RefereeError
+from referee.platform.core.errors import NotFound, RefereeError
 from referee.platform.leaderboard import build as lbm
 from referee.platform.leaderboard.render import renderer
-from referee.platform.reports.views import submission_detail, submission_table
+from referee.platform.reports.views import (
+    submission_detail,
+    submission_row,
+)
 from referee.platform.store import Store
 from referee.platform.web import access
 from referee.platform.web.auth import Principal
 from referee.platform.web.uploads import accept_upload
 
 router = APIRouter(prefix="/api", tags=["api"])
-bearer = HTTPBearer(auto_error=False, description="A team token or the host token (`referee token ...`).")
+bearer = HTTPBearer(auto_error=False, description="A personal token (account page or `referee remote login`), "
+                                                   "a team token or a host token (`referee token ...`).")
 
 Split = Literal["public", "private"]
 Mode = Literal["best", "latest", "all"]
@@ -31,13 +37,17 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"description": "the token may not do this (e.g. a team asking for a private leaderboard)"},
     404: {"description": "no such competition or submission (or not yours)"},
 }
+MAX_PAGE = 1000
 
 UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file"], "properties": {
         "file": {"type": "string", "format": "binary",
                  "description": "a prediction file or a container image tarball (.tar)"},
         "phase": {"type": "string", "description": "phase name (default: the open one)"},
-        "team": {"type": "string", "description": "host tokens only: the team to submit for"}}}}}}}
+        "description": {"type": "string", "description": "optional: what this submission is (method, changes)"},
+        "team": {"type": "string", "description": "organisers only: the (existing) team to submit for"},
+        "baseline": {"type": "string", "description": "organisers only: file a baseline entry under this label "
+                                                      "(shown for comparison, ranked as no team)"}}}}}}}
 
 
 def store_of(request: Request) -> Store:
@@ -56,10 +66,17 @@ def health(request: Request) -> dict[str, Any]:
 
 
 @router.get("/me", summary="Who the presented token belongs to", responses=_ERRORS)
-def me(who: Principal | None = Depends(principal)) -> dict[str, Any]:
+def me(request: Request, who: Principal | None = Depends(principal)) -> dict[str, Any]:
     if who is None:
         raise access.WebError(401, "unauthorized", "no token given")
-    return {"role": who.role, "team": who.team, "competition_id": who.competition_id, "token_id": who.token_id}
+    out: dict[str, Any] = {"role": who.role, "team": who.team, "competition_id": who.competition_id,
+                           "token_id": who.token_id}
+    if who.is_user:
+        store = store_of(request)
+        assert who.user_id is not None
+        out["username"] = who.username
+        out["teams"] = [{"competition_id": t.competition_id, "team": t.name} for t in store.teams_of_user(who.user_id)]
+    return out
 
 
 @router.get("/competitions", summary="Loaded competitions")
@@ -95,29 +112,36 @@ async def upload(cid: str, request: Request, who: Principal | None = Depends(pri
             "phase": sub.phase, "url": f"/api/submissions/{sid}", "page": f"/submissions/{sid}"}
 
 
-@router.get("/competitions/{cid}/submissions", summary="Your team's submissions (all, for the host)",
-            responses=_ERRORS)
-def list_submissions(cid: str, request: Request, team: str | None = None,
+@router.get("/competitions/{cid}/submissions",
+            summary="Your team's submissions (all of them, for the organisers), oldest first, paged",
+            description="`limit` and `offset` page through the list; the response carries `X-Total-Count` and, "
+                        "when there are more, a `Link: <...>; rel=\"next\"` header.", responses=_ERRORS)
+def list_submissions(cid: str, request: Request, response: Response, team: str | None = None,
+                     limit: int = Query(MAX_PAGE, ge=1, le=MAX_PAGE), offset: int = Query(0, ge=0),
                      who: Principal | None = Depends(principal)) -> list[dict[str, Any]]:
     store = store_of(request)
     access.get_competition(store, cid)
     if who is None:
         access.principal_from(store, None, required=True)
-    assert who is not None
-    if not who.is_host:
-        if not who.member_of(cid):
-            raise access.WebError(403, "forbidden", f"this token belongs to competition {who.competition_id!r}")
-        team = who.team
-    return submission_table(store, cid, team=team)
+    place = access.seat(store, who, cid)
+    if not place.can_view_all:
+        if not place.team:
+            raise access.WebError(403, "forbidden", place.elsewhere)
+        team = place.team
+    rows, total = store.submissions_page(cid, team=team, limit=limit, offset=offset, newest_first=False)
+    response.headers["X-Total-Count"] = str(total)
+    if offset + len(rows) < total:
+        nxt = request.url.include_query_params(offset=offset + len(rows), limit=limit)
+        response.headers["Link"] = f'<{nxt}>; rel="next"'
+    return [submission_row(s) for s in rows]
 
 
 @router.get("/submissions/{sid}", summary="Status, failure reason, log tail and scores of a submission",
             responses=_ERRORS)
 def get_submission(sid: int, request: Request, who: Principal | None = Depends(principal)) -> dict[str, Any]:
     store = store_of(request)
-    access.visible_submission(store, who, sid)
-    assert who is not None
-    return access.redact_detail(submission_detail(store, sid), who)
+    _, place = access.visible_submission(store, who, sid)
+    return access.redact_detail(submission_detail(store, sid), place)
 
 
 @router.get("/competitions/{cid}/leaderboard", summary="A leaderboard (private: host only)", responses=_ERRORS)
@@ -125,14 +149,14 @@ def leaderboard(cid: str, request: Request, split: Split = "public", phase: str 
                 who: Principal | None = Depends(principal)) -> dict[str, Any]:
     store = store_of(request)
     comp = access.get_competition(store, cid)
-    access.check_split_visible(who, split)
+    access.check_split_visible(access.seat(store, who, cid), split)
     return lbm.build(store, comp, phase=phase or None, split=split, mode=mode).to_dict()
 
 
 @router.post("/submissions/{sid}/rerun", summary="Host: score a finished submission again", responses=_ERRORS)
 def rerun(sid: int, request: Request, who: Principal | None = Depends(principal)) -> dict[str, Any]:
-    access.require_host(who)
     store = store_of(request)
+    require_submission_admin(store, who, sid)
     access.rerun_submission(store, sid)
     loop = getattr(request.app.state, "scoring_loop", None)
     if loop is not None:
@@ -140,21 +164,36 @@ def rerun(sid: int, request: Request, who: Principal | None = Depends(principal)
     return {"id": sid, "status": store.get_submission(sid).status}
 
 
+def require_submission_admin(store: Store, who: Principal | None, sid: int) -> access.Seat:
+    """An organiser (admin or better) of the submission's competition; others get 401/403 (or 404
+    for a submission they may not even see)."""
+    if who is None:
+        raise access.WebError(401, "unauthorized", "a token of an organiser is required")
+    try:
+        sub = store.get_submission(sid)
+    except NotFound:
+        raise access.WebError(404, "not_found", f"no submission #{sid}") from None
+    return access.require_organiser(access.seat(store, who, sub.competition_id))
+
+
 @router.post("/submissions/{sid}/cancel", summary="Host: cancel a pending or running submission",
-             responses=_ERRORS)
+             responses={**_ERRORS, 409: {"description": "the submission already finished (its status is kept)"}})
 def cancel(sid: int, request: Request, who: Principal | None = Depends(principal)) -> dict[str, Any]:
-    access.require_host(who)
-    return {"id": sid, "status": access.cancel(store_of(request), sid)}
+    store = store_of(request)
+    require_submission_admin(store, who, sid)
+    return {"id": sid, "status": access.cancel(store, sid)}
 
 
-@router.get("/competitions/{cid}/export", summary="Host: export a leaderboard (json, csv, md, html, or a "
+@router.get("/competitions/{cid}/export", summary="Organisers: export a leaderboard (json, csv, md, html, or a "
                                                  "format a plugin adds)", responses=_ERRORS)
 def export(cid: str, request: Request, format: str = Query("json", description="json, csv, md, html, table, or "
                                                                                 "a format a plugin adds"),
            split: Split = "private", phase: str | None = None, mode: Mode = "best",
            who: Principal | None = Depends(principal)) -> Response:
-    access.require_host(who)
-    return export_response(store_of(request), cid, format, split=split, mode=mode, phase=phase)
+    store = store_of(request)
+    access.get_competition(store, cid)
+    access.require_organiser(access.seat(store, who, cid), "viewer")
+    return export_response(store, cid, format, split=split, mode=mode, phase=phase)
 
 
 def export_response(store: Store, cid: str, fmt: str, *, split: str, mode: str, phase: str | None) -> Response:

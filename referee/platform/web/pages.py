@@ -1,7 +1,7 @@
 """Server-rendered pages: competitions, leaderboards (with SVG plots), submission pages, upload form.
 
-Browsers sign in by pasting their token once (``/login``); it is kept in an HttpOnly, SameSite=Strict
-cookie (Secure over https, or always with ``referee serve --secure-cookies``). Every state-changing
+Browsers sign in with a user name and password (a page session, ``rfs_...``) or by pasting a token
+once (``/login``); either is kept in an HttpOnly, SameSite=Strict cookie (Secure over https, or always with ``referee serve --secure-cookies``). Every state-changing
 form post must come from this site (its ``Origin``, else its ``Referer``, names the request's own
 host: cross-site is 403, which also stops login CSRF), and every form but the login also carries a
 per-token CSRF value; the upload form sends it before the file, so a bad one is refused before the
@@ -25,10 +25,22 @@ from referee.platform.leaderboard import build as lbm
 from referee.platform.leaderboard.plots import interval_plot
 from referee.platform.leaderboard.render import cell_html, renderers
 from referee.platform.reports.submission import submission_fragment_html
-from referee.platform.reports.views import submission_detail, submission_table
+from referee.platform.reports.views import (
+    submission_detail,
+    submission_row,
+    submission_table,
+)
 from referee.platform.store import Store
 from referee.platform.web import access
-from referee.platform.web.auth import Principal, authenticate, check_csrf, csrf_token
+from referee.platform.web.auth import (
+    Principal,
+    authenticate,
+    check_csrf,
+    create_session,
+    csrf_token,
+    end_session,
+    verify_password,
+)
 from referee.platform.web.uploads import accept_upload, runs_images, upload_limit
 
 router = APIRouter(include_in_schema=False)
@@ -83,14 +95,16 @@ def store_of(request: Request) -> Store:
 def viewer(request: Request) -> tuple[Principal | None, str | None]:
     """The signed-in principal (from the cookie) and its raw token; a stale cookie is anonymous."""
     token = request.cookies.get(access.COOKIE)
-    who = authenticate(store_of(request), token) if token else None
+    who = authenticate(store_of(request), token, sessions=True) if token else None
     return who, (token if who else None)
 
 
 def render(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
     who, token = viewer(request)
     ctx.setdefault("title", "referee")
-    html = environment().get_template(name).render(request_path=request.url.path, who=who,
+    ctx.setdefault("who", who)  # a competition's pages pass the viewer's seat there instead
+    ctx.setdefault("account", who)
+    html = environment().get_template(name).render(request_path=request.url.path,
                                                    csrf=csrf_token(token) if token else "", **ctx)
     return HTMLResponse(html, status_code=status)
 
@@ -171,20 +185,39 @@ def index(request: Request) -> HTMLResponse:
 
 @router.get("/login", response_class=HTMLResponse)
 def login_form(request: Request, next: str = "/") -> HTMLResponse:
-    return render(request, "login.html.j2", title="Sign in — referee", next=safe_next(next), error=None)
+    return render(request, "login.html.j2", title="Sign in — referee", next=safe_next(next), error=None,
+                  username="")
 
 
 @router.post("/login")
-def login(request: Request, token: str = Form(""), next: str = Form("/")) -> Response:
+def login(request: Request, token: str = Form(""), username: str = Form(""), password: str = Form(""),
+          next: str = Form("/")) -> Response:
+    """Sign in with a user name and password (a new page session) or with a pasted token."""
     check_same_origin(request)  # login CSRF: another site must not sign a browser in as someone else
+    store = store_of(request)
     token = token.strip()
-    who = authenticate(store_of(request), token)
+    if not token and username.strip():
+        throttle = request.app.state.login_throttle
+        key = username.strip().lower()
+        throttle.check(key)
+        user = verify_password(store, username, password)
+        if user is None:
+            throttle.failed(key)
+            return render(request, "login.html.j2", status=401, title="Sign in — referee", next=safe_next(next),
+                          username=username, error="Wrong user name or password.")
+        throttle.succeeded(key)
+        return set_login_cookie(request, create_session(store, user.id), safe_next(next))
+    who = authenticate(store, token)
     if who is None:
         return render(request, "login.html.j2", status=401, title="Sign in — referee", next=safe_next(next),
-                      error="That token is unknown or has been revoked. Ask the host for a new one.")
+                      username="", error="That token is unknown or has been revoked. Ask the host for a new one.")
     target = safe_next(next)
     if target == "/" and who.competition_id:
         target = f"/c/{who.competition_id}"
+    return set_login_cookie(request, token, target)
+
+
+def set_login_cookie(request: Request, token: str, target: str) -> Response:
     resp = RedirectResponse(target, status_code=303)
     resp.set_cookie(access.COOKIE, token, httponly=True, samesite="strict", secure=secure_cookies(request),
                     max_age=30 * 86400, path="/")
@@ -194,6 +227,7 @@ def login(request: Request, token: str = Form(""), next: str = Form("/")) -> Res
 @router.post("/logout")
 def logout(request: Request, csrf: str = Form("")) -> Response:
     require_csrf(request, csrf)
+    end_session(store_of(request), request.cookies.get(access.COOKIE, ""))
     resp = RedirectResponse("/", status_code=303)
     resp.delete_cookie(access.COOKIE, path="/", httponly=True, samesite="strict", secure=secure_cookies(request))
     return resp
@@ -204,19 +238,19 @@ def leaderboard_page(request: Request, cid: str, split: str = "public", mode: st
                      phase: str | None = None) -> HTMLResponse:
     store = store_of(request)
     comp = access.get_competition(store, cid)
-    who, _ = viewer(request)
+    who = access.seat(store, viewer(request)[0], cid)
     if split not in ("public", "private") or mode not in ("best", "latest", "all"):
         raise access.WebError(400, "bad_request", "split must be public or private; mode best, latest or all")
     access.check_split_visible(who, split)
     lb = lbm.build(store, comp, phase=phase or None, split=split, mode=mode)
-    visible = {s.id for s in store.submissions(cid)} if who and who.is_host else \
-        {s.id for s in store.submissions(cid, team=who.team)} if who and who.member_of(cid) else set()
-    return render(request, "leaderboard.html.j2", title=f"{comp.title} — referee", comp=comp, lb=lb,
+    visible = {s.id for s in store.submissions(cid)} if who.can_view_all else \
+        {s.id for s in store.submissions(cid, team=who.team)} if who.team else set()
+    return render(request, "leaderboard.html.j2", title=f"{comp.title} — referee", comp=comp, lb=lb, who=who,
                   columns=[lb.column(k) for k in lb.columns_extra], info=access.public_competition(comp, store),
                   splits=access.allowed_splits(who), visible=visible, interval_svg=interval_plot(lb),
                   tier_column=lb.column_of_kind("tier"), plots=lbm.plots(store, comp, lb),
                   export_formats=sorted(f for f in renderers() if f != "table"),
-                  can_submit=bool(who and (who.is_host or who.member_of(cid))))
+                  can_submit=bool(who.is_host or who.team))
 
 
 @router.get("/c/{cid}/export")
@@ -224,10 +258,11 @@ def export_page(request: Request, cid: str, format: str = "csv", split: str = "p
                 phase: str | None = None) -> Response:
     """The host's download links (cookie-authenticated twin of ``GET /api/competitions/{cid}/export``)."""
     from referee.platform.web.api import export_response
-    access.require_host(viewer(request)[0])
+    store = store_of(request)
+    access.require_organiser(access.seat(store, viewer(request)[0], cid), "viewer")
     if split not in ("public", "private") or mode not in ("best", "latest", "all"):
         raise access.WebError(400, "bad_request", "split: public or private; mode: best, latest or all")
-    return export_response(store_of(request), cid, format, split=split, mode=mode, phase=phase)
+    return export_response(store, cid, format, split=split, mode=mode, phase=phase)
 
 
 @router.get("/c/{cid}/submit", response_class=HTMLResponse)
@@ -240,13 +275,14 @@ def submit_form(request: Request, cid: str) -> Response:
     return _submit_page(request, comp, who)
 
 
-def _submit_page(request: Request, comp: Any, who: Principal, *, status: int = 200, error: str | None = None,
-                 error_code: str | None = None) -> HTMLResponse:
+def _submit_page(request: Request, comp: Any, principal: Principal, *, status: int = 200,
+                 error: str | None = None, error_code: str | None = None) -> HTMLResponse:
     store = store_of(request)
-    if not who.is_host and not who.member_of(comp.id):
-        raise access.WebError(403, "forbidden", f"your token belongs to competition {who.competition_id!r}")
-    recent = submission_table(store, comp.id, team=None if who.is_host else who.team)[-10:][::-1]
-    return render(request, "submit.html.j2", status=status, title=f"Submit — {comp.title}", comp=comp,
+    who = access.seat(store, principal, comp.id)
+    if not who.is_host and not who.team:
+        raise access.WebError(403, "forbidden", who.elsewhere)
+    recent = submission_table(store, comp.id, team=None if who.is_host else who.team, limit=10)
+    return render(request, "submit.html.j2", status=status, title=f"Submit — {comp.title}", comp=comp, who=who,
                   info=access.public_competition(comp, store), recent=recent,
                   limit=upload_limit(comp, cap=request.app.state.max_upload_bytes),
                   image_limit=upload_limit(comp, "image.tar", request.app.state.max_upload_bytes),
@@ -261,7 +297,7 @@ async def submit_upload(request: Request, cid: str) -> Response:
     comp = access.get_competition(store, cid)
     who, token = viewer(request)
     if who is None or token is None:
-        raise access.WebError(401, "unauthorized", "sign in with your team token before uploading")
+        raise access.WebError(401, "unauthorized", "sign in before uploading")
 
     def check(fields: dict[str, str]) -> None:
         """The fields before the file part: the form puts its CSRF value first, so a forged or
@@ -277,51 +313,68 @@ async def submit_upload(request: Request, cid: str) -> Response:
         status, code, _ = access.error_status(exc)
         if status in (401, 403, 404):
             raise
-        return _submit_page(request, comp, who, status=status, error=str(exc), error_code=code)
+        page = _submit_page(request, comp, who, status=status, error=str(exc), error_code=code)
+        page.headers.update(access.error_headers(exc))
+        return page
     loop = getattr(request.app.state, "scoring_loop", None)
     if loop is not None:
         loop.poke(cid)
     return RedirectResponse(f"/submissions/{sid}", status_code=303)
 
 
+PAGE_SIZE = 50
+
+
 @router.get("/c/{cid}/submissions", response_class=HTMLResponse)
-def submissions_page(request: Request, cid: str) -> Response:
+def submissions_page(request: Request, cid: str, page: int = 1) -> Response:
     store = store_of(request)
     comp = access.get_competition(store, cid)
-    who, _ = viewer(request)
-    if who is None:
+    principal, _ = viewer(request)
+    if principal is None:
         return login_redirect(request)
-    if not who.is_host and not who.member_of(cid):
-        raise access.WebError(403, "forbidden", f"your token belongs to competition {who.competition_id!r}")
-    rows = submission_table(store, cid, team=None if who.is_host else who.team)[::-1]
-    return render(request, "submissions.html.j2", title=f"Submissions — {comp.title}", comp=comp, rows=rows)
+    who = access.seat(store, principal, cid)
+    if not who.can_view_all and not who.team:
+        raise access.WebError(403, "forbidden", who.elsewhere)
+    page = max(1, page)
+    subs, total = store.submissions_page(cid, team=None if who.can_view_all else who.team, limit=PAGE_SIZE,
+                                         offset=(page - 1) * PAGE_SIZE)
+    rows = [submission_row(s) for s in subs]
+    return render(request, "submissions.html.j2", title=f"Submissions — {comp.title}", comp=comp, rows=rows,
+                  who=who, page=page, pages=max(1, -(-total // PAGE_SIZE)), total=total)
 
 
 @router.get("/submissions/{sid}", response_class=HTMLResponse)
 def submission_page(request: Request, sid: int) -> Response:
     store = store_of(request)
-    who, _ = viewer(request)
-    if who is None:
+    principal, _ = viewer(request)
+    if principal is None:
         return login_redirect(request)
-    sub = access.visible_submission(store, who, sid)
+    sub, who = access.visible_submission(store, principal, sid)
     d = access.redact_detail(submission_detail(store, sid), who)
     comp = store.get_competition(sub.competition_id)
-    return render(request, "submission.html.j2", title=f"Submission #{sid} — referee", comp=comp, d=d,
+    return render(request, "submission.html.j2", title=f"Submission #{sid} — referee", comp=comp, d=d, who=who,
                   refresh=REFRESH_SECONDS if d["status"] in ("pending", "running") else None,
                   report_html=_submission_report(store, sid, who))
 
 
-def _submission_report(store: Store, sid: int, who: Principal) -> str:
+def _submission_report(store: Store, sid: int, who: access.Seat) -> str:
     """The plugins' report panels of a submission (e.g. the CheckList matrix) as HTML."""
     try:
-        return submission_fragment_html(store, sid, include_private=who.is_host)
+        return submission_fragment_html(store, sid, include_private=who.can_view_all)
     except Exception:  # a plugin's panel must never take the page down
         return ""
 
 
+def require_submission_admin(request: Request, sid: int, csrf: str) -> access.Seat:
+    """The CSRF check, then an organiser (admin or better) of the submission's competition."""
+    principal = require_csrf(request, csrf)
+    _, who = access.visible_submission(store_of(request), principal, sid)
+    return access.require_organiser(who)
+
+
 @router.post("/submissions/{sid}/rerun")
 def rerun_form(request: Request, sid: int, csrf: str = Form("")) -> Response:
-    access.require_host(require_csrf(request, csrf))
+    require_submission_admin(request, sid, csrf)
     store = store_of(request)
     access.rerun_submission(store, sid, by="host (web)")
     loop = getattr(request.app.state, "scoring_loop", None)
@@ -332,6 +385,6 @@ def rerun_form(request: Request, sid: int, csrf: str = Form("")) -> Response:
 
 @router.post("/submissions/{sid}/cancel")
 def cancel_form(request: Request, sid: int, csrf: str = Form("")) -> Response:
-    access.require_host(require_csrf(request, csrf))
+    require_submission_admin(request, sid, csrf)
     access.cancel(store_of(request), sid)
     return RedirectResponse(f"/submissions/{sid}", status_code=303)

@@ -296,7 +296,7 @@ async def receive_upload(headers: Any, stream: AsyncIterator[bytes], tmp_root: P
 
 
 def submit_upload(store: Store, comp: Any, team: str, upload: ReceivedUpload, *, phase: str | None = None,
-                  allow_closed_phase: bool = False) -> int:
+                  allow_closed_phase: bool = False, description: str | None = None, baseline: bool = False) -> int:
     """Hand a saved upload to ``submit()`` (any kind: prediction file, image tarball, ...).
 
     ``allow_closed_phase`` (hosts only) lets a named phase that is not open take the submission;
@@ -305,23 +305,35 @@ def submit_upload(store: Store, comp: Any, team: str, upload: ReceivedUpload, *,
     from referee.submissions.submit import submit
     assert upload.path is not None
     extra: dict[str, Any] = {"allow_closed_phase": True} if allow_closed_phase and phase else {}
+    if description:
+        extra["description"] = description
+    if baseline:
+        extra["baseline"] = True
     return submit(store, comp, team, upload.path, phase=phase or None, filename=safe_filename(upload.filename),
                   **extra)
+
+
+MAX_DESCRIPTION = 2000
 
 
 async def accept_upload(request: Any, store: Store, comp: Any, who: Principal, *,
                         check_fields: Callable[[dict[str, str]], None] | None = None, cap: int | None = None) -> int:
     """The whole upload path of the API and the form: who may submit, stream to disk, ``submit()``.
 
-    A team token submits for its team; a host token must name the team in a ``team`` field.
-    ``check_fields`` sees the fields sent before the file part (the form's CSRF value) and may
-    refuse the upload before any of the file is read.
+    A team (a team token, or a signed-up member of a team) submits for its team. An organiser
+    (admin or better, or a host token) names an existing team in a ``team`` field, or files a
+    baseline entry under the label in a ``baseline`` field. An optional ``description`` says what
+    the submission is. ``check_fields`` sees the fields sent before the file part (the form's CSRF
+    value) and may refuse the upload before any of the file is read.
     """
     from starlette.concurrency import run_in_threadpool
 
-    if not who.is_host and not who.member_of(comp.id):
-        raise WebError(403, "forbidden", f"this token belongs to competition {who.competition_id!r}, "
-                                         f"not {comp.id!r}")
+    from referee.platform.controller.participation import require_team
+    from referee.platform.web.access import seat
+
+    place = await run_in_threadpool(seat, store, who, comp.id)
+    if not place.is_host and not place.team:
+        raise WebError(403, "forbidden", place.elsewhere)
 
     def before_file(filename: str | None, fields: dict[str, str]) -> None:
         if check_fields is not None:
@@ -331,10 +343,22 @@ async def accept_upload(request: Any, store: Store, comp: Any, who: Principal, *
     upload = await receive_upload(request.headers, request.stream(), store.root / "uploads",
                                   lambda name: upload_limit(comp, name, cap), before_file=before_file)
     try:
-        team = who.team if not who.is_host else upload.fields.get("team", "").strip()
-        if not team:
-            raise WebError(422, "submission_rejected", "a host upload must name the team in form field 'team'")
+        fields = upload.fields
+        named, baseline = fields.get("team", "").strip(), fields.get("baseline", "").strip()
+        description = " ".join(fields.get("description", "").split())[:MAX_DESCRIPTION] or None
+        as_host = place.is_host and (named or baseline or not place.team)
+        if as_host and baseline:
+            team = baseline
+        elif as_host:
+            if not named:
+                raise WebError(422, "submission_rejected", "a host upload must name the team in form field 'team' "
+                                                           "(or a baseline label in field 'baseline')")
+            team = (await run_in_threadpool(require_team, store, comp.id, named)).name
+        else:
+            assert place.team is not None
+            team = place.team
         return await run_in_threadpool(submit_upload, store, comp, team, upload,
-                                       phase=upload.fields.get("phase") or None, allow_closed_phase=who.is_host)
+                                       phase=fields.get("phase") or None, allow_closed_phase=bool(as_host),
+                                       description=description, baseline=bool(as_host and baseline))
     finally:
         upload.cleanup()
