@@ -527,4 +527,4 @@ def test_the_spec_stays_as_written(scored):
     assert comp.effective_split.column == "split" and comp.split.column is None
     assert set(comp.metric_params("failure_rate")) >= {"suite", "suite_sha256", "labels", "failing_examples"}
     assert comp.derived.facts["checklist"]["suite_sha256"] == comp.metric_params("failure_rate")["suite_sha256"]
-    assert comp.derived.sources == ["builtin_checklist"]
+    assert comp.derived.sources == ["builtin_checklist", "snapshot"]  # the data is snapshot at load too
