@@ -195,7 +195,7 @@ def test_a_scorer_that_raises_is_a_scorer_error(tmp_path, store, monkeypatch):
     from referee.platform.controller.reconcile import Controller
     from referee.platform.core.jobs import FailureReason
     from referee.platform.reports.views import submission_detail
-    from referee.platform.web.access import redact_detail
+    from referee.platform.web.access import Seat, redact_detail
     from referee.platform.web.auth import Principal
 
     (tmp_path / "broken_scorer.py").write_text(BROKEN)
@@ -219,7 +219,7 @@ def test_a_scorer_that_raises_is_a_scorer_error(tmp_path, store, monkeypatch):
     assert not store.events(kind="retry", submission_id=sid)
     detail = submission_detail(store, sid)
     assert "secret-reference-label" in detail["host_notes"][0]["message"]
-    team_view = redact_detail(detail, Principal(role="team", team="alpha", token_id="t"))
+    team_view = redact_detail(detail, Seat(Principal(role="team", team="alpha", token_id="t"), "brk", team="alpha"))
     assert "host_notes" not in team_view and team_view["failure_reason"] == "scorer_error"
 
 
