@@ -142,15 +142,21 @@ class Store(Database):
 
     def add_submission(self, *, cid: str, limits: LimitsSpec, team: str, phase: str, kind: str, sha256: str,
                        filename: str | None, size: int | None, now: dt.datetime,
-                       metadata: dict[str, Any]) -> int:
-        """Insert a pending submission, checking the limits in the same transaction; returns its id."""
+                       metadata: dict[str, Any], failure: tuple[str, str] | None = None) -> int:
+        """Insert a pending submission, checking the limits in the same transaction; returns its id.
+
+        ``failure`` (reason, message) records a submission that failed at intake instead (a refused
+        or failed build): final, charged, and inserted without a limit check (the work is done)."""
+        status = PENDING if failure is None else SubmissionStatus.FAILED.value
+        reason, message = failure if failure is not None else (None, None)
         with self.tx() as c:
-            self._check_limits(c, cid, limits, team, now)
+            if failure is None:
+                self._check_limits(c, cid, limits, team, now)
             cur = c.execute(
                 """INSERT INTO submissions(competition_id, team, phase, kind, sha256, filename, size, status,
-                       counts_toward_quota, created_at, updated_at, metadata_json)
-                   VALUES (?,?,?,?,?,?,?,?,1,?,?,?)""",
-                (cid, team, phase, kind, sha256, filename, size, PENDING,
+                       failure_reason, failure_message, counts_toward_quota, created_at, updated_at, metadata_json)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,1,?,?,?)""",
+                (cid, team, phase, kind, sha256, filename, size, status, reason, message,
                  now.isoformat(timespec="microseconds"), utcnow(), json.dumps(metadata)))
             return int(cur.lastrowid or 0)
 
