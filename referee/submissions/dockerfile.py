@@ -52,7 +52,7 @@ class Heredoc:
     body: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Instruction:
     """One instruction (a logical line). ``args`` are the JSON items in exec form, the whitespace-
     separated words for FROM/COPY/ADD/VOLUME/EXPOSE, the words for ARG/ENV/LABEL, otherwise the
@@ -116,7 +116,7 @@ def _physical_lines(text: str) -> list[str]:
     for number, line in enumerate(lines, start=1):
         if line.endswith("\r"):
             line = line[:-1]
-        if len(line.encode("utf-8")) > MAX_LINE_BYTES:
+        if len(line) > MAX_LINE_BYTES // 4 and len(line.encode("utf-8")) > MAX_LINE_BYTES:
             raise DockerfileError(f"the line is longer than {MAX_LINE_BYTES:,} bytes (the builder's limit)", number,
                                   rule="characters")
         bad = _first_ambiguous_character(line)
@@ -174,11 +174,10 @@ class _Parser:
                     continue  # comment and empty lines inside a continuation are skipped
                 segment, end_of_line = self._trim_continuation(raw)
                 parts.append(segment)
-            logical = "".join(parts)
-            inst = self._instruction(logical, number)
-            heredocs = self._heredocs(inst)
-            out.append(Instruction(inst.keyword, inst.flags, inst.args, inst.json_form, inst.original, number,
-                                   self.pos, heredocs, inst.sub))
+            inst = self._instruction("".join(parts), number)
+            inst.heredocs = self._heredocs(inst)
+            inst.end_line = self.pos
+            out.append(inst)
         if not out:
             raise DockerfileError("the Dockerfile has no instructions", rule="syntax")
         return Dockerfile(tuple(out), self.escape, dict(self.directives))
@@ -362,6 +361,8 @@ def _maybe_json(rest: str, number: int) -> list[str] | None:
 
 def parse_words(rest: str, escape: str = "\\") -> list[str]:
     """Words separated by white space, keeping quotes and escapes (the builder strips them later)."""
+    if "'" not in rest and '"' not in rest and escape not in rest:
+        return [w for w in _WHITESPACE.split(rest) if w]  # nothing to keep together
     words: list[str] = []
     word = ""
     phase = "spaces"

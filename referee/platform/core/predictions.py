@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 
 @dataclass
@@ -13,7 +13,7 @@ class Predictions:
     type: str  # probability | label | text
     columns: list[str]
     values: Any  # float array (n, c) for probability; list[str] for label/text
-    raw: dict[str, list[str]]  # every prediction column, aligned, as text
+    raw: Mapping[str, list[str]]  # every prediction column, aligned, as text (may be read on first use)
 
     def __len__(self) -> int:
         return len(self.values)
