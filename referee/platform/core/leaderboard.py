@@ -8,6 +8,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from referee.platform.core.text import safe_text
+
 
 @dataclass
 class Entry:
@@ -42,7 +44,8 @@ class Leaderboard:
         return d
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, default=str)
+        # exact strings; ensure_ascii escapes every control character, so nothing reaches a terminal raw
+        return json.dumps(self.to_dict(), indent=2, default=str, ensure_ascii=True)
 
     def header(self) -> list[str]:
         return ["rank", "team", *self.metric_order, *self.columns_extra, "submission", "submitted_at"]
@@ -50,7 +53,7 @@ class Leaderboard:
     def rows(self, digits: int = 5) -> list[list[str]]:
         out = []
         for e in self.entries:
-            cells = [str(e.rank), e.team]
+            cells = [str(e.rank), safe_text(e.team)]
             for m in self.metric_order:
                 v = e.metrics.get(m)
                 cell = "" if v is None else f"{v:.{digits}f}"
@@ -71,26 +74,27 @@ class Leaderboard:
                     *self.columns_extra, "submission_id", "submitted_at"])
         for e in self.entries:
             ci = [e.intervals.get(m) for m in self.metric_order]
-            w.writerow([e.rank, e.team, *[_raw(e.metrics.get(m)) for m in self.metric_order],
+            w.writerow([e.rank, safe_text(e.team), *[_raw(e.metrics.get(m)) for m in self.metric_order],
                         *[_raw(c[0]) if c else "" for c in ci], *[_raw(c[1]) if c else "" for c in ci],
                         *[_raw(e.extra.get(c)) for c in self.columns_extra], e.submission_id, e.submitted_at])
         return buf.getvalue()
 
     def to_markdown(self) -> str:
         head = self.header()
-        lines = [f"### {self.title} — {self.phase} / {self.split} ({self.mode}; "
-                 f"primary: {self.primary}, {self.direction})", "",
-                 "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        lines = [safe_text(f"### {self.title} — {self.phase} / {self.split} ({self.mode}; "
+                           f"primary: {self.primary}, {self.direction})"), "",
+                 "| " + " | ".join(safe_text(h).replace("|", "\\|") for h in head) + " |",
+                 "|" + "|".join("---" for _ in head) + "|"]
         for r in self.rows():
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
-        lines += [""] + [f"> {n}" for n in self.notes]
+        lines += [""] + [f"> {safe_text(n)}" for n in self.notes]
         return "\n".join(lines).rstrip() + "\n"
 
 
 def _raw(v: Any) -> str:
     if v is None:
         return ""
-    return repr(v) if isinstance(v, float) else str(v)
+    return repr(v) if isinstance(v, float) else safe_text(v)
 
 
 def _fmt(v: Any, digits: int) -> str:
@@ -98,4 +102,4 @@ def _fmt(v: Any, digits: int) -> str:
         return ""
     if isinstance(v, float):
         return f"{v:.{digits}f}" if abs(v) < 1e6 else f"{v:.4g}"
-    return str(v)
+    return safe_text(v)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 from typing import Any, Iterable
 
+from referee.platform.core.text import safe_text
 from referee.scoring.checklist.schema import TEST_TYPES
 
 SPLITS = ("public", "private")
@@ -139,7 +140,8 @@ def render_markdown(d: dict[str, Any]) -> str:
 
 # -- html ----------------------------------------------------------------------------------------------
 def _h(text: Any) -> str:
-    return html.escape("" if text is None else str(text), quote=True)
+    """Escaped for HTML, with control characters (terminal escapes, bidi overrides) made visible."""
+    return html.escape(safe_text("" if text is None else text, multiline=True), quote=True)
 
 
 def _rate_class(rate: Any) -> str:

@@ -7,12 +7,19 @@ Every text node is escaped; styling comes from classes in ``static/style.css``.
 
 from __future__ import annotations
 
+import html
 import math
-from html import escape
 from typing import Any, Sequence
+
+from referee.platform.core.text import safe_text
 
 WIDTH = 720
 MAX_ROWS = 40
+
+
+def escape(text: str) -> str:
+    """Escaped for SVG text, with control characters (team names are the teams') made visible."""
+    return html.escape(safe_text(text))
 
 
 def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
