@@ -39,7 +39,8 @@ from referee.platform.runtime.sandbox import SandboxPolicy, volume_collisions
 
 _MAX_MANIFEST_BYTES = 1 << 20
 _MAX_CONFIG_BYTES = 8 << 20
-_MAX_HEADER_READ = 8 << 20  # a tar header (pax records, long names) larger than this is refused
+_MAX_HEADER_READ = 8 << 20
+_MAX_OUTER_ENTRIES = 10_000  # docker save writes 3 per layer and 3 more; images have at most ~128 layers  # a tar header (pax records, long names) larger than this is refused
 _CHUNK = 1 << 20
 _DECOMPRESS_ERRORS: tuple[type[BaseException], ...] = (tarfile.TarError, EOFError, OSError, zlib.error,
                                                         lzma.LZMAError, ValueError)
@@ -236,8 +237,13 @@ def _copy_members(tar: tarfile.TarFile, out: tarfile.TarFile, counter: _Counter)
     source = counter.source
     manifest: list[dict[str, Any]] | None = None
     names: set[str] = set()
+    outer = 0
     for member in _iter_members(tar):
         counter.entry()
+        outer += 1
+        if outer > _MAX_OUTER_ENTRIES:
+            raise SubmissionRejected(f"the tarball holds more than {_MAX_OUTER_ENTRIES:,} entries; `docker save` "
+                                     "writes a few per layer", source=source, code="too_large", hint=HINT)
         name = _safe_name(member.name)
         if name is None:
             raise SubmissionRejected(f"the tarball holds the path {safe_text(member.name, limit=120)!s}, which "

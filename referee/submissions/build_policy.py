@@ -238,7 +238,7 @@ class _Checker:
 
     def check_run(self, inst: Instruction) -> None:
         if inst.flags:
-            raise self.refuse(f"RUN --{inst.flag_names()[0]}", inst.line, "run-flags",
+            raise self.refuse(f"RUN --{_show(inst.flags[0])}", inst.line, "run-flags",
                               "remove the flag; vendor what the build needs into the context")
 
     def check_onbuild(self, inst: Instruction) -> None:

@@ -18,9 +18,12 @@ _BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\
 _KEEP_MULTILINE = frozenset("\n\t")
 
 
+_SHORT = {"\r": "\\r", "\n": "\\n", "\t": "\\t"}
+
+
 def _escape(ch: str) -> str:
     code = ord(ch)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return _SHORT.get(ch) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
 
 
 def needs_escape(ch: str, *, multiline: bool = False) -> bool:
