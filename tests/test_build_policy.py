@@ -103,6 +103,8 @@ def test_honest_dockerfiles_pass():
                  "COPY --from=build /x /x\nCOPY --from=1 /x /y\nADD model.tar.gz /app/\nVOLUME /scratch\n"
                  'CMD ["true"]\n')
     assert [s.base for s in plan.stages] == [BASE, "stage:0", BASE] and plan.bases == [BASE]
+    # shifts are not heredocs: the word after << must start right away
+    check(f"FROM {BASE}\nRUN python3 -c \"print(1 << 30, 2<<3)\" && echo $((1 << 4))\n")
 
 
 REFUSALS = [
@@ -128,6 +130,8 @@ REFUSALS = [
     (f"FROM {BASE}\nONBUILD ADD http://x /y\n", 2, "onbuild", "ONBUILD"),
     (f"FROM {BASE}\nRUN <<EOF\nFROM 64ee01f0f25c\nEOF\n", 2, "heredoc", "heredoc"),
     (f"FROM {BASE}\nRUN cat <<EOF\n", 2, "heredoc", "heredoc"),
+    (f"FROM {BASE}\nRUN cat <<'EOF' > /x\n", 2, "heredoc", "heredoc"),
+    (f"FROM {BASE}\nRUN echo 1<<3\n", 2, "heredoc", "heredoc"),
     (f"# syntax=docker/dockerfile:1\nFROM {BASE}\n", 1, "directives", "syntax"),
     (f"# check=skip=all\n# escape=`\nFROM {BASE}\n", 2, "directives", "first line"),
     (f"FROM {BASE}\nVOLUME /data/input/cache\n", 2, "volume", "/data/input"),

@@ -426,3 +426,45 @@ def test_escape_sequences_never_reach_the_terminal(tmp_path, docker_client, base
     # JSON stays exact: the escapes are JSON's, and decoding gives back the very strings
     assert json.loads(outputs[8].stdout)[0]["team"] == "evil\x1b[2J\rteam"
     assert "\x1b[2J" in json.loads(outputs[9].stdout)["log_tail"]
+
+
+# -- builds that exhaust the host --------------------------------------------------------------------
+SPAWN = """
+import subprocess, sys
+procs = []
+for _ in range(1000):
+    try:
+        procs.append(subprocess.Popen(["sleep", "30"]))
+    except OSError:
+        break
+print(f"STARTED {len(procs)}", flush=True)
+sys.exit(1)
+"""
+
+
+@pytest.mark.parametrize("engine", ["dedicated", "shared"])
+def test_builds_are_capped_and_failed_builds_leave_no_images(tmp_path, docker_client, base_image, comp, engine):
+    ws, cid = comp(limits={}, sandbox={"build_pids": 64, "build_memory": "256m", "build_timeout": "60s",
+                                       "build_engine": engine})
+    fork = dockerfile_dir(tmp_path, "fork", f"FROM {base_image}\nCOPY spawn.py /\nRUN echo layer > /layer.txt\n"
+                                            "RUN head -c 8000000 /dev/zero > /big.bin\nRUN python3 /spawn.py\n")
+    (fork / "spawn.py").write_text(SPAWN)
+    run = referee(ws, "submit", cid, str(fork), "--team", "fork", "--json")
+    err = run.json()
+    assert run.rc == 1 and err["reason"] == "build_failed", err
+    started = int(re.search(r"STARTED (\d+)", err["message"]).group(1))
+    assert 0 < started < 64, started  # the process cap held inside the RUN step
+    # the images of the steps that did succeed are gone (named by id in the build's output)
+    steps = set(re.findall(r" ---> ([0-9a-f]{12})\b", err["message"])) - {docker_client.images.get(base_image).short_id[7:]}
+    assert steps, err["message"]
+    for short in steps:
+        with pytest.raises(Exception):
+            docker_client.images.get(short)
+    hog = dockerfile_dir(tmp_path, "hog", f"FROM {base_image}\nRUN python3 -c \"b = bytearray(1 << 30); print(len(b))\"\n")
+    run = referee(ws, "submit", cid, str(hog), "--team", "hog", "--json")
+    assert run.rc == 1 and run.json()["reason"] == "build_failed", run.stdout
+    if engine == "dedicated":
+        from referee.platform.runtime.build_engine import ensure_build_engine
+        build = ensure_build_engine()
+        assert {i.id for i in build.images.list(all=True)} <= {docker_client.images.get(base_image).id}
+        assert not build.containers.list(all=True)

@@ -37,7 +37,6 @@ from referee.submissions.dockerfile import (
 REFUSED = "build_refused"
 _STAGE_NAME = re.compile(r"[a-z][a-z0-9\-_.]*\Z")
 _REMOTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://|^git@|^[^/\s]+@[^/\s]+:|^github\.com/")
-_HEREDOC_START = re.compile(r"(?:^|[ \t])\d*<<")
 _COPY_FLAGS = ("from", "chown", "chmod")
 _ADD_FLAGS = ("chown", "chmod")
 RULES = {
@@ -135,8 +134,7 @@ class _Checker:
             if not seen_from and inst.keyword not in ("from", "arg"):
                 raise self.refuse(f"{inst.keyword.upper()} before the first FROM", inst.line, "instructions",
                                   "start the Dockerfile with FROM (only ARG may come before it)")
-            if inst.heredocs or (inst.keyword in ("run", "copy", "add") and not inst.json_form and
-                                 _HEREDOC_START.search(inst.original.split(None, 1)[-1])):
+            if inst.heredocs:
                 raise self.refuse("a heredoc (<<)", inst.line, "heredoc",
                                   "put the text in a file in the build context and COPY it")
             check = getattr(self, f"check_{inst.keyword}", None)

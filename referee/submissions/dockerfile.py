@@ -255,7 +255,12 @@ class _Parser:
         if target.keyword not in _HEREDOC_INSTRUCTIONS or target.json_form or "<<" not in inst.original:
             return ()
         docs = []
-        for word in parse_words(inst.original, self.escape):
+        # the newer parsers split the line with backslash as escape whatever the directive says:
+        # words seen either way count
+        words = parse_words(inst.original, "\\")
+        if self.escape != "\\":
+            words += [w for w in parse_words(inst.original, self.escape) if w not in words]
+        for word in words:
             m = _HEREDOC_WORD.match(word)
             if not m or not m.group(3):
                 continue
