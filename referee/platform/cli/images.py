@@ -95,10 +95,11 @@ def build_engine_status(as_json: bool) -> None:
         running = True
     except BuildEngineUnavailable:
         running = False
-    state = {"running": running, "socket": str(socket_path()), "missing_to_start": missing_for_start()}
+    missing = missing_for_start()
+    state = {"running": running, "socket": str(socket_path()), "missing_to_start": missing}
     if as_json:
         click.echo(json.dumps(state, indent=2))
         return
     click.echo(f"build engine: {'running' if running else 'not running'} ({state['socket']})")
-    if not running and state["missing_to_start"]:
-        click.echo("to start it this process lacks: " + "; ".join(state["missing_to_start"]))
+    if not running and missing:
+        click.echo("to start it this process lacks: " + "; ".join(missing))
