@@ -332,7 +332,7 @@ BOMBS = {
     "gzip_layer": (gzip_layer_bomb, "bytes of layer contents once decompressed"),
     "entries": (entries_bomb, "more than 10,000 entries"),
     "layer_entries": (layer_entries_bomb, "limit of 20000 entries"),
-    "link_outside": (escaping_links, "not an earlier file of the archive"),
+    "link_outside": (escaping_links, "not a file of the archive"),
     "traversal": (traversal, "points outside the archive"),
 }
 

@@ -237,6 +237,7 @@ def _copy_members(tar: tarfile.TarFile, out: tarfile.TarFile, counter: _Counter)
     source = counter.source
     manifest: list[dict[str, Any]] | None = None
     names: set[str] = set()
+    links: dict[str, tuple[str, str]] = {}  # name -> (target as written, target in the archive)
     outer = 0
     for member in _iter_members(tar):
         counter.entry()
@@ -269,10 +270,9 @@ def _copy_members(tar: tarfile.TarFile, out: tarfile.TarFile, counter: _Counter)
         elif member.issym() or member.islnk():
             target = member.linkname
             resolved = _safe_name(posixpath.join(posixpath.dirname(name), target) if member.issym() else target)
-            if resolved is None or target.startswith("/") or resolved not in names:
-                raise SubmissionRejected(f"{safe_text(name, limit=120)} links to {safe_text(target, limit=120)}, "
-                                         "which is not an earlier file of the archive", source=source,
-                                         code="image_invalid", hint=HINT)
+            if resolved is None or target.startswith("/"):
+                raise _outside_link(name, target, source)
+            links[name] = (target, resolved)
             copy.type, copy.linkname = member.type, target
             out.addfile(copy)
         else:
@@ -281,7 +281,15 @@ def _copy_members(tar: tarfile.TarFile, out: tarfile.TarFile, counter: _Counter)
         names.add(name)
         if out.offset > counter.limits.max_bytes:
             raise counter.too_large("bytes once decompressed", counter.limits.max_bytes, "max_archive_bytes")
+    for name, (target, resolved) in links.items():  # docker save may link to a layer written later
+        if resolved not in names:
+            raise _outside_link(name, target, source)
     return manifest
+
+
+def _outside_link(name: str, target: str, source: str) -> SubmissionRejected:
+    return SubmissionRejected(f"{safe_text(name, limit=120)} links to {safe_text(target, limit=120)}, which is not "
+                              "a file of the archive", source=source, code="image_invalid", hint=HINT)
 
 
 def _not_a_manifest(source: str, why: str) -> SubmissionRejected:
