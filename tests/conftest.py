@@ -97,6 +97,13 @@ def base_image(docker_client):
     from referee.platform.core.errors import BackendError
     from referee.platform.runtime.images import ensure_base_image
     try:
-        return ensure_base_image(docker_client)
+        tag = ensure_base_image(docker_client)
     except BackendError as exc:
         need(False, f"the base image ({exc})")
+    # Dockerfile submissions build on referee's dedicated build engine (started here when root)
+    from referee.platform.runtime.build_engine import ensure_build_engine
+    try:
+        ensure_build_engine()
+    except BackendError as exc:
+        need(False, f"the build engine ({exc})")
+    return tag

@@ -90,3 +90,23 @@ def test_demo_refuses_to_replace_a_workspace_it_did_not_make(tmp_path):
     proc = referee(ws, "demo", "--no-containers", check=False)
     assert proc.returncode == 1 and "was not made by `referee demo`" in proc.stderr
     assert (ws / "referee.db").exists()
+
+
+def test_json_commands_report_errors_as_json_with_stable_codes(tmp_path, example):
+    d = example("deepfake")
+    ws = tmp_path / "ws"
+    referee(ws, "competition", "load", str(d / "competition.yaml"))
+    bad = referee(ws, "submit", "deepfake", str(d / "submissions/charlie__nan.csv"), "--team", "c", "--json",
+                  check=False)
+    err = json.loads(bad.stdout)
+    assert bad.returncode == 1 and err["error"] == "submission_rejected" and err["reason"] == "bad_value"
+    assert err["line"] > 1 and err["source"] == "charlie__nan.csv" and "not a finite number" in err["message"]
+    missing = referee(ws, "status", "nope", "--json", check=False)
+    assert missing.returncode == 1 and json.loads(missing.stdout) == {
+        "error": "not_found", "message": json.loads(missing.stdout)["message"]}
+    usage = referee(ws, "submit", "deepfake", "x.csv", "--json", check=False)  # --team is missing
+    assert usage.returncode == 2 and json.loads(usage.stdout)["error"] == "usage_error"
+    badspec = tmp_path / "bad.yaml"
+    badspec.write_text("id: Bad Id\ntitle: x\n")
+    spec = referee(ws, "competition", "load", str(badspec), "--json", check=False)
+    assert spec.returncode == 1 and json.loads(spec.stdout)["error"] == "spec_invalid"

@@ -127,7 +127,7 @@ def test_bad_images_are_rejected_and_nothing_is_stored(tmp_path, docker_client, 
             "RUN python3 -c \"import socket; socket.create_connection(('deb.debian.org', 80), 3)\"\n"
             "CMD [\"true\"]\n")), "build_failed", "create_connection"),
         "no_base": (dockerfile_dir(tmp_path, "no_base", "FROM referee-test/not-here:1\nCMD [\"true\"]\n"),
-                    "build_failed", "referee-test/not-here"),
+                    "build_refused", "referee-test/not-here"),
         "no_cmd": (dockerfile_dir(tmp_path, "no_cmd", f"FROM {base_image}\nCOPY predict.py /app/\n"),
                    "no_command", "no CMD"),
         "slow_build": (dockerfile_dir(tmp_path, "slow_build", f"FROM {base_image}\nRUN sleep 60\nCMD [\"true\"]\n"),
@@ -140,7 +140,12 @@ def test_bad_images_are_rejected_and_nothing_is_stored(tmp_path, docker_client, 
             pytest.fail(f"{name} was accepted")
         assert err.value.code == code and words in str(err.value), (name, str(err.value))
         assert time.monotonic() - t < 30, name
-    assert blobs(store) == before and not store.submissions(comp.id)
+    assert blobs(store) == before
+    # A refused or failed build counts like a submission (the engine did the work); a bad tarball does not.
+    failed = store.submissions(comp.id)
+    assert sorted(s.team for s in failed) == sorted(set(cases) - {"garbage"})
+    assert all(s.status == "failed" and s.failure_reason == "build_failed" and s.counts_toward_quota == 1
+               for s in failed)
     time.sleep(1)
     building = [c for c in docker_client.containers.list() if "sleep 60" in " ".join(c.attrs["Config"]["Cmd"] or [])]
     assert not building, "the timed-out build is still running"

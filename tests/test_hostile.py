@@ -28,7 +28,7 @@ from referee.platform.runtime.sandbox import container_name
 from referee.platform.store import Store
 from referee.submissions.submit import submit
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.hostile]
 
 TIMEOUT_S = 12  # generous: 14 containers share 2 busy cores, and the good one must finish
 TMP_CAP = 16 * 2**20

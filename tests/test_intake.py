@@ -129,3 +129,56 @@ def test_jsonl_line_separator_inside_strings_and_multi_reference_lists(tmp_path,
     streams = [["the cat sat", "hello world"], ["a cat sat", None]]
     assert got["bleu"] == pytest.approx(sacrebleu.corpus_bleu(["a cat sat", "hello\u2028world"], streams).score)
     assert got["ter"] == pytest.approx(sacrebleu.corpus_ter(["a cat sat", "hello\u2028world"], streams).score)
+
+
+@pytest.mark.parametrize("value", ["０.５", "٠.٥", "0.0_9", "0.5\u00a0", "1e1_0"])
+def test_numbers_must_be_plain_ascii_decimals(tmp_path, store, comp, value):
+    """Python's float() (and numpy) read '０.５', '٠.٥' and '0.0_9'; a prediction file must not."""
+    rows = good_rows()
+    rows[2] = f"x2,{value}"
+    p = write(tmp_path, "odd.csv", "id,label\n" + "\n".join(rows) + "\n")
+    with pytest.raises(SubmissionRejected) as e:
+        submit(store, comp, "team", p)
+    assert e.value.line == 4 and "is not a number" in str(e.value) and e.value.code == "bad_value"
+
+
+def test_lookalike_ids_name_the_code_points(tmp_path, store, comp):
+    rows = good_rows()
+    rows[3] = "\u0445\u200b3,0.5"  # Cyrillic ha and a zero-width space: looks like x3
+    p = write(tmp_path, "lookalike.csv", "id,label\n" + "\n".join(rows) + "\n")
+    with pytest.raises(SubmissionRejected) as e:
+        submit(store, comp, "team", p)
+    text = str(e.value)
+    assert e.value.code == "unknown_id" and e.value.line == 5
+    assert "known id 'x3'" in text and "U+0445 CYRILLIC SMALL LETTER HA" in text and "U+200B ZERO WIDTH SPACE" in text
+    assert "\u200b" not in text and "\u0445" not in text.split("known id")[0].replace("'\\u0445", "")
+
+
+def test_errors_listing_thousands_of_columns_are_short(tmp_path, store, comp):
+    header = ["id", "label", *(f"extra_{i}" for i in range(5000))]
+    p = write(tmp_path, "wide.csv", ",".join(header) + "\n" + "x0,0.5" + ",0" * 5000 + "\n")
+    comp.prediction.max_bytes = 10**6
+    with pytest.raises(SubmissionRejected) as e:
+        submit(store, comp, "team", p)
+    assert len(str(e.value)) < 600 and "and 4,995 more" in str(e.value)
+    from referee.platform.core.tables import read_table
+    ragged = write(tmp_path, "ragged.csv", ",".join(header) + "\nx0,0.5\n")
+    with pytest.raises(SubmissionRejected) as e:
+        read_table(ragged, "csv")
+    assert len(str(e.value)) < 600 and "expected 5002" in str(e.value) and e.value.line == 2
+
+
+def test_an_all_empty_text_submission_is_scored(tmp_path, store):
+    from referee.platform.controller.reconcile import Controller
+    (tmp_path / "ref.txt").write_text("the cat sat\nhello world\n")
+    spec = {"id": "asr", "title": "ASR", "data": {"reference": "ref.txt", "reference_format": "txt",
+                                                   "reference_columns": ["text"]},
+            "prediction": {"format": "txt", "type": "text", "columns": ["text"]},
+            "metrics": [{"scorer": "wer"}]}
+    (tmp_path / "asr.yaml").write_text(yaml.safe_dump(spec))
+    comp = load_into_store(store, tmp_path / "asr.yaml")
+    sid = submit(store, comp, "t", write(tmp_path, "empty.txt", "\n\n"))  # two empty hypotheses
+    Controller(store, comp).run()
+    sub = store.get_submission(sid)
+    assert sub.status == "scored", (sub.failure_reason, sub.failure_message)
+    assert {r.metric: r.value for r in store.scores(sid)}["wer"] == pytest.approx(1.0)

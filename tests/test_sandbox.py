@@ -85,7 +85,8 @@ def test_config_mounts_only_inputs_and_output(tmp_path):
     assert str(reference) not in json.dumps(cfg, default=str)  # the reference goes nowhere near a container
     assert cfg["network_mode"] == "none" and cfg["network_disabled"] is True
     assert cfg["read_only"] is True and cfg["cap_drop"] == ["ALL"]
-    assert cfg["security_opt"] == ["no-new-privileges"] and cfg["privileged"] is False
+    assert cfg["security_opt"][0] == "no-new-privileges" and cfg["privileged"] is False
+    assert len(cfg["security_opt"]) == 2 and cfg["security_opt"][1].startswith('seccomp={"defaultAction":"SCMP_ACT_ERRNO"')
     assert cfg["mem_limit"] == cfg["memswap_limit"] == 300 * 2**20
     assert cfg["nano_cpus"] == 1_000_000_000 and cfg["pids_limit"] == policy.pids_limit
     assert cfg["user"] == "%d:%d" % policy.uid_gid() and not cfg["user"].startswith("0:")

@@ -9,6 +9,7 @@ import datetime as dt
 from pathlib import Path
 
 from referee.platform.core.errors import SubmissionRejected
+from referee.platform.core.jobs import FailureReason
 from referee.platform.core.spec import Competition
 from referee.platform.store import Store
 from referee.plugins.manager import get_plugin_manager
@@ -58,7 +59,14 @@ def submit(store: Store, comp: Competition, team: str, source: str | Path, *, ki
     try:
         stored = kinds[kind].ingest(source, comp, store, filename=filename)
     except SubmissionRejected as exc:
-        store.event("rejected", str(exc), competition_id=comp.id, team=team, submission_kind=kind, code=exc.code)
+        store.event("rejected", str(exc), competition_id=comp.id, team=team, submission_kind=kind, code=exc.code,
+                    charged=exc.charged)
+        if exc.charged:  # a refused or failed build: recorded as a failed submission, counted like one
+            source_name = filename or (exc.source.split("/")[0] if exc.source else Path(str(source)).name)
+            store.add_submission(cid=comp.id, limits=comp.limits, team=team, phase=ph.name, kind=kind,
+                                 sha256=exc.sha256 or "", filename=source_name, size=None, now=now,
+                                 metadata={"refused_at_intake": exc.code, **(metadata or {})},
+                                 failure=(FailureReason.BUILD_FAILED.value, str(exc)))
         raise
     meta = {**stored.get("metadata", {}), **(metadata or {})}
     sid = store.add_submission(cid=comp.id, limits=comp.limits, team=team, phase=ph.name, kind=kind,

@@ -56,3 +56,50 @@ def images_list(as_json: bool) -> None:
     click.echo(f"{len(subs)} submission image(s) (referee-sub/*)")
 
 
+
+
+@images.group("build-engine")
+def build_engine() -> None:
+    """The dedicated engine Dockerfile submissions build on (a second dockerd; starting it needs root)."""
+
+
+@build_engine.command("start")
+def build_engine_start() -> None:
+    """Start the build engine (or find it running) and say where its socket is."""
+    from referee.platform.runtime.build_engine import ensure_build_engine, socket_path
+    client = ensure_build_engine()
+    info = client.info()
+    click.echo(f"build engine answers at {socket_path()} (Docker {info.get('ServerVersion')}, "
+               f"{len(client.api.images(all=True, quiet=True))} image(s) held)")
+
+
+@build_engine.command("stop")
+def build_engine_stop() -> None:
+    """Stop the build engine started from this machine's build-engine directory."""
+    from referee.platform.runtime.build_engine import engine_dir, stop_build_engine
+    click.echo("stopped" if stop_build_engine() else f"no build engine was running from {engine_dir()}")
+
+
+@build_engine.command("status")
+@click.option("--json", "as_json", is_flag=True)
+def build_engine_status(as_json: bool) -> None:
+    """Whether the build engine answers, and what starting it would need."""
+    from referee.platform.runtime.build_engine import (
+        BuildEngineUnavailable,
+        ensure_build_engine,
+        missing_for_start,
+        socket_path,
+    )
+    try:
+        ensure_build_engine(start=False)
+        running = True
+    except BuildEngineUnavailable:
+        running = False
+    missing = missing_for_start()
+    state = {"running": running, "socket": str(socket_path()), "missing_to_start": missing}
+    if as_json:
+        click.echo(json.dumps(state, indent=2))
+        return
+    click.echo(f"build engine: {'running' if running else 'not running'} ({state['socket']})")
+    if not running and missing:
+        click.echo("to start it this process lacks: " + "; ".join(missing))

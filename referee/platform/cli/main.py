@@ -11,7 +11,8 @@ from typing import Any
 
 import click
 
-from referee.platform.core.errors import RefereeError
+from referee.platform.core.errors import RefereeError, SubmissionRejected
+from referee.platform.core.text import safe_text
 
 DEFAULT_WORKSPACE = "referee-workspace"
 
@@ -60,13 +61,20 @@ def console(stderr: bool = False) -> Any:
     return Console(stderr=stderr, highlight=False)
 
 
+def show(value: Any, *, multiline: bool = False) -> str:
+    """A team-controlled string for a rich console: control characters visible, markup inert."""
+    from rich.markup import escape
+    return escape(safe_text(value, multiline=multiline))
+
+
 def open_store(ctx: click.Context) -> Any:
     from referee.platform.store import Store
     return Store(ctx.obj["workspace"])
 
 
 def emit_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, default=str))
+    """JSON on stdout; ``ensure_ascii`` escapes control characters, so team strings stay exact but inert."""
+    click.echo(json.dumps(obj, indent=2, default=str, ensure_ascii=True))
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -175,7 +183,7 @@ def competition_list(ctx: click.Context, as_json: bool) -> None:
         emit_json(rows)
     else:
         for r in rows:
-            click.echo(f"{r['id']}\t{r['source_path']}")
+            click.echo(f"{r['id']}\t{safe_text(r['source_path'])}")
 
 
 # -- submissions ----------------------------------------------------------------------------------
@@ -213,7 +221,7 @@ def submit(ctx: click.Context, competition_id: str, source: str, team: str | Non
     if as_json:
         emit_json({"id": sid, "status": sub.status, "sha256": sub.sha256, "kind": sub.kind})
     else:
-        click.echo(f"submission #{sid} accepted ({sub.kind}, sha256 {sub.sha256[:12]}); "
+        click.echo(f"submission #{sid} accepted ({safe_text(sub.kind)}, sha256 {sub.sha256[:12]}); "
                    f"run `referee run {competition_id}` to score it")
 
 
@@ -241,11 +249,10 @@ def run(ctx: click.Context, competition_id: str, backend: str | None, max_in_fli
         if summary.failures:
             msg += " (" + ", ".join(f"{k}: {v}" for k, v in sorted(summary.failures.items())) + ")"
         click.echo(msg)
-    from rich.markup import escape
     for team, why in summary.held_teams.items():
-        console(stderr=True).print(f"[yellow]held team {escape(team)}:[/yellow] {escape(why)}")
+        console(stderr=True).print(f"[yellow]held team {show(team)}:[/yellow] {show(why)}")
     if summary.paused_reason:
-        console(stderr=True).print(f"[yellow]paused:[/yellow] {escape(summary.paused_reason)}")
+        console(stderr=True).print(f"[yellow]paused:[/yellow] {show(summary.paused_reason)}")
     if summary.paused_reason or summary.held_teams:
         sys.exit(3)
 
@@ -296,18 +303,20 @@ def status(ctx: click.Context, competition_id: str, team: str | None, submission
             emit_json(d)
             return
         c = console()
-        c.print(f"[bold]#{d['id']}[/bold] team {d['team']} — {d['status']}")
+        c.print(f"[bold]#{d['id']}[/bold] team {show(d['team'])} — {d['status']}")
+        if d.get("filename"):
+            c.print(f"file: {show(d['filename'])}")
         if d.get("failure_reason"):
-            c.print(f"[red]{d['failure_reason']}[/red]: {d['failure_message']}")
+            c.print(f"[red]{show(d['failure_reason'])}[/red]: {show(d['failure_message'], multiline=True)}")
         for note in d.get("host_notes") or []:
-            c.print(f"[dim]{note['kind']} at {note['at'][:19]}:[/dim]")
-            c.print(note["message"], markup=False)
+            c.print(f"[dim]{show(note['kind'])} at {note['at'][:19]}:[/dim]")
+            c.print(safe_text(note["message"], multiline=True), markup=False)
         for s in d["scores"]:
-            ci = f" [{s['ci_low']:.5f}, {s['ci_high']:.5f}]" if s.get("ci_low") is not None else ""
-            c.print(f"  {s['split']:8} {s['metric']:12} {s['value']:.6f}{ci}  {s['signature']}")
+            ci = f" \\[{s['ci_low']:.5f}, {s['ci_high']:.5f}]" if s.get("ci_low") is not None else ""
+            c.print(f"  {s['split']:8} {show(s['metric']):12} {s['value']:.6f}{ci}  {show(s['signature'])}")
         if d.get("log_tail"):
             c.print("[dim]log tail:[/dim]")
-            c.print(d["log_tail"], markup=False)
+            c.print(safe_text(d["log_tail"], multiline=True), markup=False)
         return
     if limit is not None:
         from referee.platform.reports.views import submission_row
@@ -321,10 +330,10 @@ def status(ctx: click.Context, competition_id: str, team: str | None, submission
         emit_json(rows)
         return
     from rich.table import Table
-    t = Table("id", "team", "kind", "phase", "status", "reason", "created")
+    t = Table("id", "team", "kind", "phase", "status", "reason", "file", "created")
     for r in rows:
-        t.add_row(str(r["id"]), r["team"], r["kind"], r["phase"], r["status"], r["failure_reason"] or "",
-                  r["created_at"][:19])
+        t.add_row(str(r["id"]), show(r["team"]), show(r["kind"]), show(r["phase"]), r["status"],
+                  show(r["failure_reason"] or ""), show(r.get("filename") or ""), r["created_at"][:19])
     console().print(t)
 
 
@@ -388,11 +397,11 @@ def verify(ctx: click.Context, competition_id: str, as_json: bool) -> None:
         c = console()
         for v in verdicts:
             colour = "green" if v.status == "same" else "red"
-            c.print(f"#{v.submission_id} {v.team}: [{colour}]{v.status}[/{colour}]")
+            c.print(f"#{v.submission_id} {show(v.team)}: [{colour}]{v.status}[/{colour}]")
             for d in v.differences:
-                c.print(f"    {d['split']} {d['metric']}: stored {d['stored']!r}, now {d['now']!r}")
+                c.print(f"    {d['split']} {show(d['metric'])}: stored {d['stored']!r}, now {d['now']!r}")
             for n in v.notes:
-                c.print(f"    [dim]{n}[/dim]")
+                c.print(f"    [dim]{show(n)}[/dim]")
         c.print(f"{len(verdicts) - len(bad)} of {len(verdicts)} scored submissions re-score identically")
     if bad:
         sys.exit(1)
@@ -451,9 +460,9 @@ def plugins_list(as_json: bool) -> None:
     from rich.table import Table
     t = Table("plugin", "version", "provides")
     for r in pm.reports:
-        what = "[dim]disabled[/dim]" if r.disabled else f"[red]{escape(r.error)}[/red]" if r.error else \
-            escape(", ".join(r.provides))
-        t.add_row(escape(r.name), escape(r.version), what)
+        what = "[dim]disabled[/dim]" if r.disabled else f"[red]{show(r.error)}[/red]" if r.error else \
+            show(", ".join(r.provides))
+        t.add_row(show(r.name), show(r.version), what)
     console().print(t)
 
 
@@ -483,18 +492,46 @@ def demo(ctx: click.Context, keep: bool, with_containers: bool | None) -> None:
     run_demo(Path(ws), fresh=not keep, with_containers=with_containers)
 
 
+def error_json(exc: BaseException) -> dict[str, Any]:
+    """An error as the ``--json`` commands report it: a stable ``error`` code, the message, and for a
+    rejected submission why (``reason``) and where (``source``, ``line``, ``hint``). The same shape as
+    the web API's errors."""
+    if isinstance(exc, RefereeError):
+        out: dict[str, Any] = {"error": exc.error, "message": str(exc)}
+        if isinstance(exc, SubmissionRejected):
+            out["reason"] = exc.code
+            out.update({k: v for k, v in (("source", exc.source), ("line", exc.line), ("hint", exc.hint))
+                        if v is not None})
+        return out
+    if isinstance(exc, click.exceptions.Abort):
+        return {"error": "aborted", "message": "aborted"}
+    if isinstance(exc, click.ClickException):
+        return {"error": "usage_error", "message": exc.format_message()}
+    return {"error": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
+
+
 def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    as_json = "--json" in args
     try:
-        cli.main(args=argv, prog_name="referee", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+        cli.main(args=args, prog_name="referee", standalone_mode=False)
+    except click.exceptions.Abort as exc:
+        if as_json:
+            emit_json(error_json(exc))
+        else:
+            click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        exc.show()
+        if as_json:
+            emit_json(error_json(exc))
+        else:
+            exc.show()
         sys.exit(exc.exit_code)
     except RefereeError as exc:
-        from rich.markup import escape
-        console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        if as_json:  # the JSON encoder escapes every control character: faithful, never raw on a terminal
+            emit_json(error_json(exc))
+        else:
+            console(stderr=True).print(f"[red]error:[/red] {show(exc, multiline=True)}", soft_wrap=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 
 class RefereeError(Exception):
-    """Base class for every error referee reports to a user without a traceback."""
+    """Base class for every error referee reports to a user without a traceback.
+
+    ``error`` is a stable code for machines (``--json`` output, the web API)."""
 
     exit_code = 1
+    error = "error"
 
 
 class SpecError(RefereeError):
     """A competition spec is invalid: names the file, the field and the problem."""
+
+    error = "spec_invalid"
 
     def __init__(self, path: str, problems: list[tuple[str, str]]):
         self.path = str(path)
@@ -21,7 +26,13 @@ class SpecError(RefereeError):
 
 
 class SubmissionRejected(RefereeError):
-    """A submission failed intake validation; nothing was stored."""
+    """A submission failed intake validation; nothing was stored.
+
+    ``code`` says why (``bad_value``, ``build_refused``...). ``charged`` marks a rejection that counts
+    toward the team's limits like a submission (a refused or failed build: the engine did the work);
+    ``sha256`` is then the content it was about."""
+
+    error = "submission_rejected"
 
     def __init__(self, message: str, *, line: int | None = None, source: str | None = None,
                  hint: str | None = None, code: str = "invalid"):
@@ -29,6 +40,8 @@ class SubmissionRejected(RefereeError):
         self.source = source
         self.hint = hint
         self.code = code
+        self.charged = False
+        self.sha256: str | None = None
         where = ""
         if source:
             where = source + (f", line {line}" if line is not None else "") + ": "
@@ -52,9 +65,13 @@ class LimitExceeded(RefereeError):
         self.retry_after = retry_after
         super().__init__(message)
 
+    error = "limit_exceeded"
+
 
 class NotFound(RefereeError):
     """A competition, submission or plugin that was asked for does not exist."""
+
+    error = "not_found"
 
 
 class Conflict(RefereeError):
@@ -69,10 +86,16 @@ class NotAllowed(RefereeError):
 class PluginError(RefereeError):
     """A plugin failed to load or misbehaved."""
 
+    error = "plugin_error"
+
 
 class BudgetExceeded(RefereeError):
     """Dispatching more work would exceed a cost budget."""
 
+    error = "budget_exceeded"
+
 
 class BackendError(RefereeError):
     """A backend could not be reached or configured."""
+
+    error = "backend_error"

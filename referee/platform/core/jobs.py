@@ -51,6 +51,7 @@ class FailureReason(str, enum.Enum):
     NO_OUTPUT = "no_output"
     INVALID_OUTPUT = "invalid_output"
     IMAGE_INVALID = "image_invalid"
+    BUILD_FAILED = "build_failed"
     PLATFORM_ERROR = "platform_error"
     SCORER_ERROR = "scorer_error"
     CANCELLED = "cancelled"
@@ -71,6 +72,8 @@ _EXPLAIN = {
     FailureReason.NO_OUTPUT: "the submission finished without writing the prediction file",
     FailureReason.INVALID_OUTPUT: "the prediction file the submission wrote is invalid",
     FailureReason.IMAGE_INVALID: "the container image could not be loaded or started",
+    FailureReason.BUILD_FAILED: "the Dockerfile was refused by the build policy or did not build; it counts "
+                                "toward the team's limits",
     FailureReason.PLATFORM_ERROR: "the platform failed (not the submission); it will be retried and is not "
                                   "charged to the team",
     FailureReason.SCORER_ERROR: "scoring failed because of a problem on the host's side, not the submission; "

@@ -119,4 +119,5 @@ class Leaderboard:
         return d
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, default=str)
+        # exact strings; ensure_ascii escapes every control character, so nothing reaches a terminal raw
+        return json.dumps(self.to_dict(), indent=2, default=str, ensure_ascii=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from referee.platform.core.text import safe_text
+
 PAGE_CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:70rem;padding:0 1rem;color:#222}
 table{border-collapse:collapse;margin:.5rem 0 1.5rem}th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}
@@ -21,14 +23,16 @@ code,.sig{font-family:ui-monospace,monospace;font-size:.85em;word-break:break-al
 
 
 def escape_html(text: Any) -> str:
-    return html.escape("" if text is None else str(text), quote=True)
+    """Escaped for HTML, with control characters (terminal escapes, bidi overrides) made visible."""
+    return html.escape(safe_text("" if text is None else text, multiline=True), quote=True)
 
 
 def escape_md(text: Any) -> str:
-    """Text for a Markdown table cell or list item."""
+    """Text for a Markdown table cell or list item (control characters made visible)."""
     s = "" if text is None else str(text)
+    s = safe_text(s.replace("\r", " ").replace("\n", " "))
     s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return s.replace("|", "\\|").replace("\r", " ").replace("\n", " ").replace("`", "\\`")
+    return s.replace("|", "\\|").replace("`", "\\`")
 
 
 def md_table(head: list[str], rows: list[list[str]]) -> list[str]:

@@ -24,7 +24,7 @@ import gzip
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Mapping, Union
 
 import numpy as np
 
@@ -52,7 +52,7 @@ class Predictions:
     type: str
     columns: list[str]
     values: Any
-    raw: dict[str, list[str]]
+    raw: Mapping[str, list[str]]  # every prediction column, aligned, as text (may be read on first use)
 
     def __len__(self) -> int:
         return len(self.values)
@@ -96,7 +96,7 @@ class Predictions:
         """A self-describing, compressed serialisation (what the engine stores for general scorers)."""
         values = np.asarray(self.values, dtype=np.float64).tolist() if self.numeric else list(self.values)
         doc = {"format": _BLOB_FORMAT, "type": self.type, "columns": self.columns, "values": values,
-               "raw": self.raw}
+               "raw": {c: list(v) for c, v in self.raw.items()}}
         # mtime=0: the same predictions always give the same bytes (and so the same blob)
         return gzip.compress(json.dumps(doc, separators=(",", ":")).encode("utf-8"), mtime=0)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from html import escape
+from referee.platform.core.markup import escape_html as escape  # SVG text: escaped, controls made visible
 from typing import Any, Sequence
 
 from referee.platform.core.leaderboard import Entry, Leaderboard, LeaderboardColumn

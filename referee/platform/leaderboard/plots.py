@@ -10,7 +10,7 @@ app's ``static/style.css``.
 from __future__ import annotations
 
 import math
-from html import escape
+from referee.platform.core.markup import escape_html as escape  # SVG text: escaped, controls made visible
 from typing import Any, Sequence
 
 from referee.platform.core.leaderboard import Leaderboard

@@ -17,6 +17,7 @@ from typing import Any
 from referee.platform.core.errors import RefereeError
 from referee.platform.core.leaderboard import Leaderboard, LeaderboardColumn
 from referee.platform.core.markup import escape_html, escape_md, html_page, html_table
+from referee.platform.core.text import safe_text
 from referee.plugins.manager import get_plugin_manager
 from referee.plugins.records import LeaderboardRenderer
 
@@ -104,7 +105,7 @@ def metric_cell(value: float | None, ci: tuple[float, float] | None, digits: int
 def _raw(v: Any) -> str:
     if v is None:
         return ""
-    return repr(v) if isinstance(v, float) else str(v)
+    return repr(v) if isinstance(v, float) else safe_text(v)
 
 
 def _columns(lb: Leaderboard) -> list[LeaderboardColumn]:
@@ -120,12 +121,13 @@ def render_csv(lb: Leaderboard) -> str:
     """Machine-readable: column keys as headers, raw values (full float precision)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["rank", "team", *lb.metric_order,
-                *[f"{m}_ci_low" for m in lb.metric_order], *[f"{m}_ci_high" for m in lb.metric_order],
-                *lb.columns_extra, "submission_id", "submitted_at"])
+    w.writerow(["rank", "team", *map(safe_text, lb.metric_order),
+                *[safe_text(f"{m}_ci_low") for m in lb.metric_order],
+                *[safe_text(f"{m}_ci_high") for m in lb.metric_order],
+                *map(safe_text, lb.columns_extra), "submission_id", "submitted_at"])
     for e in lb.entries:
         ci = [e.intervals.get(m) for m in lb.metric_order]
-        w.writerow([e.rank, e.team, *[_raw(e.metrics.get(m)) for m in lb.metric_order],
+        w.writerow([e.rank, safe_text(e.team), *[_raw(e.metrics.get(m)) for m in lb.metric_order],
                     *[_raw(c[0]) if c else "" for c in ci], *[_raw(c[1]) if c else "" for c in ci],
                     *[_raw(e.extra.get(c)) for c in lb.columns_extra], e.submission_id, e.submitted_at])
     return buf.getvalue()
@@ -148,8 +150,8 @@ def _rows(lb: Leaderboard) -> list[list[str]]:
 
 def render_markdown(lb: Leaderboard) -> str:
     head = _header(lb)
-    lines = [f"### {escape_md(lb.title)} — {lb.phase} / {lb.split} ({lb.mode}; "
-             f"primary: {lb.primary}, {lb.direction})", "",
+    lines = [f"### {escape_md(lb.title)} — {escape_md(lb.phase)} / {lb.split} ({lb.mode}; "
+             f"primary: {escape_md(lb.primary)}, {lb.direction})", "",
              "| " + " | ".join(escape_md(h) for h in head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in _rows(lb):
         lines.append("| " + " | ".join(escape_md(c) for c in r) + " |")
@@ -198,14 +200,15 @@ def terminal_table(lb: Leaderboard) -> Any:
     caption = f"primary: {lb.primary} ({lb.direction})"
     if hidden:
         caption += f"; {hidden} more column(s) with --format md|csv|json|html"
-    t = Table(title=escape(f"{lb.title} — {lb.phase} / {lb.split} ({lb.mode})"), caption=escape(caption),
+    t = Table(title=escape(safe_text(f"{lb.title} — {lb.phase} / {lb.split} ({lb.mode})")),
+              caption=escape(safe_text(caption)),
               caption_justify="left")
     t.add_column("rank", justify="right")
     t.add_column("team", overflow="fold")
     for m in metrics:
-        t.add_column(escape(m), justify="right")
+        t.add_column(escape(safe_text(m)), justify="right")
     for c in extras:
-        t.add_column(escape(c.title), justify="right")
+        t.add_column(escape(safe_text(c.title)), justify="right")
     t.add_column("sub", justify="right")
     for e in lb.entries:
         cells = [str(e.rank), e.team]
@@ -217,7 +220,8 @@ def terminal_table(lb: Leaderboard) -> Any:
             cells.append(cell)
         cells += [cell_text(c, e.extra.get(c.key), compact=True) for c in extras]
         cells.append(f"#{e.submission_id}")
-        t.add_row(*(escape(c) for c in cells))  # team names and plugin values are text, not markup
+        # team names and plugin values are text, never markup, and never terminal control sequences
+        t.add_row(*(escape(safe_text(c)) for c in cells))
     return t
 
 
@@ -227,7 +231,7 @@ def print_table(lb: Leaderboard, console: Any) -> None:
 
     console.print(terminal_table(lb))
     for n in lb.notes:
-        console.print(f"[dim]{escape(n)}[/dim]")
+        console.print(f"[dim]{escape(safe_text(n))}[/dim]")
 
 
 def render_table(lb: Leaderboard) -> str:

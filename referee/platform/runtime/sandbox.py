@@ -78,10 +78,17 @@ class SandboxPolicy(BaseModel):
     output_mount: str = "/data/output"
     command: list[str] | None = None  # replaces the image's CMD for every submission
     gpu_driver: str = ""  # device request driver ("" = the engine's default, e.g. nvidia)
+    seccomp: str = "referee"  # referee's profile | "docker-default" | path of a JSON profile
     build_timeout: Duration = 900.0  # building a Dockerfile submission
     build_memory: Size = 4 * 2**30
+    build_cpus: float = 2.0
+    build_pids: int = 1024  # processes at once in a RUN step
+    build_engine: Literal["dedicated", "shared"] = "dedicated"  # where Dockerfiles build: submissions/build.py
+    build_bases: list[str] | None = None  # FROM allow-list, NAME:TAG@sha256:ID; None = referee's base images
     max_context_bytes: Size = 1 * 2**30  # Dockerfile submission: the build context
-    max_archive_bytes: Size = 20 * 2**30  # image tarball submission
+    max_archive_bytes: Size = 20 * 2**30  # image tarball submission (also once decompressed)
+    max_image_bytes: Size = 20 * 2**30  # image tarball submission: its layers' contents, decompressed
+    max_archive_entries: int = 500_000  # image tarball submission: files in the tarball and its layers
 
     @field_validator("user")
     @classmethod
@@ -95,6 +102,34 @@ class SandboxPolicy(BaseModel):
                              "against an untrusted image")
         if int(m.group(1)) == 0 or int(m.group(2)) == 0:
             raise ValueError("submissions never run as root (uid or gid 0)")
+        return v
+
+    @field_validator("seccomp")
+    @classmethod
+    def _seccomp(cls, v: str) -> str:
+        v = str(v).strip()
+        if v in ("referee", "docker-default"):
+            return v
+        if v == "unconfined":
+            raise ValueError("submissions never run without a seccomp profile")
+        if not os.path.isabs(v) or not os.path.isfile(v):
+            raise ValueError(f"{v!r} is neither 'referee', 'docker-default' nor the absolute path of a JSON profile")
+        return v
+
+    @field_validator("build_bases")
+    @classmethod
+    def _bases(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        from referee.platform.runtime.images import BASE_IMAGES
+        own = {b.tag for b in BASE_IMAGES.values()}
+        for ref in v:
+            name, _, digest = ref.partition("@")
+            if digest and not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+                raise ValueError(f"{ref!r}: the digest must be sha256:<64 hex digits>")
+            if not digest and name not in own:
+                raise ValueError(f"{ref!r} must be pinned by digest (NAME:TAG@sha256:<image id>); only "
+                                 f"referee's own base images ({', '.join(sorted(own))}) are pinned by their recipe")
         return v
 
     @field_validator("input_mount", "output_mount")
@@ -111,11 +146,13 @@ class SandboxPolicy(BaseModel):
         if self.input_mount == self.output_mount or self.output_mount.startswith(self.input_mount + "/") \
                 or self.input_mount.startswith(self.output_mount + "/"):
             raise ValueError("input_mount and output_mount must not overlap")
-        for name in ("pids_limit", "nofile", "max_output_files"):
+        for name in ("pids_limit", "nofile", "max_output_files", "build_pids", "max_archive_entries"):
             if getattr(self, name) < 8:
                 raise ValueError(f"{name} must be at least 8")
         if self.max_output_bytes < 4096 or self.tmp_size < 4096:
             raise ValueError("max_output_bytes and tmp_size must be at least 4k")
+        if self.build_cpus <= 0:
+            raise ValueError("build_cpus must be positive")
         if self.command is not None and not self.command:
             raise ValueError("command must not be empty (leave it out to use the image's CMD)")
         return self
@@ -198,7 +235,7 @@ def container_config(job: JobSpec, policy: SandboxPolicy, *, output_source: str 
         "tmpfs": tmpfs,
         "shm_size": policy.shm_size,
         "cap_drop": ["ALL"],
-        "security_opt": ["no-new-privileges"],
+        "security_opt": ["no-new-privileges", *seccomp_options(policy)],
         "privileged": False,
         "ipc_mode": "private",
         "pids_limit": policy.pids_limit,
@@ -220,6 +257,26 @@ def container_config(job: JobSpec, policy: SandboxPolicy, *, output_source: str 
         cfg["device_requests"] = [DeviceRequest(driver=policy.gpu_driver, count=int(job.resources.gpus),
                                                 capabilities=[["gpu"]])]
     return cfg
+
+
+def seccomp_options(policy: SandboxPolicy) -> list[str]:
+    """The ``security_opt`` entry that applies the policy's seccomp profile (none: the engine's default)."""
+    if policy.seccomp == "docker-default":
+        return []
+    from referee.platform.runtime.seccomp import profile_json
+    return [f"seccomp={profile_json(None if policy.seccomp == 'referee' else policy.seccomp)}"]
+
+
+def volume_collisions(volumes: list[str] | tuple[str, ...], policy: SandboxPolicy) -> list[str]:
+    """The image's VOLUME paths that are a sandbox mount or lie inside one (the run could not mount them)."""
+    out = []
+    for vol in volumes:
+        v = os.path.normpath("/" + str(vol).strip().lstrip("/"))
+        for mount in (policy.input_mount, policy.output_mount):
+            if v == mount or v.startswith(mount + "/"):
+                out.append(vol)
+                break
+    return out
 
 
 # -- the output directory --------------------------------------------------------------------------
@@ -496,6 +553,10 @@ def run_job_in_docker(job: JobSpec, *, client: Any = None, cancel_event: threadi
             volumes = image_volumes(client, job.image)
         except docker.errors.ImageNotFound:
             return _failed(FailureReason.PLATFORM_ERROR, f"image {job.image} is not on this Docker engine")
+        clash = volume_collisions(volumes, policy)
+        if clash:  # accepted before intake checked this: the image's fault, said without host paths
+            return _failed(FailureReason.IMAGE_INVALID, f"the image declares VOLUME {', '.join(clash)}, where the "
+                           f"sandbox mounts {policy.input_mount} and {policy.output_mount}; remove the VOLUME line")
         deadline = time.time() + job.timeout_s
         cfg = container_config(job, policy, output_source=scratch.path, image_volumes=volumes, deadline=deadline,
                                output_on_disk=not scratch.on_tmpfs, engine_cpus=engine_cpus(client),

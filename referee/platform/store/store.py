@@ -168,14 +168,19 @@ class Store(AccountsMixin, HostingMixin, SnapshotMixin, Database):
 
     def add_submission(self, *, cid: str, limits: LimitsSpec, team: str, phase: str, kind: str, sha256: str,
                        filename: str | None, size: int | None, now: dt.datetime,
-                       metadata: dict[str, Any], description: str | None = None, baseline: bool = False) -> int:
+                       metadata: dict[str, Any], description: str | None = None, baseline: bool = False,
+                       failure: tuple[str, str] | None = None) -> int:
         """Insert a pending submission, checking the limits in the same transaction; returns its id.
 
         The submission goes under the team's own spelling of its name; a team the competition does
         not have yet becomes one (the callers that take a team name from a person check it exists
         first); a disqualified team is refused. A ``baseline`` (a host's reference entry) belongs to
-        no team and counts toward no limit.
+        no team and counts toward no limit. ``failure`` (reason, message) records a submission that
+        failed at intake instead (a refused or failed build): final, charged, and inserted without a
+        limit check (the work is done).
         """
+        status = PENDING if failure is None else SubmissionStatus.FAILED.value
+        reason, message = failure if failure is not None else (None, None)
         with self.tx() as c:
             if not baseline:
                 row = c.execute("SELECT name, disqualified_reason FROM teams WHERE competition_id=? "
@@ -187,12 +192,14 @@ class Store(AccountsMixin, HostingMixin, SnapshotMixin, Database):
                     team = row["name"]
                     if row["disqualified_reason"]:
                         raise NotAllowed(f"team {team!r} is disqualified from {cid!r}: {row['disqualified_reason']}")
-                self._check_limits(c, cid, limits, team, now)
+                if failure is None:
+                    self._check_limits(c, cid, limits, team, now)
             cur = c.execute(
                 """INSERT INTO submissions(competition_id, team, phase, kind, sha256, filename, size, status,
-                       counts_toward_quota, created_at, updated_at, metadata_json, description, baseline)
-                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
-                (cid, team, phase, kind, sha256, filename, size, PENDING, 0 if baseline else 1,
+                       failure_reason, failure_message, counts_toward_quota, created_at, updated_at, metadata_json,
+                       description, baseline)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+                (cid, team, phase, kind, sha256, filename, size, status, reason, message, 0 if baseline else 1,
                  now.isoformat(timespec="microseconds"), utcnow(), json.dumps(metadata), description,
                  1 if baseline else 0))
             return int(cur.lastrowid or 0)

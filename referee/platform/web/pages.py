@@ -21,6 +21,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from referee.platform.core.errors import RefereeError
+from referee.platform.core.text import safe_text
 from referee.platform.leaderboard import build as lbm
 from referee.platform.leaderboard.plots import interval_plot
 from referee.platform.leaderboard.render import cell_html, renderers
@@ -52,10 +53,20 @@ REFRESH_SECONDS = 2
 def environment() -> Any:
     import jinja2
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             finalize=_visible)
     env.filters.update(num=fmt_number, when=fmt_time, size=fmt_size)
     env.globals.update(cell_html=cell_html)
     return env
+
+
+def _visible(value: Any) -> Any:
+    """Every ``{{ value }}`` a page prints: control characters of a (team-controlled) string shown as
+    escapes before autoescaping; markup the templates built themselves is left alone."""
+    from markupsafe import Markup
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return safe_text(value, multiline=True)
+    return value
 
 
 def fmt_number(v: Any, digits: int = 5) -> str:
