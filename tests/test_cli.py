@@ -96,8 +96,8 @@ def test_json_commands_report_errors_as_json_with_stable_codes(tmp_path, example
     d = example("deepfake")
     ws = tmp_path / "ws"
     referee(ws, "competition", "load", str(d / "competition.yaml"))
-    bad = referee(ws, "submit", "deepfake", str(d / "submissions/charlie__nan.csv"), "--team", "c", "--json",
-                  check=False)
+    bad = referee(ws, "submit", "deepfake", str(d / "submissions/charlie__nan.csv"), "--team", "c", "--create-team",
+                  "--json", check=False)
     err = json.loads(bad.stdout)
     assert bad.returncode == 1 and err["error"] == "submission_rejected" and err["reason"] == "bad_value"
     assert err["line"] > 1 and err["source"] == "charlie__nan.csv" and "not a finite number" in err["message"]

@@ -18,7 +18,7 @@ import unicodedata
 from array import array
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 

@@ -456,7 +456,6 @@ def plugins_list(as_json: bool) -> None:
     if as_json:
         emit_json([r.__dict__ for r in pm.reports])
         return
-    from rich.markup import escape
     from rich.table import Table
     t = Table("plugin", "version", "provides")
     for r in pm.reports:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from referee.platform.core.markup import escape_html as escape  # SVG text: escaped, controls made visible
 from typing import Any, Sequence
 
 from referee.platform.core.leaderboard import Entry, Leaderboard, LeaderboardColumn
+from referee.platform.core.markup import (
+    escape_html as escape,  # SVG text: escaped, controls made visible
+)
 from referee.platform.core.spec import Competition
 from referee.platform.cost.ledger import has_costs, submission_totals
 from referee.platform.leaderboard.plots import (

@@ -10,10 +10,12 @@ app's ``static/style.css``.
 from __future__ import annotations
 
 import math
-from referee.platform.core.markup import escape_html as escape  # SVG text: escaped, controls made visible
 from typing import Any, Sequence
 
 from referee.platform.core.leaderboard import Leaderboard
+from referee.platform.core.markup import (
+    escape_html as escape,  # SVG text: escaped, controls made visible
+)
 from referee.platform.leaderboard.render import tier_class
 
 WIDTH = 720
