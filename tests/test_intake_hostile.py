@@ -65,7 +65,10 @@ def disk_usage(root: Path) -> int:
 
 
 def referee(ws: Path, *args: str, env: dict | None = None) -> Run:
-    """``referee -w WS ARGS...`` as a child process, sampling the workspace's disk use while it runs."""
+    """``referee -w WS ARGS...`` as a child process, sampling the workspace's disk use while it runs.
+    A ``submit`` registers its team on the way (these tests are about intake, not about teams)."""
+    if args and args[0] == "submit" and "--team" in args:
+        args = (*args, "--create-team")
     peak = [0]
     done = threading.Event()
 
@@ -405,6 +408,13 @@ def test_escape_sequences_never_reach_the_terminal(tmp_path, docker_client, base
     d = dockerfile_dir(tmp_path, "evil\x1b[31mname", f"FROM {base_image}\nCOPY evil.py /app/\n"
                                                        "CMD [\"python3\", \"/app/evil.py\"]\n")
     (d / "evil.py").write_text(EVIL_SCRIPT)
+    # New team names are refused with control characters; a workspace from before that rule (whose teams
+    # were migrated from submissions) can still hold such names, and they must show safely too.
+    from referee.platform.store import Store
+    legacy = Store(ws)
+    for name in ("evil\x1b[2J\rteam", "\x1b]0;pwned\x07\u202eleader"):
+        legacy.add_team(cid, name)
+    legacy.close()
     assert referee(ws, "submit", cid, str(d), "--team", "evil\x1b[2J\rteam").rc == 0
     preds = Path(tmp_path).glob("c*/deepfake/submissions/alpha__good.csv")
     csv_file = next(iter(preds))
