@@ -390,3 +390,34 @@ def test_score_against_cost_plot_when_nothing_cost_anything():
     assert ticks and min(ticks) == 0 and max(ticks) > 0
     dots = [float(x) for x in re.findall(r'<circle class="plot-dot[^"]*" cx="([0-9.]+)"', svg)]
     assert len(dots) == 2 and dots[0] == dots[1] == 70.0  # both at $0, on the axis's left edge
+
+
+def test_a_job_whose_scoring_fails_is_paid_by_the_host_not_the_team(store, example):
+    """A scorer that raises is the host's problem (scorer_error): the job's cost moves to the platform account."""
+    from referee.platform.cost.ledger import spent
+    from referee.plugins.records import ScorerInfo
+
+    class Broken:
+        @hookimpl
+        def referee_scorers(self):
+            def boom(predictions, references, params):
+                raise KeyError("scorer bug")
+            return [ScorerInfo(name="broken", version="1", higher_is_better=True, accepts=("probability",),
+                               statistics=boom, aggregate=lambda s, p: s[..., 0])]
+
+    set_plugin_manager(PluginManager(entrypoints=False, extra=[testing_plugin, ScriptKind(), Broken()]))
+    root = example("deepfake")
+    doc = yaml.safe_load((root / "competition.yaml").read_text())
+    doc["metrics"] = [{"scorer": "broken"}]
+    (root / "competition.yaml").write_text(yaml.safe_dump(doc))
+    comp = make_competition(store, root, name="scorerbug", resources={"gpus": 1, "instance_type": "p3.2xlarge"},
+                            cost={"local_backends": []})
+    texts = submit_scripts(store, comp, root, [("alpha", "alpha__good.csv")])
+    (sid,) = texts
+    summary = Controller(store, comp, ClockedFake(default_hours=2.0, output=fake_output(texts)),
+                         poll_interval=0.01).run()
+    sub = store.get_submission(sid)
+    assert summary.failed == 1 and sub.failure_reason == "scorer_error" and not sub.counts_toward_quota
+    assert spent(store, comp.id) == pytest.approx(2.0 * P3)  # the competition paid for the job ...
+    assert spent(store, comp.id, "alpha") == 0.0  # ... the team did not
+    assert report(store, comp.id)["platform"]["USD"] == pytest.approx(2.0 * P3)

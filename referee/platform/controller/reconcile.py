@@ -447,11 +447,12 @@ class Controller:
                              scorer=exc.scorer, metric=exc.metric, error=exc.error)
             return Outcome(SubmissionStatus.FAILED, FailureReason.SCORER_ERROR,
                            f"{SCORER_ERROR_MESSAGE} (metric {exc.metric!r})", charge=False, log_tail=log_tail)
-        except Exception as exc:  # noqa: BLE001
-            self.store.event("scoring_error", traceback.format_exc(), competition_id=self.comp.id,
-                             submission_id=sub.id)
-            return Outcome(SubmissionStatus.FAILED, FailureReason.PLATFORM_ERROR,
-                           f"scoring failed: {type(exc).__name__}: {exc}", charge=False, log_tail=log_tail)
+        except Exception as exc:  # noqa: BLE001 - referee's own scoring step failed: the host is told, as above
+            self.store.event(SCORER_ERROR_EVENT, traceback.format_exc(), competition_id=self.comp.id,
+                             submission_id=sub.id, scorer="referee", metric=None,
+                             error=f"{type(exc).__name__}: {exc}")
+            return Outcome(SubmissionStatus.FAILED, FailureReason.SCORER_ERROR, SCORER_ERROR_MESSAGE, charge=False,
+                           log_tail=log_tail)
         scores = tuple(NewScore(metric=r.metric, split=r.split, value=r.value, n_items=r.n_items,
                                 stats_sha256=r.stats_sha256, details=r.details, provenance=r.provenance,
                                 ci_low=r.ci_low, ci_high=r.ci_high) for r in results)
@@ -481,6 +482,10 @@ class Controller:
             counts_toward_quota=outcome.charge if failed else None, scores=outcome.scores)
         if not ok:
             return False
+        if failed and not outcome.charge and attempt:
+            # the platform's or the host's failure (a scorer that raised, an attempt given up on): whatever
+            # that attempt's job cost is the competition's, never the team's
+            self.store.charge_attempt_to_platform(sid, attempt)
         if outcome.status is SubmissionStatus.SCORED:
             self.summary.scored += 1
             self.on_progress("scored", sid)

@@ -419,6 +419,12 @@ class Store(AccountsMixin, HostingMixin, SnapshotMixin, Database):
                             json.dumps(r.details, default=str), now) for r in rows])
         return len(rows)
 
+    def charge_attempt_to_platform(self, sid: int, attempt: int) -> int:
+        """Move the cost rows of one attempt of a submission to the platform account (the host pays)."""
+        return self._execute(
+            f"UPDATE costs SET details_json=json_set(details_json, '$.account', '{PLATFORM_ACCOUNT}') "
+            "WHERE job_id IN (SELECT id FROM jobs WHERE submission_id=? AND attempt=?)", (sid, attempt))
+
     def cost_spent(self, cid: str, unit: str, team: str | None = None) -> float:
         """Total ``unit`` of a competition (all accounts), or charged to one team (platform account left out)."""
         sql = "SELECT COALESCE(SUM(amount), 0) FROM costs WHERE competition_id=? AND unit=?"
