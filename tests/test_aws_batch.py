@@ -440,8 +440,8 @@ def test_s3_urls_expire_with_the_job(moto_aws, tmp_path):
         stage_url = env["REFEREE_STAGE_URL"]
         assert lifetime(stage_url) == pytest.approx(expected, abs=30)
         doc = __import__("json").load(urlopen(stage_url, timeout=30))
-        assert len(doc["inputs"]) == 1
-        for url in [*doc["inputs"].values(), doc["output_url"]]:
+        assert len(doc["files"]) == 1
+        for url in [*(f["url"] for f in doc["files"].values()), doc["output_url"]]:
             assert lifetime(url) == pytest.approx(expected, abs=30)
     with pytest.raises(BackendError, match="url_expiry_s"):
         moto_aws.backend(data="s3", s3_bucket="referee-exp", url_expiry_s=0)

@@ -31,6 +31,7 @@ from referee.platform.runtime.engine import (
     new_docker_client,
     require_engine,
 )
+from referee.platform.runtime.registry import dispatch_image
 from referee.platform.runtime.sandbox import SandboxPolicy
 from referee.platform.store import Store, SubmissionRow
 
@@ -504,7 +505,7 @@ def to_job(sub: SubmissionRow, comp: Competition, store: Store) -> dict:
         image = restore_image(sub, comp, store) or image
     except Exception:  # noqa: BLE001 - never fail dispatch here; the run reports a missing image
         pass
-    return {"image": image}
+    return {"image": dispatch_image(sub, comp, store, image)}  # by registry digest when there is a registry
 
 
 def restore_image(sub: SubmissionRow, comp: Competition, store: Store) -> str | None:

@@ -11,6 +11,7 @@ from referee.platform.store import Store
 
 def validate(comp: Competition) -> None:
     """Check what the YAML schema cannot: scorers exist and accept the params, reference data parses."""
+    from referee.platform.runtime.registry import settings_for
     from referee.platform.runtime.sandbox import SandboxPolicy
     from referee.scoring.engine import check_metric_params
     from referee.scoring.reference import load_reference
@@ -19,6 +20,7 @@ def validate(comp: Competition) -> None:
     if problems:
         raise SpecError(str(comp.source_path), problems)
     SandboxPolicy.for_competition(comp)  # bad sandbox settings fail at load, naming sandbox.<field>
+    settings_for(comp)  # likewise registry.<field>
     load_reference(comp)
 
 

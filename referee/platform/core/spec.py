@@ -170,6 +170,7 @@ class Competition(_Model):
     cost: dict[str, Any] = Field(default_factory=dict)
     checklist: dict[str, Any] | None = None
     leaderboard: dict[str, Any] = Field(default_factory=dict)
+    registry: dict[str, Any] | None = None  # runtime.registry.RegistrySettings: where images go for fleets
     source_path: Path | None = Field(default=None, exclude=True)
 
     @field_validator("id")
