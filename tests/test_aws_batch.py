@@ -322,7 +322,8 @@ def test_polls_describe_jobs_in_batches_of_100(moto_aws):
 # -- s3 mode and artifact stores -----------------------------------------------------------------------
 def test_s3_mode_uploads_inputs_once_and_jobs_hold_no_credentials(moto_aws, tmp_path, base_image):
     moto_aws.client("s3").create_bucket(Bucket="referee-art")
-    backend = moto_aws.backend(data="s3", s3_bucket="referee-art", s3_prefix="c1")
+    backend = moto_aws.backend(data="s3", s3_bucket="referee-art", s3_prefix="c1",
+                               input_cache=str(tmp_path / "instance"))
     inp = tmp_path / "in"
     (inp / "sub").mkdir(parents=True)
     (inp / "a.txt").write_text("alpha\n")
@@ -342,7 +343,11 @@ def test_s3_mode_uploads_inputs_once_and_jobs_hold_no_credentials(moto_aws, tmp_
             .get("Contents", [])]
     assert len(keys) == 3  # two input files and one manifest, uploaded once for both jobs
     props = backend.container_properties(jobs[0])
-    assert props["command"][:2] == ["python3", "-c"] and "volumes" not in props
+    assert props["command"][:2] == ["python3", "-c"]
+    # the inputs are cached on the instance volume (one fetch for both jobs), never in the sandbox's tmpfs
+    assert props["volumes"] == [{"name": "input-cache", "host": {"sourcePath": str(tmp_path / "instance" / "t")}}]
+    from referee.platform.runtime.inputcache import fetch_count
+    assert fetch_count(tmp_path / "instance" / "t") == 1
     for h in handles:
         backend.cleanup(h)
     left = moto_aws.client("s3").list_objects_v2(Bucket="referee-art", Prefix="c1/jobs/").get("KeyCount", 0)

@@ -32,6 +32,7 @@ import math
 import os
 import re
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -245,7 +246,7 @@ class AwsBatchBackend(Backend):
                  s3_prefix: str = "referee", log_group: str = "/aws/batch/job", batch_attempts: int = 2,
                  create_queue: bool | dict[str, Any] = False,
                  url_expiry_s: int | None = None, url_margin_s: int = 3600, session: Any = None,
-                 input_cache: str = "/var/lib/referee/input-cache", input_cache_bytes: int | str = "100g"):
+                 input_cache: str | None = None, input_cache_bytes: int | str = "100g"):
         if data not in ("shared-fs", "s3"):
             raise BackendError(f"aws-batch backend: option data must be 'shared-fs' or 's3', not {data!r}")
         if data == "s3" and not s3_bucket:
@@ -267,7 +268,12 @@ class AwsBatchBackend(Backend):
         self.url_expiry_s = None if url_expiry_s is None else min(int(url_expiry_s), MAX_URL_EXPIRY_S)
         self.url_margin_s = int(url_margin_s)
         from referee.platform.core.units import parse_size
-        self.input_cache, self.input_cache_bytes = input_cache, parse_size(input_cache_bytes)
+        self.input_cache_bytes = parse_size(input_cache_bytes)
+        # The instance volume for the input cache (s3 mode). Against a Batch on this machine (moto, an
+        # endpoint on 127.0.0.1) the "instances" are this machine: a temporary directory then.
+        self.simulated = bool(endpoint_url and re.match(r"^https?://(127\.|localhost[:/]|\[::1\])", endpoint_url))
+        self.input_cache = input_cache or (f"{tempfile.gettempdir()}/referee-instance-cache" if self.simulated
+                                           else "/var/lib/referee/input-cache")
         self.artifacts = None
         if data == "s3":
             from referee.platform.runtime.artifacts import S3ArtifactStore
@@ -350,7 +356,7 @@ class AwsBatchBackend(Backend):
         ``install -d -m 1777 /var/lib/referee/input-cache``); against a Batch on this machine (moto, an
         endpoint on 127.0.0.1) the instances are this machine, and it is made here."""
         path = f"{self.input_cache.rstrip('/')}/{_SAFE_NAME.sub('-', job.competition_id)}"
-        if self.endpoint_url and re.match(r"^https?://(127\.|localhost[:/]|\[::1\])", self.endpoint_url):
+        if self.simulated:
             Path(path).mkdir(parents=True, exist_ok=True)
             os.chmod(path, 0o1777)
         return path
