@@ -130,3 +130,12 @@ def test_cdi_device_names_and_video_capability_reach_docker(tmp_path, docker_cli
     if "nvidia" not in (docker_client.info().get("Runtimes") or {}):
         assert (st.state, st.reason) == (JobState.FAILED, FailureReason.PLATFORM_ERROR), st
         assert "cdi" in st.message.lower() or "device" in st.message.lower(), st.message
+
+
+def test_gpu_check_refuses_clearly_without_a_gpu():
+    import subprocess
+    from conftest import ROOT
+    if Path("/proc/driver/nvidia/gpus").is_dir():
+        pytest.skip("this machine has an NVIDIA GPU: run scripts/gpu-check.sh itself")
+    got = subprocess.run(["bash", str(ROOT / "scripts" / "gpu-check.sh")], capture_output=True, text=True, timeout=60)
+    assert got.returncode == 2 and "no NVIDIA GPU" in got.stderr, (got.returncode, got.stderr)

@@ -264,6 +264,8 @@ class RayFleet:
         worker = [self._ray(), "start", f"--address={self.address}", f"--num-cpus={self.worker_cpus}",
                   "--num-gpus=0", "--resources={\"fleet_worker\": 1000}", *common]
         extra = dict(self.worker_env)
+        if self.hide:  # its mounts are not the engine's: output tmpfs mounted there would be invisible to Docker
+            extra["REFEREE_OUTPUT_TMPFS"] = "0"
         if self.worker_docker_host:
             extra["DOCKER_HOST"] = self.worker_docker_host
         if self.hide:
@@ -363,6 +365,20 @@ def write_docker_config(dest: Path, registry: str, credentials: tuple[str, str] 
     (dest / "config.json").write_text(json.dumps({"auths": auths}))
     os.chmod(dest / "config.json", 0o600)
     return dest
+
+
+def start_demo_fleet(root: Path, hide: list[Path]) -> tuple[LocalRegistry, RayFleet]:
+    """For ``referee demo --fleet``: a registry and a two-node Ray cluster whose worker cannot see ``hide``
+    (when this machine allows it: root and unshare)."""
+    registry = LocalRegistry(root / "registry").start()
+    can_hide = os.geteuid() == 0 and shutil.which("unshare") is not None
+    ray_fleet = RayFleet(root / "ray", hide=hide if can_hide else [])
+    try:
+        ray_fleet.start()
+    except BaseException:
+        registry.stop()
+        raise
+    return registry, ray_fleet
 
 
 @contextlib.contextmanager
