@@ -165,6 +165,7 @@ def fleet(registry_server, second_engine, tmp_path_factory):
     except Exception as exc:  # noqa: BLE001
         ray_fleet.stop()
         moto.stop()
+        shutil.rmtree(root, ignore_errors=True)
         need(False, f"the local fleet ({exc})")
     yield SimpleNamespace(root=root, registry=registry_server, engine=second_engine, ray=ray_fleet, moto=moto,
                           store=root / "store", cache=root / "cache", hidden=hidden)

@@ -259,7 +259,7 @@ class RayFleet:
             [self._ray(), "start", "--head", f"--port={self.port}", "--num-cpus=0", "--num-gpus=0",
              "--include-dashboard=false", f"--temp-dir={temp}", *common],
             env=ray_env(), stdout=open(head_log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
-        _wait(lambda: "Ray runtime started" in head_log.read_text(errors="replace"), "the Ray head", 90,
+        _wait(lambda: "Ray runtime started" in head_log.read_text(errors="replace"), "the Ray head", 180,
               self.head, head_log)
         worker = [self._ray(), "start", f"--address={self.address}", f"--num-cpus={self.worker_cpus}",
                   "--num-gpus=0", "--resources={\"fleet_worker\": 1000}", *common]
@@ -277,7 +277,7 @@ class RayFleet:
         worker_log = self.root / "worker.log"
         self.worker = subprocess.Popen(worker, env=ray_env(extra), stdout=open(worker_log, "ab"),
                                        stderr=subprocess.STDOUT, start_new_session=True)
-        _wait(lambda: "Ray runtime started" in worker_log.read_text(errors="replace"), "the Ray worker", 90,
+        _wait(lambda: "Ray runtime started" in worker_log.read_text(errors="replace"), "the Ray worker", 180,
               self.worker, worker_log)
         return self
 
