@@ -245,7 +245,18 @@ class RayFleet:
         exe = Path(sys.executable).with_name("ray")
         return str(exe) if exe.exists() else "ray"
 
-    def start(self) -> "RayFleet":
+    def start(self, attempts: int = 3) -> "RayFleet":
+        """Start both nodes; Ray gives a raylet 30 s to register, which a loaded machine can miss: retry."""
+        for attempt in range(attempts):
+            try:
+                return self._start_once()
+            except BackendError:
+                self.stop()
+                if attempt == attempts - 1:
+                    raise
+        return self
+
+    def _start_once(self) -> "RayFleet":
         try:
             import ray  # noqa: F401
         except ImportError:
