@@ -69,21 +69,38 @@ def _run_on_fleet(workspace: Path, *, fresh: bool, out: Any) -> dict[str, Any]:
     from referee.platform.cli.localfleet import start_demo_fleet
     if not (_docker_ready() and _base_image_cached()):
         raise RefereeError("`referee demo --fleet` needs a Docker engine and the base image (run `make images`)")
+    workspace = workspace.resolve()
+    if fresh:  # emptied before the worker node hides it (a directory replaced later would show through)
+        _clear(workspace)
+    workspace.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="rf-demo-", dir="/tmp"))
     print("starting a registry and a two-node Ray cluster (about a minute) ...", flush=True)
-    registry, ray_fleet = start_demo_fleet(root, hide=[workspace.resolve()])
+    try:
+        registry, ray_fleet = start_demo_fleet(root, hide=[workspace])
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
     fleet = {"registry": {"url": f"{registry.address}/demo"},
              "backend": {"name": "ray", "max_in_flight": 4,
                          "options": {"address": ray_fleet.address, "input_store": str(root / "store"),
                                      "input_cache": str(root / "cache")}}}
     try:
-        return _run_demo(workspace, fresh=fresh, with_containers=True, out=out, fleet=fleet)
+        return _run_demo(workspace, fresh=False, with_containers=True, out=out, fleet=fleet)
     finally:
         import ray
         ray.shutdown()
         ray_fleet.stop()
         registry.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _clear(workspace: Path) -> None:
+    """Empty a demo workspace (only one that `referee demo` made)."""
+    if workspace.exists() and any(workspace.iterdir()):
+        if not (workspace / DEMO_MARKER).exists():
+            raise RefereeError(f"{workspace} is not empty and was not made by `referee demo`; refusing to "
+                               "replace it (choose another directory with -w, or `--keep`)")
+        shutil.rmtree(workspace)
 
 
 def _run_demo(workspace: Path, *, fresh: bool = True, with_containers: bool | None = None,
@@ -102,11 +119,8 @@ def _run_demo(workspace: Path, *, fresh: bool = True, with_containers: bool | No
     t0 = time.perf_counter()
     workspace = workspace.resolve()
     marker = workspace / DEMO_MARKER
-    if fresh and workspace.exists() and any(workspace.iterdir()):
-        if not marker.exists():
-            raise RefereeError(f"{workspace} is not empty and was not made by `referee demo`; refusing to "
-                               "replace it (choose another directory with -w, or `--keep`)")
-        shutil.rmtree(workspace)
+    if fresh:
+        _clear(workspace)
     store = Store(workspace)
     marker.write_text("made by `referee demo`; `referee demo` may delete and rebuild this directory\n")
     comps_dir = workspace / "competitions"

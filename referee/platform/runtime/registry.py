@@ -11,9 +11,9 @@ After intake the image is pushed and recorded as ``repository@sha256:<manifest d
 image id (the two differ: the id hashes the image config, the digest the registry's manifest). Every
 backend then runs the digest reference; a node pulls it before the first job that needs it, once
 (a lock per reference and node), with the node's own Docker credentials (``docker login`` or a
-credential helper), and a pull that fails is classified: the team's fault when the registry answers
-that the image does not exist or is not theirs, the platform's when the registry cannot be reached
-or refuses referee's credentials. Without a registry nothing is pushed and jobs run the image id on
+credential helper), and a pull that fails is classified: the team's fault only when the node's engine
+cannot unpack the image's content, the platform's when the registry cannot be reached, refuses
+referee's credentials or no longer has the image. Without a registry nothing is pushed and jobs run the image id on
 the one engine that has it.
 """
 
@@ -38,12 +38,14 @@ LOCK_DIR = Path(tempfile.gettempdir()) / "referee-pull-locks"
 DIGEST_REF = re.compile(r"^(?P<repo>[^@\s]+)@(?P<digest>sha256:[0-9a-f]{64})$")
 REGISTRY_FILE = "registry.yaml"  # workspace-wide default, used when a competition names no registry
 
-# What a registry says when the image is not there or not the asker's: the team's fault. Anything else
-# (unreachable, 5xx, referee's credentials missing, refused or expired) is the platform's.
-_NOT_THEIRS = ("manifest unknown", "name unknown", "not found", "does not exist",
-               "requested access to the resource is denied", "invalid reference format", "blob unknown")
-_PLATFORM_FIRST = ("unauthorized", "authentication required", "no basic auth credentials", "expired",
-                   "connection refused", "timeout", "i/o timeout", "no such host")
+# Every reference a node pulls is one referee pushed itself, of an image that intake already loaded and
+# checked (OS, architecture, command) on the scheduler's engine. So a pull fails by the team's doing only
+# when the node's engine cannot unpack what the image holds; a registry that cannot be reached, refuses
+# referee's credentials, or no longer has the image (a lifecycle policy, a wiped store) is the platform's.
+_IMAGE_CONTENT = ("failed to register layer", "max depth exceeded", "error processing tar file")
+_PLATFORM_FIRST = ("no space left on device", "unauthorized", "authentication required", "no basic auth credentials",
+                   "denied", "expired", "connection refused", "timeout", "no such host", "manifest unknown",
+                   "blob unknown", "name unknown", "not found")
 
 
 class RegistryError(BackendError):
@@ -230,12 +232,13 @@ def is_digest_ref(image: str | None) -> bool:
 
 
 def classify_pull_error(text: str) -> FailureReason:
-    """The team's fault (IMAGE_INVALID) when the registry says the image does not exist or is not
-    theirs; otherwise (unreachable, referee's credentials refused or expired) the platform's."""
+    """The team's fault (IMAGE_INVALID) only when the node's engine cannot unpack the image's content;
+    otherwise (the registry unreachable, referee's credentials refused or expired, the image gone from
+    the registry, the node's disk full) the platform's: retried, never charged."""
     low = re.sub(r"sha256:[0-9a-f]+", "", text.lower())
     if any(s in low for s in _PLATFORM_FIRST):
         return FailureReason.PLATFORM_ERROR
-    if any(s in low for s in _NOT_THEIRS):
+    if any(s in low for s in _IMAGE_CONTENT):
         return FailureReason.IMAGE_INVALID
     return FailureReason.PLATFORM_ERROR
 

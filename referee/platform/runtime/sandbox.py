@@ -319,10 +319,6 @@ class OutputScratch:
             _remove_tree(self.path)
         self.path.mkdir(parents=True)
         want = self.policy.output_tmpfs
-        # REFEREE_OUTPUT_TMPFS=0: this process's mounts are not the engine's (a node in a mount namespace
-        # of its own), so a tmpfs mounted here would be invisible to the container.
-        if want == "auto" and os.environ.get("REFEREE_OUTPUT_TMPFS") == "0":
-            want = False
         if want is True or (want == "auto" and os.geteuid() == 0):
             try:
                 self._mount_tmpfs(uid, gid)
