@@ -65,12 +65,16 @@ def _wait(check: Any, what: str, timeout: float, proc: subprocess.Popen[bytes] |
     raise BackendError(f"{what} did not come up within {timeout:g}s{tail}")
 
 
-def _stop(proc: subprocess.Popen[bytes] | None, grace: float = 15.0) -> None:
-    """SIGTERM the process group a part was started in, then SIGKILL what is left."""
+def _stop(proc: subprocess.Popen[bytes] | None, grace: float = 15.0, *, group: bool = True) -> None:
+    """SIGTERM the process group a part was started in (or, ``group=False``, only its leader, which
+    stops the rest itself), then SIGKILL what is left of the group."""
     if proc is None or proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
+        if group:
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            os.kill(proc.pid, signal.SIGTERM)
     try:
         proc.wait(grace)
     except subprocess.TimeoutExpired:
@@ -399,8 +403,10 @@ class RayFleet:
                 raise BackendError(f"{' '.join(cmd)} failed: {got.stderr.strip()}")
 
     def _stop_processes(self) -> None:
-        _stop(self.worker, grace=20)
-        _stop(self.head, grace=20)
+        # `ray start --block` stops its node's processes itself on SIGTERM (in about 2 s); when they get the
+        # signal too, the head's waits out its grace period.
+        _stop(self.worker, grace=20, group=False)
+        _stop(self.head, grace=20, group=False)
         # A raylet and its workers outlive `ray start --block` briefly; anything of ours still running goes now.
         # (Ray renames its agents and workers, so they are found by session, not by command line.)
         pids = set(_pids_mentioning(str(self.root / "t")))
