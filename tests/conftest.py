@@ -107,3 +107,76 @@ def base_image(docker_client):
     except BackendError as exc:
         need(False, f"the build engine ({exc})")
     return tag
+
+
+# -- a fleet on this machine (registry, second engine, two-node Ray, moto): see referee/platform/cli/localfleet.py
+REGISTRY_USER, REGISTRY_PASSWORD_ENV = "referee", "REFEREE_TEST_REGISTRY_PASSWORD"
+
+
+@pytest.fixture(scope="session")
+def registry_server(tmp_path_factory):
+    """A real docker-registry on 127.0.0.1 with htpasswd credentials (the password in an env variable)."""
+    import secrets
+    import tempfile
+
+    from referee.platform.cli.localfleet import LocalRegistry, registry_binary
+    need(registry_binary() is not None, "Debian's docker-registry (scripts/install.sh unpacks it)")
+    password = secrets.token_hex(8)
+    os.environ[REGISTRY_PASSWORD_ENV] = password
+    reg = LocalRegistry(Path(tempfile.mkdtemp(prefix="rf-reg-", dir="/tmp")), credentials=(REGISTRY_USER, password))
+    reg.start()
+    yield reg
+    reg.stop()
+    shutil.rmtree(reg.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def second_engine(docker_client):
+    """A second dockerd ("another machine") that has none of the host's images."""
+    import tempfile
+
+    from referee.platform.cli.localfleet import SecondEngine
+    need(os.geteuid() == 0 and shutil.which("dockerd") is not None, "root and dockerd (a second Docker engine)")
+    engine = SecondEngine(Path(tempfile.mkdtemp(prefix="rf-d2-", dir="/tmp")))
+    try:
+        engine.start()
+    except Exception as exc:  # noqa: BLE001
+        need(False, f"a second Docker engine ({exc})")
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture(scope="session")
+def fleet(registry_server, second_engine, tmp_path_factory):
+    """Registry + second engine + a two-node Ray cluster whose worker uses the second engine and cannot
+    see pytest's temporary directories (every workspace and competition) + moto's server on the second
+    engine. Started once per session, stopped by its own PIDs."""
+    import tempfile
+    from types import SimpleNamespace
+
+    from referee.platform.cli.localfleet import MotoProcess, RayFleet, write_docker_config
+    need(shutil.which("unshare") is not None, "unshare (util-linux), to hide the workspace from the Ray worker")
+    try:
+        import ray  # noqa: F401
+    except ImportError as exc:
+        need(False, f"Ray ({exc})")
+    root = Path(tempfile.mkdtemp(prefix="rf-", dir="/tmp"))
+    creds = (REGISTRY_USER, os.environ[REGISTRY_PASSWORD_ENV])
+    docker_config = write_docker_config(root / "docker-config", registry_server.address, creds)
+    hidden = tmp_path_factory.getbasetemp()
+    ray_fleet = RayFleet(root / "ray", worker_docker_host=second_engine.host, hide=[hidden],
+                         worker_env={"DOCKER_CONFIG": str(docker_config)})
+    moto = MotoProcess(root / "moto", docker_host=second_engine.host, docker_config=docker_config)
+    try:
+        ray_fleet.start()
+        moto.start()
+    except Exception as exc:  # noqa: BLE001
+        ray_fleet.stop()
+        moto.stop()
+        shutil.rmtree(root, ignore_errors=True)
+        need(False, f"the local fleet ({exc})")
+    yield SimpleNamespace(root=root, registry=registry_server, engine=second_engine, ray=ray_fleet, moto=moto,
+                          store=root / "store", cache=root / "cache", hidden=hidden)
+    moto.stop()
+    ray_fleet.stop()
+    shutil.rmtree(root, ignore_errors=True)

@@ -151,6 +151,17 @@ def _desc(status: str, **kw: Any) -> dict:
     (_desc("FAILED", statusReason="Task failed to start", attempts=[{"container": {"reason": (
         "CannotCreateContainerError: Error response from daemon: devmapper: Thin Pool has 0 free data "
         "blocks")}}]), JobState.FAILED, FailureReason.PLATFORM_ERROR),
+    # s3 mode: exit status 97 is the stager's (the inputs could not be staged), the platform's fault
+    (_desc("FAILED", container={"exitCode": 97}, tags={"referee.staged": "1"}), JobState.FAILED,
+     FailureReason.PLATFORM_ERROR),
+    (_desc("FAILED", container={"exitCode": 97}), JobState.FAILED, FailureReason.EXITED_NONZERO),
+    # a pull fails by the team's doing only when the image's content cannot be unpacked
+    (_desc("FAILED", statusReason="Task failed to start", attempts=[{"container": {"reason": (
+        "CannotPullContainerError: failed to register layer: Error processing tar file(exit status 1): "
+        "invalid argument")}}]), JobState.FAILED, FailureReason.IMAGE_INVALID),
+    (_desc("FAILED", statusReason="Task failed to start", attempts=[{"container": {"reason": (
+        "CannotPullContainerError: Error response from daemon: manifest for 1.dkr.ecr.us-east-1.amazonaws.com/"
+        "r@sha256:00 not found: manifest unknown")}}]), JobState.FAILED, FailureReason.PLATFORM_ERROR),
 ])
 def test_batch_states_map_to_referee(desc, state, reason):
     st = batch_status(desc)
@@ -322,7 +333,8 @@ def test_polls_describe_jobs_in_batches_of_100(moto_aws):
 # -- s3 mode and artifact stores -----------------------------------------------------------------------
 def test_s3_mode_uploads_inputs_once_and_jobs_hold_no_credentials(moto_aws, tmp_path, base_image):
     moto_aws.client("s3").create_bucket(Bucket="referee-art")
-    backend = moto_aws.backend(data="s3", s3_bucket="referee-art", s3_prefix="c1")
+    backend = moto_aws.backend(data="s3", s3_bucket="referee-art", s3_prefix="c1",
+                               input_cache=str(tmp_path / "instance"))
     inp = tmp_path / "in"
     (inp / "sub").mkdir(parents=True)
     (inp / "a.txt").write_text("alpha\n")
@@ -342,11 +354,52 @@ def test_s3_mode_uploads_inputs_once_and_jobs_hold_no_credentials(moto_aws, tmp_
             .get("Contents", [])]
     assert len(keys) == 3  # two input files and one manifest, uploaded once for both jobs
     props = backend.container_properties(jobs[0])
-    assert props["command"][:2] == ["python3", "-c"] and "volumes" not in props
+    assert props["command"][:2] == ["python3", "-c"]
+    # the inputs are cached on the instance volume (one fetch for both jobs), never in the sandbox's tmpfs
+    assert props["volumes"] == [{"name": "input-cache", "host": {"sourcePath": str(tmp_path / "instance" / "t")}}]
+    from referee.platform.runtime.inputcache import fetch_count
+    assert fetch_count(tmp_path / "instance" / "t") == 1
     for h in handles:
         backend.cleanup(h)
     left = moto_aws.client("s3").list_objects_v2(Bucket="referee-art", Prefix="c1/jobs/").get("KeyCount", 0)
     assert left == 0
+
+
+def test_a_staging_failure_is_the_platforms_and_a_submissions_97_is_its_own(moto_aws, tmp_path, base_image):
+    """An input blob that arrives corrupt makes the stager exit 97: a platform error (retried, never
+    charged); a submission that exits 97 itself is reported as exiting 1, its own failure."""
+    moto_aws.client("s3").create_bucket(Bucket="referee-stage")
+    backend = moto_aws.backend(data="s3", s3_bucket="referee-stage", s3_prefix="c1",
+                               input_cache=str(tmp_path / "instance"))
+    inp = tmp_path / "in"
+    inp.mkdir()
+    (inp / "a.txt").write_text("alpha\n")
+    assert backend.artifacts is not None
+    backend.artifacts.put_tree(inp)
+    from referee.platform.core.hashing import file_sha256
+    key = backend.artifacts.key(blob_key(file_sha256(inp / "a.txt")))
+    moto_aws.client("s3").put_object(Bucket="referee-stage", Key=key, Body=b"ALPHA\n")  # same size, other bytes
+    corrupt = job_spec(tmp_path, "corrupt", base_image, "print('never runs')", input_dir=inp)
+    own97 = job_spec(tmp_path, "own97", base_image, "import sys; sys.exit(97)")
+    handles = [backend.submit(corrupt), backend.submit(own97)]
+    st = wait_final(backend, handles)
+    assert all(s.state == JobState.FAILED for s in st.values()), st
+    assert "referee stager: staging the inputs failed" in backend.logs(handles[0])
+    assert "arrived corrupt" in backend.logs(handles[0])
+    assert not list((tmp_path / "instance").rglob("a.txt"))  # nothing half-fetched is left to reuse
+    assert "exited with 97, reported as 1" in backend.logs(handles[1])
+    # moto's describe_jobs leaves out the exit code that AWS Batch reports (its list_jobs has it): put it
+    # back where AWS puts it and map what AWS would say
+    batch = moto_aws.client("batch")
+    codes = {j["jobId"]: (j.get("container") or {}).get("exitCode")
+             for j in batch.list_jobs(jobQueue=backend.job_queue, jobStatus="FAILED")["jobSummaryList"]}
+    assert [codes[h] for h in handles] == [97, 1]
+    descs = {d["jobId"]: d for d in batch.describe_jobs(jobs=handles)["jobs"]}
+    for h, reason in zip(handles, (FailureReason.PLATFORM_ERROR, FailureReason.EXITED_NONZERO)):
+        descs[h].setdefault("container", {})["exitCode"] = codes[h]
+        assert batch_status(descs[h]).reason is reason, descs[h]
+    for h in handles:
+        backend.cleanup(h)
 
 
 def test_artifact_stores_round_trip_and_refuse_corruption(moto_aws, tmp_path):
@@ -440,8 +493,8 @@ def test_s3_urls_expire_with_the_job(moto_aws, tmp_path):
         stage_url = env["REFEREE_STAGE_URL"]
         assert lifetime(stage_url) == pytest.approx(expected, abs=30)
         doc = __import__("json").load(urlopen(stage_url, timeout=30))
-        assert len(doc["inputs"]) == 1
-        for url in [*doc["inputs"].values(), doc["output_url"]]:
+        assert len(doc["files"]) == 1
+        for url in [*(f["url"] for f in doc["files"].values()), doc["output_url"]]:
             assert lifetime(url) == pytest.approx(expected, abs=30)
     with pytest.raises(BackendError, match="url_expiry_s"):
         moto_aws.backend(data="s3", s3_bucket="referee-exp", url_expiry_s=0)

@@ -161,7 +161,8 @@ def test_gpu_device_requests_reach_docker_pinned_to_rays_gpu(ray_cluster, tmp_pa
                                                  "if d.startswith('nvidia')))"), image=base_image, gpus=1, cpu=1)
     cfg = container_config(job, SandboxPolicy(), output_source=tmp_path)
     assert [dict(r) for r in cfg["device_requests"]] == [{"Driver": "", "Count": 1, "DeviceIDs": [],
-                                                          "Capabilities": [["gpu"]], "Options": {}}]
+                                                          "Capabilities": [["gpu", "compute", "utility"]],
+                                                          "Options": {}}]
     pinned = container_config(job, SandboxPolicy(), output_source=tmp_path, gpu_device_ids=["0"])
     assert pinned["device_requests"][0]["DeviceIDs"] == ["0"] and not pinned["device_requests"][0].get("Count")
     backend = RayBackend()

@@ -102,7 +102,7 @@ def test_config_gpus_and_disk_output(tmp_path):
     policy = SandboxPolicy.from_mapping(job.sandbox)
     cfg = container_config(job, policy, output_source=tmp_path, output_on_disk=True)
     (req,) = cfg["device_requests"]
-    assert req["Count"] == 2 and req["Capabilities"] == [["gpu"]]
+    assert req["Count"] == 2 and req["Capabilities"] == [["gpu", "compute", "utility"]]
     fsize = [u for u in cfg["ulimits"] if u["Name"] == "fsize"]
     assert fsize and fsize[0]["Hard"] == 1_000_001
     job.resources.cpu = 8

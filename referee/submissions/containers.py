@@ -22,6 +22,7 @@ from referee.platform.core.errors import BackendError, SpecError, SubmissionReje
 from referee.platform.core.hashing import file_sha256
 from referee.platform.core.spec import Competition
 from referee.platform.runtime.engine import docker_client, require_engine
+from referee.platform.runtime.registry import dispatch_image
 from referee.platform.runtime.sandbox import SandboxPolicy
 from referee.platform.store import Store, SubmissionRow
 from referee.submissions.acceptance import accept_image, accept_or_drop, image_ids
@@ -239,7 +240,7 @@ def to_job(sub: SubmissionRow, comp: Competition, store: Store) -> dict:
         image = restore_image(sub, comp, store) or image
     except Exception:  # noqa: BLE001 - never fail dispatch here; the run reports a missing image
         pass
-    return {"image": image}
+    return {"image": dispatch_image(sub, comp, store, image)}  # by registry digest when there is a registry
 
 
 def restore_image(sub: SubmissionRow, comp: Competition, store: Store) -> str | None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from referee.platform.core.errors import SubmissionRejected
 from referee.platform.core.jobs import FailureReason
 from referee.platform.core.spec import Competition
+from referee.platform.runtime.registry import publish_image
 from referee.platform.store import Store
 from referee.plugins.manager import get_plugin_manager
 
@@ -68,7 +69,7 @@ def submit(store: Store, comp: Competition, team: str, source: str | Path, *, ki
                                  metadata={"refused_at_intake": exc.code, **(metadata or {})},
                                  failure=(FailureReason.BUILD_FAILED.value, str(exc)))
         raise
-    meta = {**stored.get("metadata", {}), **(metadata or {})}
+    meta = publish_image(comp, {**stored.get("metadata", {}), **(metadata or {})}, workspace=store.root)
     sid = store.add_submission(cid=comp.id, limits=comp.limits, team=team, phase=ph.name, kind=kind,
                                sha256=stored["sha256"], filename=stored.get("filename"), size=stored.get("size"),
                                now=now, metadata=meta, description=description, baseline=baseline)

@@ -32,6 +32,7 @@ import math
 import os
 import re
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from referee.platform.core.jobs import (
     JobStatus,
     now_utc,
 )
+from referee.platform.runtime.registry import classify_pull_error
 from referee.platform.runtime.sandbox import (
     _INVALID_START,  # start failures that are the image's fault
 )
@@ -56,6 +58,7 @@ TIMEOUT_REASON = "referee: timed out"
 TAG_TIMEOUT = "referee.timeout_s"
 TAG_INSTANCE = "referee.instance_type"
 TAG_JOB = "referee.job_id"
+TAG_STAGED = "referee.staged"  # s3 mode: exit status 97 is the stager's, not the submission's
 TAG_OUTPUT_DIR = "referee.output_dir"  # where the job's spec file lies (see job_spec_file)
 MAX_TAG_VALUE = 256  # Batch's limit on a tag value
 MAX_URL_EXPIRY_S = 7 * 24 * 3600  # SigV4's limit on a presigned URL
@@ -77,26 +80,37 @@ INFRA_RULES: tuple[tuple[str, str], ...] = (
 _QUEUED = {"SUBMITTED", "PENDING", "RUNNABLE", "STARTING"}
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_-]")
 
-# Runs inside the job container in s3 mode: stdlib only, so any image with python3 works.
-STAGER = r"""
+# Runs inside the job container in s3 mode: stdlib only, so any image with python3 works. The input tree
+# is materialised once per instance into the instance volume mounted at CACHE_MOUNT (inputcache.py, the
+# same code a Ray node runs, is prepended), re-checked file by file before each reuse (an earlier job on
+# the instance could write the cache), and never lands in the sandbox's tmpfs. Exit status 97 with
+# "referee stager:" on stderr says staging failed: the platform's fault, retried, never charged.
+STAGE_FAILED_EXIT = 97
+CACHE_MOUNT = "/referee-cache"
+STAGER_MAIN = r"""
 import json, os, shutil, subprocess, sys, urllib.request
-from pathlib import Path, PurePosixPath
-def get(url):
+from pathlib import Path
+def _get(url):
     return urllib.request.urlopen(url, timeout=600)
-stage = json.load(get(os.environ.pop("REFEREE_STAGE_URL")))
-base = Path(os.environ.get("REFEREE_STAGE_DIR", "/tmp/referee"))
-inp, out = base / "input", base / "output"
-for rel, url in stage["inputs"].items():
-    parts = PurePosixPath(rel).parts
-    if PurePosixPath(rel).is_absolute() or ".." in parts:
-        sys.exit("referee stager: unsafe input path " + rel)
-    dest = inp.joinpath(*parts)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with get(url) as r, open(dest, "wb") as f:
-        shutil.copyfileobj(r, f)
-out.mkdir(parents=True, exist_ok=True)
-env = dict(os.environ, REFEREE_INPUT=str(inp), REFEREE_OUTPUT=str(out))
+try:
+    stage = json.load(_get(os.environ.pop("REFEREE_STAGE_URL")))
+    out = Path(os.environ.get("REFEREE_STAGE_DIR", "/tmp/referee")) / "output"
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, REFEREE_OUTPUT=str(out))
+    if stage.get("tree"):
+        cache = InputCache(os.environ.get("REFEREE_CACHE_DIR", "/referee-cache"),
+                           int(os.environ.get("REFEREE_CACHE_MAX_BYTES", str(100 * 2**30))))
+        inp = cache.materialise(stage["tree"], stage["files"], url_fetcher, verify=True)
+        env["REFEREE_INPUT"] = str(inp)
+        hold = cache.use(stage["tree"])
+        hold.__enter__()
+except Exception as exc:
+    sys.stderr.write("referee stager: staging the inputs failed: %s: %s\n" % (type(exc).__name__, exc))
+    sys.exit(97)
 rc = subprocess.call(sys.argv[1:], env=env)
+if rc == 97:
+    sys.stderr.write("referee stager: the submission exited with 97, reported as 1 (97 means staging failed)\n")
+    rc = 1
 result = out / stage["output_name"]
 if rc == 0 and result.is_file() and not result.is_symlink():
     with open(result, "rb") as f:
@@ -105,6 +119,13 @@ if rc == 0 and result.is_file() and not result.is_symlink():
     urllib.request.urlopen(req, timeout=600).close()
 sys.exit(rc if rc >= 0 else 128 - rc)
 """
+
+
+def stager_script() -> str:
+    """The s3-mode stager: the input cache (stdlib only) followed by the staging main."""
+    from referee.platform.runtime import inputcache
+    source = Path(inputcache.__file__).read_text(encoding="utf-8").replace("from __future__ import annotations\n", "")
+    return source + "\n" + STAGER_MAIN
 
 
 def retry_strategy(attempts: int) -> dict[str, Any]:
@@ -187,6 +208,10 @@ def batch_status(desc: dict[str, Any], now: float | None = None) -> JobStatus:
     if status_reason.startswith(TIMEOUT_REASON) or "attempt duration exceeded" in status_reason.lower():
         return JobStatus(JobState.FAILED, FailureReason.TIMED_OUT, status_reason, **done)
     for text in (reason_text, status_reason):
+        if _matches(text, "CannotPullContainerError*") and \
+                classify_pull_error(text) is FailureReason.IMAGE_INVALID:
+            return JobStatus(JobState.FAILED, FailureReason.IMAGE_INVALID,
+                             f"AWS Batch: the image could not be pulled: {text}", **done)
         if _matches(text, "Cannot*") and any(s in text for s in _INVALID_START):
             return JobStatus(JobState.FAILED, FailureReason.IMAGE_INVALID,
                              f"AWS Batch: the container could not start: {text}", **done)
@@ -200,6 +225,9 @@ def batch_status(desc: dict[str, Any], now: float | None = None) -> JobStatus:
     if exit_code is None and limit and started and stopped and (stopped - started).total_seconds() >= limit - 1:
         return JobStatus(JobState.FAILED, FailureReason.TIMED_OUT, f"ran past attemptDurationSeconds={limit}",
                          **done)
+    if exit_code == STAGE_FAILED_EXIT and tags.get(TAG_STAGED):
+        return JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR,
+                         "AWS Batch: staging the inputs failed (see the job's log)", **done)
     if exit_code is None:  # a submission's failure unless Batch says otherwise (no free retries)
         why = status_reason or reason_text or "AWS Batch reported no exit code"
         return JobStatus(JobState.FAILED, FailureReason.EXITED_NONZERO, f"the job failed: {why}", **done)
@@ -217,7 +245,8 @@ class AwsBatchBackend(Backend):
                  efs_file_system_id: str | None = None, s3_bucket: str | None = None,
                  s3_prefix: str = "referee", log_group: str = "/aws/batch/job", batch_attempts: int = 2,
                  create_queue: bool | dict[str, Any] = False,
-                 url_expiry_s: int | None = None, url_margin_s: int = 3600, session: Any = None):
+                 url_expiry_s: int | None = None, url_margin_s: int = 3600, session: Any = None,
+                 input_cache: str | None = None, input_cache_bytes: int | str = "100g"):
         if data not in ("shared-fs", "s3"):
             raise BackendError(f"aws-batch backend: option data must be 'shared-fs' or 's3', not {data!r}")
         if data == "s3" and not s3_bucket:
@@ -225,6 +254,7 @@ class AwsBatchBackend(Backend):
         import boto3
         self.session = session or boto3.session.Session(region_name=region)
         kw = {"endpoint_url": endpoint_url} if endpoint_url else {}
+        self.endpoint_url = endpoint_url
         self.batch = self.session.client("batch", **kw)
         self.logs_client = self.session.client("logs", **kw)
         self.job_queue, self.gpu_job_queue = job_queue, gpu_job_queue
@@ -237,6 +267,13 @@ class AwsBatchBackend(Backend):
             raise BackendError("aws-batch backend: url_expiry_s must be positive and url_margin_s not negative")
         self.url_expiry_s = None if url_expiry_s is None else min(int(url_expiry_s), MAX_URL_EXPIRY_S)
         self.url_margin_s = int(url_margin_s)
+        from referee.platform.core.units import parse_size
+        self.input_cache_bytes = parse_size(input_cache_bytes)
+        # The instance volume for the input cache (s3 mode). Against a Batch on this machine (moto, an
+        # endpoint on 127.0.0.1) the "instances" are this machine: a temporary directory then.
+        self.simulated = bool(endpoint_url and re.match(r"^https?://(127\.|localhost[:/]|\[::1\])", endpoint_url))
+        self.input_cache = input_cache or (f"{tempfile.gettempdir()}/referee-instance-cache" if self.simulated
+                                           else "/var/lib/referee/input-cache")
         self.artifacts = None
         if data == "s3":
             from referee.platform.runtime.artifacts import S3ArtifactStore
@@ -299,7 +336,10 @@ class AwsBatchBackend(Backend):
         }
         command = list(job.command or policy.command or [])
         if self.data == "s3":
-            props["command"] = ["python3", "-c", STAGER, *(command or image_command(job.image))]
+            props["command"] = ["python3", "-c", stager_script(), *(command or image_command(job.image))]
+            # The input cache: a volume of the instance (one directory per competition), never the tmpfs.
+            props["volumes"] = [{"name": "input-cache", "host": {"sourcePath": self._cache_dir(job)}}]
+            props["mountPoints"] = [{"sourceVolume": "input-cache", "containerPath": CACHE_MOUNT, "readOnly": False}]
             return props
         if command:
             props["command"] = command
@@ -310,6 +350,16 @@ class AwsBatchBackend(Backend):
             props["mountPoints"].append({"sourceVolume": "input", "containerPath": policy.input_mount,
                                          "readOnly": True})
         return props
+
+    def _cache_dir(self, job: JobSpec) -> str:
+        """The instance directory of a competition's input cache. Instances make it (launch template:
+        ``install -d -m 1777 /var/lib/referee/input-cache``); against a Batch on this machine (moto, an
+        endpoint on 127.0.0.1) the instances are this machine, and it is made here."""
+        path = f"{self.input_cache.rstrip('/')}/{_SAFE_NAME.sub('-', job.competition_id)}"
+        if self.simulated:
+            Path(path).mkdir(parents=True, exist_ok=True)
+            os.chmod(path, 0o1777)
+        return path
 
     def _job_definition(self, job: JobSpec) -> tuple[str, bool]:
         """Register (or reuse) the job definition; returns (arn, whether it is specific to this job)."""
@@ -329,7 +379,7 @@ class AwsBatchBackend(Backend):
                     tags={"referee.competition": job.competition_id}, propagateTags=True,
                     **body)["jobDefinitionArn"]
             self._defs[name] = arn
-        return arn, "volumes" in props
+        return arn, self.data == "shared-fs" and "volumes" in props  # shared-fs mounts this job's own directory
 
     def url_expiry(self, job: JobSpec) -> int:
         """Seconds a job's presigned URLs stay valid: its timeout plus the queueing margin (or the fixed
@@ -346,6 +396,8 @@ class AwsBatchBackend(Backend):
         out = Path(job.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         env = {**job.env, "REFEREE_OUTPUT_FILE": job.output_file}
+        if job.resources.gpus:
+            env["NVIDIA_DRIVER_CAPABILITIES"] = ",".join(sandbox_policy(job).gpu_capabilities)
         if self.data == "s3":
             assert self.artifacts is not None
             tree = None
@@ -355,6 +407,8 @@ class AwsBatchBackend(Backend):
                     tree = self._trees[job.input_dir] = self.artifacts.put_tree(Path(job.input_dir))
             env["REFEREE_STAGE_URL"] = self.artifacts.stage_manifest(job.job_id, tree, job.output_file,
                                                                      self.url_expiry(job))
+            env["REFEREE_CACHE_DIR"] = CACHE_MOUNT
+            env["REFEREE_CACHE_MAX_BYTES"] = str(self.input_cache_bytes)
         else:  # the container writes a scratch directory; only the prediction file is copied out
             policy = sandbox_policy(job)
             scratch = scratch_dir(job)
@@ -367,6 +421,8 @@ class AwsBatchBackend(Backend):
         queue = self.gpu_job_queue if job.resources.gpus and self.gpu_job_queue else self.job_queue
         tags = {TAG_JOB: job.job_id, TAG_TIMEOUT: f"{job.timeout_s:g}",
                 TAG_INSTANCE: job.resources.instance_type or "", **job.labels}
+        if self.data == "s3":
+            tags[TAG_STAGED] = "1"
         out_dir = str(out.resolve())
         if len(out_dir) <= MAX_TAG_VALUE:  # lets a restarted scheduler's poll find the spec (re-attach)
             spec_file = job_spec_file(out_dir)

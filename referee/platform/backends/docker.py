@@ -1,6 +1,7 @@
 """Docker backend: sandboxed containers on one Docker engine, N at a time.
 
 Each job runs ``run_job_in_docker`` on one of ``slots`` worker threads, so ``poll`` only reads state.
+A job that asks for GPUs holds distinct ones of this host's (a pool per host) while it runs.
 The handle is the container's name, which is stable and unique per attempt; a scheduler that restarts
 hands its old handles to ``poll`` and the backend re-attaches to those containers through their labels
 (the job spec and deadline travel with the container).
@@ -8,6 +9,7 @@ hands its old handles to ``poll`` and the backend re-attaches to those container
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ from referee.platform.core.jobs import (
     now_utc,
 )
 from referee.platform.runtime.engine import docker_client
+from referee.platform.runtime.gpus import GpuUnavailable, gpu_inventory, pool_for
 from referee.platform.runtime.sandbox import (
     attach_job_in_docker,
     container_name,
@@ -51,10 +54,11 @@ class DockerBackend(Backend):
     name = "docker"
 
     def __init__(self, workspace: Any = None, *, slots: int = 4, base_url: str | None = None,
-                 client: Any = None, timeout: float = 120.0):
+                 client: Any = None, timeout: float = 120.0, gpu_ids: list[str] | int | None = None):
         if slots < 1:
             raise ValueError("slots must be at least 1")
         self.slots = int(slots)
+        self.gpu_ids = gpu_inventory(gpu_ids)  # this host's GPUs: each running job holds its own
         self._base_url = base_url
         self._timeout = timeout
         self._client = client
@@ -187,4 +191,17 @@ class DockerBackend(Backend):
                                           on_started=started)
             return status or lost_handle(task.handle, self.name)
         assert task.job is not None
-        return run_job_in_docker(task.job, client=self.client, cancel_event=task.cancel, on_started=started)
+        if task.job.resources.gpus <= 0 or not self.gpu_ids:  # no inventory: the engine picks (or refuses)
+            return run_job_in_docker(task.job, client=self.client, cancel_event=task.cancel, on_started=started)
+        pool = pool_for(self._base_url or os.environ.get("DOCKER_HOST") or "local", self.gpu_ids)
+        try:
+            ids = pool.acquire(int(task.job.resources.gpus), task.cancel)
+        except GpuUnavailable as exc:
+            reason = FailureReason.CANCELLED if task.cancel.is_set() else FailureReason.PLATFORM_ERROR
+            return JobStatus(JobState.CANCELLED if task.cancel.is_set() else JobState.FAILED, reason, str(exc),
+                             finished_at=now_utc())
+        try:
+            return run_job_in_docker(task.job, client=self.client, cancel_event=task.cancel, on_started=started,
+                                     gpu_device_ids=ids)
+        finally:
+            pool.release(ids)

@@ -11,20 +11,28 @@ re-attached from a new driver, so after a scheduler restart ``poll`` reports an 
 platform error: retried, not charged) and removes its container from whichever node still runs it;
 ``cancel`` from another process does the same.
 
+Nodes share nothing with the scheduler but a registry and an input store. A container job runs its
+image by registry digest (the node pulls it once, with its own Docker credentials) in a node-local
+work directory; the prediction file comes back in the task's result. With ``input_store`` (or
+``stage_inputs``) the competition's inputs are published once as a content-addressed tree and every
+node materialises each tree once into its ``input_cache`` (streaming from the store, never through
+the scheduler's memory), mounted read-only into each job.
+
 Options: ``address`` (``ray://host:10001``, ``auto`` for a cluster on this machine, or none to start a
 local one), ``num_cpus``/``num_gpus`` for a local start, ``max_in_flight``, ``runner`` (``docker``, or
-``process`` for a host's trusted commands), ``stage_inputs`` (ship the input tree through Ray's object
-store to nodes that do not share the host's file system).
+``process`` for a host's trusted commands), ``input_store`` (``s3://bucket/prefix`` or a directory the
+nodes can read), ``input_cache`` (on each node; default /tmp/referee-ray-inputs), ``input_cache_bytes``
+(LRU bound, default 100g), ``stage_inputs`` (true: a directory store on this machine, for one-machine
+clusters).
 """
 
 from __future__ import annotations
 
 import collections
-import io
 import logging
 import os
+import shutil
 import socket
-import tarfile
 import threading
 import time
 from dataclasses import dataclass
@@ -40,10 +48,24 @@ from referee.platform.core.jobs import (
     JobStatus,
     now_utc,
 )
+from referee.platform.core.units import parse_size
 
 LOG_TAIL_BYTES = 1 << 16
 BACKSTOP_GRACE_S = 60.0  # the sandbox enforces the timeout; the task stops waiting this much later
-STAGE_ROOT = Path(os.environ.get("REFEREE_RAY_STAGE", "/tmp/referee-ray-inputs"))
+STAGE_ROOT = Path(os.environ.get("REFEREE_RAY_STAGE", "/tmp/referee-ray-inputs"))  # the default node cache
+LOCAL_STORE = Path(os.environ.get("REFEREE_RAY_STORE", "/tmp/referee-input-store"))  # stage_inputs: true
+NODE_WORK = Path(os.environ.get("REFEREE_NODE_WORK", "/tmp/referee-node"))  # a job's files on its node
+
+
+@dataclass(frozen=True)
+class Staged:
+    """Where a job's inputs come from on its node: a published tree and the node's cache."""
+
+    store: str  # s3://bucket/prefix or a directory
+    tree: str  # the tree's sha256
+    cache: str  # the node's cache root
+    cache_bytes: int
+    endpoint_url: str | None = None
 
 
 @dataclass
@@ -56,19 +78,14 @@ class _Entry:
 
 
 # -- what runs on the node --------------------------------------------------------------------------
-def _stage_inputs(tree_sha: str, archive: bytes) -> str:
-    """Unpack an input tree once per node (content-addressed); returns the local directory."""
-    dest = STAGE_ROOT / tree_sha
-    if not dest.is_dir():
-        tmp = STAGE_ROOT / f".{tree_sha}.{os.getpid()}"
-        tmp.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(tmp, filter="data")
-        try:
-            os.replace(tmp, dest)
-        except OSError:  # another task on this node won the race
-            pass
-    return str(dest)
+def _stage_inputs(staged: Staged) -> Any:
+    """Materialise the job's input tree in this node's cache (once per node); returns (dir, cache)."""
+    from referee.platform.runtime.inputcache import InputCache
+    from referee.platform.runtime.inputs import materialise, open_input_store
+
+    cache = InputCache(staged.cache, staged.cache_bytes)
+    store = open_input_store(staged.store, endpoint_url=staged.endpoint_url)
+    return str(materialise(store, staged.tree, cache)), cache
 
 
 def _run_process(job: JobSpec, cancel: threading.Event) -> tuple[JobStatus, str]:
@@ -99,14 +116,51 @@ def _run_docker(job: JobSpec, cancel: threading.Event, gpu_ids: list[str]) -> tu
     return status, read_log_tail(log_path_for(job), LOG_TAIL_BYTES)
 
 
-def execute_job(job_dict: dict[str, Any], runner: str, staged: tuple[str, Any] | None = None) -> dict[str, Any]:
+def _node_local(job: JobSpec) -> Path:
+    """Run a container job in a work directory of this node (the scheduler's paths need not exist here);
+    the container keeps the name the scheduler knows it by."""
+    from referee.platform.runtime.sandbox import NAME_LABEL, container_name
+    job.labels = {**job.labels, NAME_LABEL: container_name(job)}
+    work = NODE_WORK / f"{job.job_id}-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "output").mkdir(parents=True)
+    job.output_dir = str(work / "output")
+    return work
+
+
+def execute_job(job_dict: dict[str, Any], runner: str, staged: Staged | None = None) -> dict[str, Any]:
     """The body of the Ray task: run one job on this node; survives ray.cancel (KeyboardInterrupt)."""
+    import contextlib
+
     import ray
 
     job = JobSpec.from_dict(job_dict)
+    began = now_utc()
+    node = f"{socket.gethostname()} ({ray.get_runtime_context().get_node_id()[:12]})"
+    in_use: Any = contextlib.nullcontext()
     if staged is not None:
-        tree_sha, archive = staged
-        job.input_dir = _stage_inputs(tree_sha, archive if isinstance(archive, bytes) else ray.get(archive))
+        try:
+            job.input_dir, cache = _stage_inputs(staged)
+            in_use = cache.use(staged.tree)
+        except Exception as exc:  # noqa: BLE001 - the store or this node's disk: never the submission's fault
+            return {"status": JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR,
+                                        f"could not stage the inputs on {node}: {type(exc).__name__}: {exc}",
+                                        started_at=began, finished_at=now_utc(), node=node),
+                    "log_tail": "", "output": None, "gpu_ids": []}
+    work = _node_local(job) if runner == "docker" else None
+    try:
+        with in_use:
+            result = _execute(job, runner)
+    finally:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+    result["status"].node = node
+    return result
+
+
+def _execute(job: JobSpec, runner: str) -> dict[str, Any]:
+    import ray
+
     gpu_ids = [str(g) for g in ray.get_gpu_ids()]
     cancel = threading.Event()
     box: dict[str, Any] = {}
@@ -138,13 +192,11 @@ def execute_job(job_dict: dict[str, Any], runner: str, staged: tuple[str, Any] |
         cancel.set()
         thread.join(30)
         raise
-    node = ray.get_runtime_context().get_node_id()
     if "error" in box:
         status, log_tail = JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR,
                                      f"ray task error: {box['error']}", started_at=began, finished_at=now_utc()), ""
     else:
         status, log_tail = box["result"]
-    status.node = f"{socket.gethostname()} ({node[:12]})"
     output = None
     out_file = Path(job.output_dir) / job.output_file
     if status.state == JobState.SUCCEEDED and out_file.is_file() and not out_file.is_symlink():
@@ -176,7 +228,9 @@ class RayBackend(Backend):
     def __init__(self, workspace: Any = None, *, address: str | None = None, num_cpus: int | None = None,
                  num_gpus: int | None = None, namespace: str = "referee", max_in_flight: int = 64,
                  runner: str = "docker", stage_inputs: bool = False, poll_timeout_s: float = 0.0,
-                 runtime_env: dict[str, Any] | None = None):
+                 runtime_env: dict[str, Any] | None = None, input_store: str | None = None,
+                 input_cache: str | None = None, input_cache_bytes: int | str = "100g",
+                 input_store_endpoint_url: str | None = None):
         if runner not in ("docker", "process"):
             raise BackendError(f"ray backend: runner must be 'docker' or 'process', not {runner!r}")
         if max_in_flight < 1:
@@ -184,11 +238,16 @@ class RayBackend(Backend):
         self.address, self.num_cpus, self.num_gpus = address, num_cpus, num_gpus
         self.namespace, self.runtime_env = namespace, runtime_env
         self.max_in_flight, self.runner = int(max_in_flight), runner
-        self.stage_inputs, self.poll_timeout_s = stage_inputs, poll_timeout_s
+        self.poll_timeout_s = poll_timeout_s
+        self.input_store = input_store or (str(LOCAL_STORE) if stage_inputs else None)
+        self.stage_inputs = self.input_store is not None
+        self.input_cache = str(input_cache or STAGE_ROOT)
+        self.input_cache_bytes = parse_size(input_cache_bytes)
+        self.input_store_endpoint_url = input_store_endpoint_url
+        self._store: Any = None
         self._entries: dict[str, _Entry] = {}
         self._waiting: collections.deque[str] = collections.deque()
         self._running: dict[Any, str] = {}  # ObjectRef -> handle
-        self._staged: dict[str, tuple[str, Any]] = {}  # input dir -> (tree sha, ObjectRef of its tar)
         self._remote: Any = None
         self._started_cluster = False
 
@@ -242,22 +301,16 @@ class RayBackend(Backend):
         entry.ref = ref
         self._running[ref] = handle
 
-    def _stage(self, input_dir: str) -> tuple[str, Any]:
-        """Put an input tree into Ray's object store once (named by its manifest hash)."""
-        if input_dir not in self._staged:
-            import hashlib
-
-            import ray
-
-            from referee.platform.runtime.artifacts import manifest_bytes, tree_manifest
-            root = Path(input_dir)
-            sha = hashlib.sha256(manifest_bytes(tree_manifest(root))).hexdigest()
-            buf = io.BytesIO()
-            with tarfile.open(fileobj=buf, mode="w") as tar:
-                for path in sorted(root.rglob("*")):
-                    tar.add(str(path), arcname=path.relative_to(root).as_posix(), recursive=False)
-            self._staged[input_dir] = (sha, ray.put(buf.getvalue()))
-        return self._staged[input_dir]
+    def _stage(self, input_dir: str) -> Staged:
+        """Publish an input tree to the input store (each file streamed once; a tree already there is
+        only hashed); the node fetches it into its cache."""
+        from referee.platform.runtime.inputs import open_input_store, publish_tree
+        assert self.input_store is not None
+        if self._store is None:
+            self._store = open_input_store(self.input_store, endpoint_url=self.input_store_endpoint_url)
+        tree = publish_tree(self._store, input_dir)
+        return Staged(store=self.input_store, tree=tree, cache=self.input_cache, cache_bytes=self.input_cache_bytes,
+                      endpoint_url=self.input_store_endpoint_url)
 
     def _pump(self, block_s: float = 0.0) -> None:
         """Collect finished tasks (ray.wait), then launch waiting jobs into the free slots."""

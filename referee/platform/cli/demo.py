@@ -54,8 +54,57 @@ def _base_image_cached() -> bool:
 
 
 def run_demo(workspace: Path, *, fresh: bool = True, with_containers: bool | None = None,
-             out: Any = None) -> dict[str, Any]:
-    """Run the whole demo; returns a summary (used by tests)."""
+             out: Any = None, fleet: bool = False) -> dict[str, Any]:
+    """Run the whole demo; returns a summary (used by tests). ``fleet``: the container samples run on a
+    local two-node Ray cluster (a head that takes no jobs, a worker that cannot see the workspace)
+    through a local registry, their inputs through an input store."""
+    if fleet:
+        return _run_on_fleet(workspace, fresh=fresh, out=out)
+    return _run_demo(workspace, fresh=fresh, with_containers=with_containers, out=out)
+
+
+def _run_on_fleet(workspace: Path, *, fresh: bool, out: Any) -> dict[str, Any]:
+    import tempfile
+
+    from referee.platform.cli.localfleet import start_demo_fleet
+    if not (_docker_ready() and _base_image_cached()):
+        raise RefereeError("`referee demo --fleet` needs a Docker engine and the base image (run `make images`)")
+    workspace = workspace.resolve()
+    if fresh:  # emptied before the worker node hides it (a directory replaced later would show through)
+        _clear(workspace)
+    workspace.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="rf-demo-", dir="/tmp"))
+    print("starting a registry and a two-node Ray cluster (about a minute) ...", flush=True)
+    try:
+        registry, ray_fleet = start_demo_fleet(root, hide=[workspace])
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    fleet = {"registry": {"url": f"{registry.address}/demo"},
+             "backend": {"name": "ray", "max_in_flight": 4,
+                         "options": {"address": ray_fleet.address, "input_store": str(root / "store"),
+                                     "input_cache": str(root / "cache")}}}
+    try:
+        return _run_demo(workspace, fresh=False, with_containers=True, out=out, fleet=fleet)
+    finally:
+        import ray
+        ray.shutdown()
+        ray_fleet.stop()
+        registry.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _clear(workspace: Path) -> None:
+    """Empty a demo workspace (only one that `referee demo` made)."""
+    if workspace.exists() and any(workspace.iterdir()):
+        if not (workspace / DEMO_MARKER).exists():
+            raise RefereeError(f"{workspace} is not empty and was not made by `referee demo`; refusing to "
+                               "replace it (choose another directory with -w, or `--keep`)")
+        shutil.rmtree(workspace)
+
+
+def _run_demo(workspace: Path, *, fresh: bool = True, with_containers: bool | None = None,
+              out: Any = None, fleet: dict[str, Any] | None = None) -> dict[str, Any]:
     from rich.console import Console
     from rich.markup import escape
 
@@ -72,11 +121,8 @@ def run_demo(workspace: Path, *, fresh: bool = True, with_containers: bool | Non
     t0 = time.perf_counter()
     workspace = workspace.resolve()
     marker = workspace / DEMO_MARKER
-    if fresh and workspace.exists() and any(workspace.iterdir()):
-        if not marker.exists():
-            raise RefereeError(f"{workspace} is not empty and was not made by `referee demo`; refusing to "
-                               "replace it (choose another directory with -w, or `--keep`)")
-        shutil.rmtree(workspace)
+    if fresh:
+        _clear(workspace)
     store = Store(workspace)
     marker.write_text("made by `referee demo`; `referee demo` may delete and rebuild this directory\n")
     comps_dir = workspace / "competitions"
@@ -86,11 +132,17 @@ def run_demo(workspace: Path, *, fresh: bool = True, with_containers: bool | Non
         with_containers = _docker_ready() and _base_image_cached()
     summary: dict[str, Any] = {"workspace": str(workspace), "competitions": {}}
     for entry in load_manifest():
+        if fleet and not entry.get("containers"):
+            continue  # the fleet demo runs the container samples
         target = prepare_example(entry, comps_dir)
+        if fleet:  # the same competition, on the fleet: one block changed, plus the registry
+            spec = yaml.safe_load((target / "competition.yaml").read_text(encoding="utf-8"))
+            spec.update(fleet)
+            (target / "competition.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
         comp = load_into_store(store, target / "competition.yaml")
         con.rule(f"[bold]{escape(comp.title)}[/bold] ({comp.id})")
         accepted, rejected = [], []
-        samples = list(entry.get("submissions", []))
+        samples = [] if fleet else list(entry.get("submissions", []))
         if with_containers:
             samples += list(entry.get("containers", []))
         for name in dict.fromkeys(s["team"] for s in samples):  # teams are records: created explicitly

@@ -481,14 +481,16 @@ def plugins_new(name: str, parent: Path) -> None:
 @click.option("--keep", is_flag=True, help="Keep an existing demo workspace instead of starting fresh.")
 @click.option("--with-containers/--no-containers", default=None,
               help="Also run the container submissions (default: when a Docker engine answers).")
+@click.option("--fleet", is_flag=True, help="Run the container samples on a local two-node Ray cluster through "
+                                             "a local registry (needs root for the hidden-workspace node).")
 @click.pass_context
-def demo(ctx: click.Context, keep: bool, with_containers: bool | None) -> None:
+def demo(ctx: click.Context, keep: bool, with_containers: bool | None, fleet: bool) -> None:
     """Build a fresh workspace, load the examples, submit the samples, run, print leaderboards."""
     from referee.platform.cli.demo import run_demo
     ws = ctx.obj["workspace"]
     if ctx.obj.get("workspace_is_default"):
         ws = "demo-workspace"
-    run_demo(Path(ws), fresh=not keep, with_containers=with_containers)
+    run_demo(Path(ws), fresh=not keep, with_containers=with_containers, fleet=fleet)
 
 
 def error_json(exc: BaseException) -> dict[str, Any]:

@@ -380,13 +380,14 @@ class S3ArtifactStore(ArtifactStore):
                                                   ExpiresIn=int(expires_s))
 
     def stage_manifest(self, job_id: str, tree_sha: str | None, output_name: str, expires_s: int) -> str:
-        """Write a job's staging manifest (presigned URLs for each input file and its output) and
-        return a presigned URL to it: the one value a job container needs."""
-        inputs: dict[str, str] = {}
+        """Write a job's staging manifest (the input tree's hash, each file's sha256, size and presigned
+        URL, and the output's upload URL) and return a presigned URL to it: the one value a job needs."""
+        files: dict[str, dict[str, Any]] = {}
         if tree_sha is not None:
             for rel, entry in self.manifest(tree_sha)["files"].items():
-                inputs[rel] = self.presigned_get(blob_key(entry["sha256"]), expires_s)
-        doc = {"inputs": inputs, "output_name": output_name,
+                files[rel] = {"sha256": entry["sha256"], "size": entry["size"],
+                              "url": self.presigned_get(blob_key(entry["sha256"]), expires_s)}
+        doc = {"tree": tree_sha, "files": files, "output_name": output_name,
                "output_url": self.presigned_put(output_key(job_id, output_name), expires_s)}
         key = f"jobs/{job_id}/.stage.json"
         self._put_bytes(key, json.dumps(doc).encode())

@@ -49,13 +49,17 @@ from referee.platform.core.spec import Competition, validation_problems
 from referee.platform.core.units import Duration, Size
 from referee.platform.runtime.engine import docker_client, engine_cpus, image_volumes
 from referee.plugins.manager import config_section
+from referee.platform.runtime.registry import RegistryError, ensure_image
 
 MANAGED_LABEL = "referee.managed"
 SPEC_LABEL = "referee.spec"
 DEADLINE_LABEL = "referee.deadline"
+NAME_LABEL = "referee.container"  # a name fixed by whoever scheduled the job (its handle), if not derived here
 SCRATCH_DIR = "container-output"  # next to the job's output dir: what the container writes
 _USER_RE = re.compile(r"^(\d+):(\d+)$")
 _NAME_BAD = re.compile(r"[^a-zA-Z0-9_.-]")
+# NVIDIA's driver capabilities (NVIDIA_DRIVER_CAPABILITIES): which driver libraries a container gets.
+GPU_CAPABILITIES = frozenset({"compute", "utility", "video", "graphics", "display", "compat32"})
 
 
 class SandboxPolicy(BaseModel):
@@ -79,6 +83,9 @@ class SandboxPolicy(BaseModel):
     command: list[str] | None = None  # replaces the image's CMD for every submission
     gpu_driver: str = ""  # device request driver ("" = the engine's default, e.g. nvidia)
     seccomp: str = "referee"  # referee's profile | "docker-default" | path of a JSON profile
+    gpu_driver: Literal["", "nvidia", "cdi"] = ""  # "" = the engine's default (nvidia); cdi = CDI device names
+    gpu_capabilities: list[str] = ["compute", "utility"]  # NVIDIA driver capabilities; add "video" for NVDEC
+    cdi_kind: str = "nvidia.com/gpu"  # CDI device kind: devices are named <kind>=<id>
     build_timeout: Duration = 900.0  # building a Dockerfile submission
     build_memory: Size = 4 * 2**30
     build_cpus: float = 2.0
@@ -155,6 +162,9 @@ class SandboxPolicy(BaseModel):
             raise ValueError("build_cpus must be positive")
         if self.command is not None and not self.command:
             raise ValueError("command must not be empty (leave it out to use the image's CMD)")
+        unknown = sorted(set(self.gpu_capabilities) - GPU_CAPABILITIES)
+        if unknown:
+            raise ValueError(f"gpu_capabilities: unknown {unknown} (known: {', '.join(sorted(GPU_CAPABILITIES))})")
         return self
 
     @classmethod
@@ -182,6 +192,8 @@ class SandboxPolicy(BaseModel):
 # -- container config ------------------------------------------------------------------------------
 def container_name(job: JobSpec) -> str:
     """A name that is stable for one attempt (the backend handle) and unique across workspaces."""
+    if job.labels.get(NAME_LABEL):
+        return job.labels[NAME_LABEL]
     where = hashlib.sha1(str(Path(job.output_dir).resolve()).encode()).hexdigest()[:10]
     return f"referee-{_NAME_BAD.sub('-', job.job_id)[:80]}-{where}"
 
@@ -196,7 +208,7 @@ def container_config(job: JobSpec, policy: SandboxPolicy, *, output_source: str 
     GPUs are requested only when the job asks for them: ``gpu_device_ids`` names the exact devices
     (a cluster scheduler's assignment), otherwise any ``resources.gpus`` of them.
     """
-    from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
+    from docker.types import LogConfig, Mount, Ulimit
 
     if not job.image:
         raise ValueError(f"job {job.job_id} has no image")
@@ -250,12 +262,9 @@ def container_config(job: JobSpec, policy: SandboxPolicy, *, output_source: str 
     if job.resources.cpu > 0:  # the engine refuses more CPUs than it has, and less than 0.01
         cpus = min(job.resources.cpu, engine_cpus) if engine_cpus else job.resources.cpu
         cfg["nano_cpus"] = max(10_000_000, int(cpus * 1e9))
-    if job.resources.gpus > 0 and gpu_device_ids:
-        cfg["device_requests"] = [DeviceRequest(driver=policy.gpu_driver, device_ids=list(gpu_device_ids),
-                                                capabilities=[["gpu"]])]
-    elif job.resources.gpus > 0:
-        cfg["device_requests"] = [DeviceRequest(driver=policy.gpu_driver, count=int(job.resources.gpus),
-                                                capabilities=[["gpu"]])]
+    if job.resources.gpus > 0:
+        cfg["device_requests"] = [gpu_device_request(policy, int(job.resources.gpus), gpu_device_ids)]
+        env["NVIDIA_DRIVER_CAPABILITIES"] = ",".join(policy.gpu_capabilities)
     return cfg
 
 
@@ -277,6 +286,18 @@ def volume_collisions(volumes: list[str] | tuple[str, ...], policy: SandboxPolic
                 out.append(vol)
                 break
     return out
+def gpu_device_request(policy: SandboxPolicy, count: int, device_ids: list[str] | None = None) -> Any:
+    """The Docker device request for a job's GPUs: exact devices when a scheduler assigned them (a CDI
+    name ``nvidia.com/gpu=<id>`` with ``gpu_driver: cdi``), else any ``count`` of them; with the driver
+    capabilities the job may use (``video`` for NVDEC)."""
+    from docker.types import DeviceRequest
+    caps = [["gpu", *policy.gpu_capabilities]]
+    if policy.gpu_driver == "cdi":
+        ids = list(device_ids or [str(i) for i in range(count)])
+        return DeviceRequest(driver="cdi", device_ids=[d if "=" in d else f"{policy.cdi_kind}={d}" for d in ids])
+    if device_ids:
+        return DeviceRequest(driver=policy.gpu_driver, device_ids=list(device_ids), capabilities=caps)
+    return DeviceRequest(driver=policy.gpu_driver, count=count, capabilities=caps)
 
 
 # -- the output directory --------------------------------------------------------------------------
@@ -550,7 +571,10 @@ def run_job_in_docker(job: JobSpec, *, client: Any = None, cancel_event: threadi
         except OSError as exc:
             return _failed(FailureReason.PLATFORM_ERROR, f"could not prepare the output directory: {exc}")
         try:
+            ensure_image(client, job.image)  # a registry digest is pulled once per node; a local id must be here
             volumes = image_volumes(client, job.image)
+        except RegistryError as exc:
+            return _failed(exc.reason, str(exc))
         except docker.errors.ImageNotFound:
             return _failed(FailureReason.PLATFORM_ERROR, f"image {job.image} is not on this Docker engine")
         clash = volume_collisions(volumes, policy)

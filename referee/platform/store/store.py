@@ -204,6 +204,16 @@ class Store(AccountsMixin, HostingMixin, SnapshotMixin, Database):
                  1 if baseline else 0))
             return int(cur.lastrowid or 0)
 
+    def set_image_ref(self, sid: int, image_ref: str) -> None:
+        """Record where a container submission's image lives in a registry (``repository@sha256:...``),
+        next to its image id in the metadata."""
+        with self.tx() as c:
+            row = c.execute("SELECT metadata_json FROM submissions WHERE id=?", (sid,)).fetchone()
+            if row is None:
+                return
+            meta = {**json.loads(row[0] or "{}"), "image_ref": image_ref}
+            c.execute("UPDATE submissions SET metadata_json=? WHERE id=?", (json.dumps(meta), sid))
+
     # -- submissions: the controller's claims -------------------------------------------------------
     def pending_candidates(self, cid: str, *, exclude_teams: Sequence[str] = (),
                            limit: int = 256) -> list[tuple[int, str, str]]:

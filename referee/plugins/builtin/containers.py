@@ -16,9 +16,13 @@ from referee.plugins.records import ConfigSection, SubmissionKindInfo
 
 @hookimpl
 def referee_config_sections() -> list[ConfigSection]:
+    from referee.platform.runtime.registry import RegistrySettings
     return [ConfigSection(name="sandbox", model=SandboxPolicy,
                           description="limits and isolation of submission containers (network, user, sizes, "
-                                      "mounts, build limits)")]
+                                      "mounts, build limits)"),
+            ConfigSection(name="registry", model=RegistrySettings,
+                          description="the registry container submissions are pushed to, so fleet nodes can pull "
+                                      "them by digest (a plain OCI registry or Amazon ECR)")]
 
 
 def _detect(name: str) -> Any:
