@@ -108,6 +108,7 @@ def test_in_flight_tasks_are_bounded(ray_cluster, tmp_path):
     spans = [tuple(map(float, (Path(j.output_dir) / "out.txt").read_text().split())) for j in jobs]
     peak = max(sum(1 for a, b in spans if a <= t < b) for t, _ in spans)
     assert 1 <= peak <= 3
+    backend.close()  # collected: the supervisors go, and with them their CPUs
 
 
 def test_inputs_staged_through_the_object_store(ray_cluster, tmp_path):
@@ -125,6 +126,7 @@ def test_inputs_staged_through_the_object_store(ray_cluster, tmp_path):
     where, content = texts.pop().split("|")
     assert content == "x1\nx2\n" and Path(where) != inp and "referee-ray-inputs" in where
     shutil.rmtree(where, ignore_errors=True)
+    backend.close()
 
 
 def test_a_job_that_cannot_be_launched_fails_and_the_queue_moves_on(ray_cluster, tmp_path):
@@ -150,6 +152,8 @@ def test_a_job_that_cannot_be_launched_fails_and_the_queue_moves_on(ray_cluster,
     solo = RayBackend(runner="process", stage_inputs=True)
     h = solo.submit(again)
     assert solo.poll([h])[h].reason == FailureReason.PLATFORM_ERROR
+    backend.close()
+    solo.close()
 
 
 def test_gpu_device_requests_reach_docker_pinned_to_rays_gpu(ray_cluster, tmp_path, base_image, docker_client):
@@ -177,21 +181,37 @@ def test_gpu_device_requests_reach_docker_pinned_to_rays_gpu(ray_cluster, tmp_pa
         assert "gpu" in st.message.lower() and "device" in st.message.lower(), st.message
 
 
-def test_a_new_driver_reports_old_handles_lost_and_stops_their_containers(ray_cluster, tmp_path, base_image,
-                                                                          docker_client):
+def test_a_new_driver_reattaches_to_a_running_job_and_an_orphan_is_reaped(ray_cluster, tmp_path, base_image,
+                                                                            docker_client):
+    """A job's supervisor lives in the cluster: a second driver (a restarted scheduler) finds it by handle and
+    collects its result from the one container that ran. A handle nothing supervises any more is lost, and a
+    container it left behind is removed on its node."""
     from referee.platform.backends.ray import RayBackend
     old = RayBackend()
-    job = py_job(tmp_path, "orphan", "import time; time.sleep(120)", image=base_image)
+    job = py_job(tmp_path, "survivor", "import time; time.sleep(4); " + WRITE.format("'survived'"), image=base_image)
     h = old.submit(job)
-    end = time.monotonic() + 60
+    end = time.monotonic() + 90
     while not docker_client.containers.list(filters={"name": h}):
         assert time.monotonic() < end, "the container never started"
         time.sleep(0.2)
-    new = RayBackend()  # what a restarted scheduler gets: it cannot re-attach a Ray task
-    st = new.poll([h])[h]
-    assert st.state == JobState.FAILED and st.reason == FailureReason.PLATFORM_ERROR
-    assert not docker_client.containers.list(all=True, filters={"name": h})  # reaped on its node
-    assert wait_final(old, [h])[h].state == JobState.FAILED  # the old task saw its container vanish
+    created = docker_client.containers.get(h).attrs["Created"]
+    new = RayBackend()  # what a restarted scheduler gets
+    st = wait_final(new, [h])[h]
+    assert st.state == JobState.SUCCEEDED, st
+    new.collect(h, job)
+    assert (Path(job.output_dir) / "out.txt").read_text() == "survived"
+    new.cleanup(h)
+    assert created  # the one container, seen running before the second driver came
+    # an orphan: a referee container whose supervisor is gone
+    orphan = py_job(tmp_path, "orphan", "import time; time.sleep(120)", image=base_image)
+    from referee.platform.runtime.sandbox import MANAGED_LABEL, container_name
+    name = container_name(orphan)
+    docker_client.containers.run(base_image, ["sleep", "120"], name=name, detach=True, network_mode="none",
+                                 labels={MANAGED_LABEL: "1"})
+    lost = new.poll([name])[name]
+    assert lost.state == JobState.FAILED and lost.reason == FailureReason.PLATFORM_ERROR
+    assert not docker_client.containers.list(all=True, filters={"name": name})  # reaped on its node
+    new.close()
 
 
 def test_registry_builds_the_ray_backend_and_rejects_bad_options(ray_cluster, tmp_path, store):

@@ -20,10 +20,16 @@ as for a job this process submitted: an oversize or symlinked prediction file ke
 
 Presigned URLs (s3 mode) expire with the job: its timeout plus ``url_margin_s`` (queueing), not after
 the 7-day maximum; ``url_expiry_s`` fixes another expiry.
+
+The shards of a sharded submission go out as one array job (s3 mode): child ``i`` stages shard ``i``'s
+inputs through its own manifest and writes its own output; a shard that is lost later is submitted again
+as a job of its own. Control-plane errors become ``BackendUnavailable`` (``aws_errors.py``); the queue
+``create_queue`` builds and the capacity check live in ``batch_queue.py``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fnmatch
 import hashlib
@@ -37,9 +43,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from referee.platform.backends.aws_errors import aws_call, client_config
+from referee.platform.backends.batch_queue import INPUT_CACHE_DIR, QueueCapacity, ensure_job_queue
 from referee.platform.core.backend import Backend, lost_handle
 from referee.platform.core.errors import BackendError
 from referee.platform.core.jobs import (
+    BackendAttempt,
     FailureReason,
     JobSpec,
     JobState,
@@ -63,6 +72,7 @@ TAG_OUTPUT_DIR = "referee.output_dir"  # where the job's spec file lies (see job
 MAX_TAG_VALUE = 256  # Batch's limit on a tag value
 MAX_URL_EXPIRY_S = 7 * 24 * 3600  # SigV4's limit on a presigned URL
 SPEC_FILE = ".aws-batch-job.json"
+ARRAY_SPEC_FILE = ".aws-batch-array.json"  # an array job's shard specs, next to its first shard's output
 
 # Infrastructure failures, as Batch reports them. The same table builds the retryStrategy (Batch allows
 # five evaluateOnExit rules; the fifth exits on everything else) and referee's own failure mapping.
@@ -78,6 +88,16 @@ INFRA_RULES: tuple[tuple[str, str], ...] = (
     ("onReason", "ResourceInitializationError*"),
 )
 _QUEUED = {"SUBMITTED", "PENDING", "RUNNABLE", "STARTING"}
+# How a job queue's jobStateTimeLimitActions words a job it cancelled or terminated (capacity time-outs).
+TIME_LIMIT_ACTION = ("Canceled by JobStateTimeLimit", "Terminated by JobStateTimeLimit")
+# The beginnings of the statusReason texts Batch itself writes when a job ends; any other text on a failed
+# job is the reason an operator (or another tool) gave TerminateJob / CancelJob.
+BATCH_OWN_REASONS = ("Essential container in task exited", "Task failed to start", "Host EC2",
+                     "Job attempt duration exceeded", "Dependent Job failed", "Array Child Job failed",
+                     "Container killed", "ResourceInitializationError", "CannotPullContainerError",
+                     "CannotStartContainerError", "CannotCreateContainerError", "CannotInspectContainerError",
+                     "DockerTimeoutError", "OutOfMemoryError", "Timeout waiting for network interface",
+                     "Task stopped")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_-]")
 
 # Runs inside the job container in s3 mode: stdlib only, so any image with python3 works. The input tree
@@ -94,9 +114,12 @@ def _get(url):
     return urllib.request.urlopen(url, timeout=600)
 try:
     stage = json.load(_get(os.environ.pop("REFEREE_STAGE_URL")))
+    if "stages" in stage:  # an array job: each child stages its own shard
+        stage = json.load(_get(stage["stages"][int(os.environ.get("AWS_BATCH_JOB_ARRAY_INDEX", "0"))]))
     out = Path(os.environ.get("REFEREE_STAGE_DIR", "/tmp/referee")) / "output"
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, REFEREE_OUTPUT=str(out))
+    env.update(stage.get("env") or {})
     if stage.get("tree"):
         cache = InputCache(os.environ.get("REFEREE_CACHE_DIR", "/referee-cache"),
                            int(os.environ.get("REFEREE_CACHE_MAX_BYTES", str(100 * 2**30))))
@@ -184,19 +207,45 @@ def _matches(value: str | None, pattern: str) -> bool:
     return value is not None and bool(value) and fnmatch.fnmatchcase(value, pattern)
 
 
+def _attempt_failure(status_reason: str, reason_text: str) -> tuple[FailureReason, str]:
+    """Why a try ended that Batch retried by itself (retryStrategy retries infrastructure only): the
+    platform's, unless the container could not start because of the image."""
+    for text in (reason_text, status_reason):
+        if _matches(text, "CannotPullContainerError*") and classify_pull_error(text) is FailureReason.IMAGE_INVALID:
+            return FailureReason.IMAGE_INVALID, f"AWS Batch: the image could not be pulled: {text}"
+        if _matches(text, "Cannot*") and any(s in text for s in _INVALID_START):
+            return FailureReason.IMAGE_INVALID, f"AWS Batch: the container could not start: {text}"
+    return FailureReason.PLATFORM_ERROR, f"AWS Batch: {status_reason or reason_text or 'retried by Batch'}"
+
+
 def batch_status(desc: dict[str, Any], now: float | None = None) -> JobStatus:
-    """Map one describe_jobs entry to referee's JobStatus (and a failure's reason)."""
+    """Map one describe_jobs entry to referee's JobStatus (and a failure's reason).
+
+    A queued job carries Batch's ``statusReason`` (why a RUNNABLE job is not placed). Tries Batch made on
+    its own before the last one become ``backend_attempts``; the status's times are the last try's.
+    A job someone stopped outside referee (``aws batch terminate-job``, a queue's ``jobStateTimeLimitActions``
+    capacity time-out) is a platform failure, never the team's."""
     state = desc.get("status", "")
-    attempts = desc.get("attempts") or [{}]
-    container = {**(attempts[-1].get("container") or {}), **(desc.get("container") or {})}
-    started, stopped = _ms(desc.get("startedAt")), _ms(desc.get("stoppedAt"))
+    attempts = list(desc.get("attempts") or [])
+    last = attempts[-1] if attempts else {}
+    container = {**(last.get("container") or {}), **(desc.get("container") or {})}
+    started = _ms(last.get("startedAt")) or _ms(desc.get("startedAt"))
+    stopped = _ms(last.get("stoppedAt")) or _ms(desc.get("stoppedAt"))
     node = container.get("containerInstanceArn")
     tags = desc.get("tags") or {}
     common: dict[str, Any] = dict(started_at=started, node=node, instance_type=tags.get(TAG_INSTANCE) or None)
     if state in _QUEUED:
-        return JobStatus(JobState.QUEUED, **common)
+        return JobStatus(JobState.QUEUED, message=f"{state}: {desc['statusReason']}" if desc.get("statusReason")
+                         else "", started_at=None, node=node, instance_type=common["instance_type"])
     if state == "RUNNING":
         return JobStatus(JobState.RUNNING, **common)
+    common["backend_attempts"] = earlier = []
+    for tried in attempts[:-1]:
+        reason, message = _attempt_failure(tried.get("statusReason") or "",
+                                           (tried.get("container") or {}).get("reason") or "")
+        earlier.append(BackendAttempt(_ms(tried.get("startedAt")), _ms(tried.get("stoppedAt")), reason, message,
+                                      node=(tried.get("container") or {}).get("containerInstanceArn"),
+                                      instance_type=common["instance_type"]))
     if state == "SUCCEEDED":
         return JobStatus(JobState.SUCCEEDED, exit_code=0, finished_at=stopped, **common)
     status_reason = desc.get("statusReason") or ""
@@ -207,6 +256,9 @@ def batch_status(desc: dict[str, Any], now: float | None = None) -> JobStatus:
         return JobStatus(JobState.CANCELLED, FailureReason.CANCELLED, status_reason, **done)
     if status_reason.startswith(TIMEOUT_REASON) or "attempt duration exceeded" in status_reason.lower():
         return JobStatus(JobState.FAILED, FailureReason.TIMED_OUT, status_reason, **done)
+    if status_reason.startswith(TIME_LIMIT_ACTION):
+        return JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR,
+                         f"AWS Batch gave up waiting for capacity: {status_reason}", **done)
     for text in (reason_text, status_reason):
         if _matches(text, "CannotPullContainerError*") and \
                 classify_pull_error(text) is FailureReason.IMAGE_INVALID:
@@ -225,6 +277,10 @@ def batch_status(desc: dict[str, Any], now: float | None = None) -> JobStatus:
     if exit_code is None and limit and started and stopped and (stopped - started).total_seconds() >= limit - 1:
         return JobStatus(JobState.FAILED, FailureReason.TIMED_OUT, f"ran past attemptDurationSeconds={limit}",
                          **done)
+    if status_reason and not any(status_reason.startswith(own) for own in BATCH_OWN_REASONS):
+        # Batch writes its own words for a job's end; anything else is the reason someone gave TerminateJob
+        return JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR,
+                         f"stopped outside referee (not the submission's doing): {status_reason}", **done)
     if exit_code == STAGE_FAILED_EXIT and tags.get(TAG_STAGED):
         return JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR,
                          "AWS Batch: staging the inputs failed (see the job's log)", **done)
@@ -235,9 +291,15 @@ def batch_status(desc: dict[str, Any], now: float | None = None) -> JobStatus:
 
 
 class AwsBatchBackend(Backend):
-    """Submit jobs to an AWS Batch job queue; poll, cancel and read logs through boto3."""
+    """Submit jobs to an AWS Batch job queue; poll, cancel and read logs through boto3.
+
+    Every call that reaches AWS raises ``BackendUnavailable`` on control-plane trouble (see
+    ``aws_errors.py``). ``DescribeJobs`` is budgeted: at most ``describe_rate`` calls per second on
+    average (the least recently described jobs go first; the others keep their last known status)."""
 
     name = "aws-batch"
+    poll_interval_s = 1.0
+    max_poll_interval_s = 15.0
 
     def __init__(self, workspace: Any = None, *, job_queue: str = "referee", gpu_job_queue: str | None = None,
                  region: str | None = None, endpoint_url: str | None = None, data: str = "shared-fs",
@@ -246,14 +308,20 @@ class AwsBatchBackend(Backend):
                  s3_prefix: str = "referee", log_group: str = "/aws/batch/job", batch_attempts: int = 2,
                  create_queue: bool | dict[str, Any] = False,
                  url_expiry_s: int | None = None, url_margin_s: int = 3600, session: Any = None,
-                 input_cache: str | None = None, input_cache_bytes: int | str = "100g"):
+                 input_cache: str | None = None, input_cache_bytes: int | str = "100g",
+                 describe_rate: float = 1.0, api_timeout_s: float = 30.0, api_attempts: int = 3,
+                 capacity_check: bool = True, array_jobs: bool = True):
         if data not in ("shared-fs", "s3"):
             raise BackendError(f"aws-batch backend: option data must be 'shared-fs' or 's3', not {data!r}")
         if data == "s3" and not s3_bucket:
             raise BackendError("aws-batch backend: data: s3 needs option s3_bucket (the artifact bucket)")
+        if describe_rate <= 0:
+            raise BackendError("aws-batch backend: describe_rate (DescribeJobs calls per second) must be positive")
         import boto3
         self.session = session or boto3.session.Session(region_name=region)
-        kw = {"endpoint_url": endpoint_url} if endpoint_url else {}
+        kw: dict[str, Any] = {"endpoint_url": endpoint_url} if endpoint_url else {}
+        kw["config"] = client_config(connect_timeout=min(5.0, api_timeout_s), read_timeout=api_timeout_s,
+                                     max_attempts=api_attempts)
         self.endpoint_url = endpoint_url
         self.batch = self.session.client("batch", **kw)
         self.logs_client = self.session.client("logs", **kw)
@@ -273,12 +341,18 @@ class AwsBatchBackend(Backend):
         # endpoint on 127.0.0.1) the "instances" are this machine: a temporary directory then.
         self.simulated = bool(endpoint_url and re.match(r"^https?://(127\.|localhost[:/]|\[::1\])", endpoint_url))
         self.input_cache = input_cache or (f"{tempfile.gettempdir()}/referee-instance-cache" if self.simulated
-                                           else "/var/lib/referee/input-cache")
+                                           else INPUT_CACHE_DIR)
         self.artifacts = None
         if data == "s3":
             from referee.platform.runtime.artifacts import S3ArtifactStore
             self.artifacts = S3ArtifactStore(s3_bucket, s3_prefix,  # type: ignore[arg-type]
                                              client=self.session.client("s3", **kw))
+        self.capacity = QueueCapacity(self.batch, self.session.client("ec2", **kw)) if capacity_check else None
+        self.array_jobs = array_jobs
+        self._describe_budget = TokenBucket(describe_rate, burst=max(1.0, 2 * describe_rate))
+        self._described: dict[str, float] = {}  # handle -> when it was last described (monotonic)
+        self._seen: dict[str, JobStatus] = {}  # handle -> its last described (unsettled) status
+        self._parent_tags: dict[str, dict[str, str]] = {}  # array job id -> its tags (children carry none)
         self._trees: dict[str, str] = {}  # input dir -> uploaded tree sha
         self._defs: dict[str, str] = {}  # job definition name -> arn
         self._log_streams: dict[str, str] = {}
@@ -313,8 +387,11 @@ class AwsBatchBackend(Backend):
     def container_properties(self, job: JobSpec) -> dict[str, Any]:
         """The containerProperties of the job definition for ``job``: the sandbox, as far as Batch goes.
 
-        Batch carries the non-root user, read-only root, no privileges, tmpfs scratch, shared memory and
-        ulimits; it cannot take a container off the network (the shared-fs mode needs none).
+        Batch carries the non-root user, read-only root, no privileges, a tmpfs scratch, shared memory
+        (``sandbox.shm_size``; GPU jobs get room for PyTorch data loaders by default) and ulimits. The
+        process limit is not a ``nproc`` ulimit (that counts every job of the uid on the instance together)
+        but the ECS agent's per-task pids cgroup, which the launch template of ``create_queue`` sets. Batch
+        cannot take a container off the network: the instances' security group decides what it reaches.
         """
         if not job.image:
             raise BackendError(f"aws-batch backend runs container images; job {job.job_id} has none "
@@ -327,11 +404,11 @@ class AwsBatchBackend(Backend):
             "readonlyRootFilesystem": policy.read_only_root,
             "privileged": False,
             "user": batch_user(policy),
-            "linuxParameters": {"initProcessEnabled": True, "sharedMemorySize": max(1, policy.shm_size // mib),
+            "linuxParameters": {"initProcessEnabled": True,
+                                "sharedMemorySize": max(1, policy.shm_bytes(job.resources) // mib),
                                 "tmpfs": [{"containerPath": "/tmp", "size": max(1, policy.tmp_size // mib),
-                                           "mountOptions": ["rw", "nosuid", "nodev"]}]},
-            "ulimits": [{"name": "nproc", "softLimit": policy.pids_limit, "hardLimit": policy.pids_limit},
-                        {"name": "nofile", "softLimit": policy.nofile, "hardLimit": policy.nofile},
+                                           "mountOptions": ["rw", "nosuid", "nodev", "mode=1777"]}]},
+            "ulimits": [{"name": "nofile", "softLimit": policy.nofile, "hardLimit": policy.nofile},
                         {"name": "core", "softLimit": 0, "hardLimit": 0}],
         }
         command = list(job.command or policy.command or [])
@@ -352,9 +429,9 @@ class AwsBatchBackend(Backend):
         return props
 
     def _cache_dir(self, job: JobSpec) -> str:
-        """The instance directory of a competition's input cache. Instances make it (launch template:
-        ``install -d -m 1777 /var/lib/referee/input-cache``); against a Batch on this machine (moto, an
-        endpoint on 127.0.0.1) the instances are this machine, and it is made here."""
+        """The instance directory of a competition's input cache. Instances make it (the launch template
+        of ``create_queue`` does); against a Batch on this machine (moto, an endpoint on 127.0.0.1) the
+        instances are this machine, and it is made here."""
         path = f"{self.input_cache.rstrip('/')}/{_SAFE_NAME.sub('-', job.competition_id)}"
         if self.simulated:
             Path(path).mkdir(parents=True, exist_ok=True)
@@ -389,24 +466,13 @@ class AwsBatchBackend(Backend):
         return min(MAX_URL_EXPIRY_S, math.ceil(job.timeout_s) + self.url_margin_s)
 
     # -- Backend interface -------------------------------------------------------------------------
-    def submit(self, job: JobSpec) -> str:
-        if not job.image:
-            raise BackendError(f"aws-batch backend runs container images; job {job.job_id} has none "
-                               "(submit a container submission, or use the local backend for commands)")
-        out = Path(job.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
+    def _environment(self, job: JobSpec) -> dict[str, str]:
+        """The job's environment (s3 mode: its staging URL; shared-fs: a fresh scratch directory)."""
         env = {**job.env, "REFEREE_OUTPUT_FILE": job.output_file}
         if job.resources.gpus:
             env["NVIDIA_DRIVER_CAPABILITIES"] = ",".join(sandbox_policy(job).gpu_capabilities)
         if self.data == "s3":
-            assert self.artifacts is not None
-            tree = None
-            if job.input_dir:
-                tree = self._trees.get(job.input_dir)
-                if tree is None:
-                    tree = self._trees[job.input_dir] = self.artifacts.put_tree(Path(job.input_dir))
-            env["REFEREE_STAGE_URL"] = self.artifacts.stage_manifest(job.job_id, tree, job.output_file,
-                                                                     self.url_expiry(job))
+            env["REFEREE_STAGE_URL"] = self._stage(job)
             env["REFEREE_CACHE_DIR"] = CACHE_MOUNT
             env["REFEREE_CACHE_MAX_BYTES"] = str(self.input_cache_bytes)
         else:  # the container writes a scratch directory; only the prediction file is copied out
@@ -417,66 +483,180 @@ class AwsBatchBackend(Backend):
             os.chmod(scratch, 0o777)  # the job runs as an unprivileged user the host does not know
             env.update(REFEREE_INPUT=policy.input_mount, REFEREE_OUTPUT=policy.output_mount)
         env["HOME"] = "/tmp"
-        arn, per_job = self._job_definition(job)
-        queue = self.gpu_job_queue if job.resources.gpus and self.gpu_job_queue else self.job_queue
+        return env
+
+    def _stage(self, job: JobSpec) -> str:
+        """s3 mode: upload the job's input tree (once per tree) and return its staging manifest's URL."""
+        assert self.artifacts is not None
+        tree = None
+        if job.input_dir:
+            tree = self._trees.get(job.input_dir)
+            if tree is None:
+                tree = self._trees[job.input_dir] = self.artifacts.put_tree(Path(job.input_dir))
+        env = {k: v for k, v in job.env.items() if k in ("REFEREE_SHARD", "REFEREE_SHARDS")}
+        return self.artifacts.stage_manifest(job.job_id, tree, job.output_file, self.url_expiry(job), env=env)
+
+    def _tags(self, job: JobSpec) -> dict[str, str]:
         tags = {TAG_JOB: job.job_id, TAG_TIMEOUT: f"{job.timeout_s:g}",
                 TAG_INSTANCE: job.resources.instance_type or "", **job.labels}
         if self.data == "s3":
             tags[TAG_STAGED] = "1"
-        out_dir = str(out.resolve())
+        out_dir = str(Path(job.output_dir).resolve())
         if len(out_dir) <= MAX_TAG_VALUE:  # lets a restarted scheduler's poll find the spec (re-attach)
-            spec_file = job_spec_file(out_dir)
-            tmp = spec_file.with_name(spec_file.name + ".part")
-            tmp.write_text(json.dumps(job.to_dict()), encoding="utf-8")
-            os.replace(tmp, spec_file)
             tags[TAG_OUTPUT_DIR] = out_dir
-        resp = self.batch.submit_job(
-            jobName=_SAFE_NAME.sub("-", job.job_id)[:128], jobQueue=queue, jobDefinition=arn,
-            containerOverrides={"environment": [{"name": k, "value": str(v)} for k, v in sorted(env.items())]},
-            tags=tags, propagateTags=True)
+        return tags
+
+    def _queue(self, job: JobSpec) -> str:
+        return self.gpu_job_queue if job.resources.gpus and self.gpu_job_queue else self.job_queue
+
+    def submit(self, job: JobSpec) -> str:
+        if not job.image:
+            raise BackendError(f"aws-batch backend runs container images; job {job.job_id} has none "
+                               "(submit a container submission, or use the local backend for commands)")
+        Path(job.output_dir).mkdir(parents=True, exist_ok=True)
+        with aws_call(f"submitting {job.job_id}"):
+            env = self._environment(job)
+            arn, per_job = self._job_definition(job)
+            tags = self._tags(job)
+            if TAG_OUTPUT_DIR in tags:
+                _write_json(job_spec_file(tags[TAG_OUTPUT_DIR]), job.to_dict())
+            resp = self.batch.submit_job(
+                jobName=job_name(job), jobQueue=self._queue(job), jobDefinition=arn,
+                containerOverrides={"environment": [{"name": k, "value": str(v)} for k, v in sorted(env.items())]},
+                tags=tags, propagateTags=True)
         handle = resp["jobId"]
         self._jobs[handle] = job
         if per_job:
             self._per_job_defs[handle] = arn
         return handle
 
+    def submit_shards(self, jobs: list[JobSpec]) -> list[str]:
+        """s3 mode: one array job, child ``i`` running shard ``i`` (each stages its own inputs and writes
+        its own output); shared-fs mode mounts a directory per job, so it submits one job per shard."""
+        if self.data != "s3" or not self.array_jobs or len(jobs) < 2 or any(not j.image for j in jobs):
+            return super().submit_shards(jobs)
+        first = jobs[0]
+        with aws_call(f"submitting the {len(jobs)} shards of {first.job_id}"):
+            arns = {self._job_definition(j)[0] for j in jobs}
+            if len(arns) != 1:  # the shards would need different definitions: one job each
+                return super().submit_shards(jobs)
+            expiry = max(self.url_expiry(j) for j in jobs)
+            for j in jobs:
+                Path(j.output_dir).mkdir(parents=True, exist_ok=True)
+            assert self.artifacts is not None
+            env = self._environment(first)
+            env["REFEREE_STAGE_URL"] = self.artifacts.stage_array(first.job_id, [self._stage(j) for j in jobs],
+                                                                  expiry)
+            for key in ("REFEREE_SHARD", "REFEREE_SHARDS"):  # each child's come with its own stage document
+                env.pop(key, None)
+            tags = self._tags(first)
+            if TAG_OUTPUT_DIR in tags:
+                _write_json(array_spec_file(tags[TAG_OUTPUT_DIR]), {"jobs": [j.to_dict() for j in jobs]})
+            resp = self.batch.submit_job(
+                jobName=job_name(first) + "-shards", jobQueue=self._queue(first), jobDefinition=arns.pop(),
+                arrayProperties={"size": len(jobs)},
+                containerOverrides={"environment": [{"name": k, "value": str(v)} for k, v in sorted(env.items())]},
+                tags=tags, propagateTags=True)
+        parent = resp["jobId"]
+        self._parent_tags[parent] = tags
+        handles = [f"{parent}:{i}" for i in range(len(jobs))]
+        for h, j in zip(handles, jobs):
+            self._jobs[h] = j
+        return handles
+
     def describe(self, handles: list[str]) -> dict[str, dict[str, Any]]:
-        """describe_jobs in batches of 100; handles Batch does not know are left out."""
+        """describe_jobs in batches of 100; handles Batch does not know are left out. An array child gets
+        its parent's tags (Batch keeps them on the parent)."""
+        parents = sorted({h.split(":")[0] for h in handles if ":" in h} - set(self._parent_tags))
         found: dict[str, dict[str, Any]] = {}
-        for i in range(0, len(handles), DESCRIBE_BATCH):
-            for d in self.batch.describe_jobs(jobs=handles[i:i + DESCRIBE_BATCH])["jobs"]:
-                found[d["jobId"]] = d
+        wanted = list(handles) + parents
+        with aws_call("describing jobs"):
+            for i in range(0, len(wanted), DESCRIBE_BATCH):
+                for d in self.batch.describe_jobs(jobs=wanted[i:i + DESCRIBE_BATCH])["jobs"]:
+                    found[d["jobId"]] = d
+        for p in parents:
+            if p in found:
+                self._parent_tags[p] = found[p].get("tags") or {}
+        for h in handles:
+            if ":" in h and h in found:
+                found[h]["tags"] = {**self._parent_tags.get(h.split(":")[0], {}), **(found[h].get("tags") or {})}
         return found
 
     def poll(self, handles: list[str]) -> dict[str, JobStatus]:
-        found = self.describe(handles)
-        out: dict[str, JobStatus] = {}
-        now = time.time()
+        """Statuses, describing as many jobs as the DescribeJobs budget allows (least recently described
+        first); the rest keep the status they had."""
+        open_ = [h for h in handles if h not in self._final]
+        open_.sort(key=lambda h: self._described.get(h, -1.0))
+        fresh: dict[str, dict[str, Any]] = {}
+        asked: set[str] = set()
+        for i in range(0, len(open_), DESCRIBE_BATCH):
+            batch = open_[i:i + DESCRIBE_BATCH]
+            # a job never described yet (just submitted, or re-attached) is described now, on credit:
+            # the budget pays it back from the next polls, so the average stays within describe_rate
+            if not self._describe_budget.take(force=batch[0] not in self._described):
+                break
+            fresh.update(self.describe(batch))
+            asked.update(batch)
+        now, out = time.monotonic(), {}
         for h in handles:
             if h in self._final:
                 out[h] = self._final[h]
-                continue
-            d = found.get(h)
-            if d is None:
-                out[h] = lost_handle(h, self.name)
-                continue
-            st = batch_status(d)
-            limit = float((d.get("tags") or {}).get(TAG_TIMEOUT) or 0)
-            if st.state == JobState.RUNNING and limit and st.started_at and \
-                    now - st.started_at.timestamp() > limit:
-                reason = f"{TIMEOUT_REASON} after {limit:g}s"
-                self.batch.terminate_job(jobId=h, reason=reason)
-                st = JobStatus(JobState.FAILED, FailureReason.TIMED_OUT, f"killed after {limit:g}s",
-                               started_at=st.started_at, finished_at=now_utc(), node=st.node,
-                               instance_type=st.instance_type)
-            container = {**((d.get("attempts") or [{}])[-1].get("container") or {}), **(d.get("container") or {})}
-            if container.get("logStreamName"):
-                self._log_streams[h] = container["logStreamName"]
-            job = self._jobs.get(h) or (self._adopt(h, d) if st.state.final else None)
-            if st.state.final and job is not None:
-                st = self._final[h] = self._settle(job, st)
-            out[h] = st
+            elif h in asked:
+                self._described[h] = now
+                d = fresh.get(h)
+                out[h] = self._status(h, d) if d is not None else lost_handle(h, self.name)
+            else:
+                out[h] = self._seen.get(h, JobStatus(JobState.QUEUED))
         return out
+
+    def _status(self, h: str, d: dict[str, Any]) -> JobStatus:
+        st = batch_status(d)
+        limit = float((d.get("tags") or {}).get(TAG_TIMEOUT) or 0)
+        if st.state == JobState.RUNNING and limit and st.started_at and \
+                time.time() - st.started_at.timestamp() > limit:
+            reason = f"{TIMEOUT_REASON} after {limit:g}s"
+            with aws_call(f"stopping {h} at its time limit"):
+                self.batch.terminate_job(jobId=h, reason=reason)
+            st = JobStatus(JobState.FAILED, FailureReason.TIMED_OUT, f"killed after {limit:g}s",
+                           started_at=st.started_at, finished_at=now_utc(), node=st.node,
+                           instance_type=st.instance_type)
+        container = {**((d.get("attempts") or [{}])[-1].get("container") or {}), **(d.get("container") or {})}
+        if container.get("logStreamName"):
+            self._log_streams[h] = container["logStreamName"]
+        job = self._jobs.get(h) or (self._adopt(h, d) if st.state.final else None)
+        if st.state.final and job is not None:
+            st = self._final[h] = self._settle(job, st)
+            self._seen.pop(h, None)
+        elif not st.state.final:
+            self._seen[h] = st
+        return st
+
+    def waiting_reason(self, handle: str) -> str | None:
+        seen = self._seen.get(handle)
+        return seen.message or None if seen is not None else None
+
+    def unsatisfiable(self, job: JobSpec) -> str | None:
+        """A request larger than every instance type the queue's compute environments can launch (read
+        from Batch and EC2, cached); None when it fits, or when the queue cannot be judged."""
+        if self.capacity is None:
+            return None
+        r = job.resources
+        return self.capacity.refuse(self._queue(job), max(1, math.ceil(r.cpu)), max(4, r.memory_mib), int(r.gpus))
+
+    def locate(self, job: JobSpec) -> str | None:
+        """A job of this spec's name on the queue whose tags point at this spec's output directory."""
+        with aws_call(f"looking for {job.job_id}"):
+            found = self.batch.list_jobs(jobQueue=self._queue(job), filters=[
+                {"name": "JOB_NAME", "values": [job_name(job)]}]).get("jobSummaryList", [])
+            ids = [j["jobId"] for j in found]
+            descs = self.describe(ids) if ids else {}
+        out_dir = str(Path(job.output_dir).resolve())
+        for jid in ids:
+            tags = (descs.get(jid) or {}).get("tags") or {}
+            if tags.get(TAG_JOB) == job.job_id and tags.get(TAG_OUTPUT_DIR) == out_dir:
+                self._jobs[jid] = job
+                return jid
+        return None
 
     def _adopt(self, handle: str, desc: dict[str, Any]) -> JobSpec | None:
         """The spec of a job an earlier process submitted (re-attach), from the file its tags point to."""
@@ -485,11 +665,17 @@ class AwsBatchBackend(Backend):
         if not out_dir:
             return None
         try:
-            job = JobSpec.from_dict(json.loads(job_spec_file(out_dir).read_text(encoding="utf-8")))
-        except (OSError, ValueError, TypeError, KeyError):
+            if ":" in handle:  # an array child: its spec is in the array's file, by index
+                docs = json.loads(array_spec_file(out_dir).read_text(encoding="utf-8"))["jobs"]
+                if docs[0]["job_id"] != tags.get(TAG_JOB):
+                    return None
+                job = JobSpec.from_dict(docs[int(handle.rsplit(":", 1)[1])])
+            else:
+                job = JobSpec.from_dict(json.loads(job_spec_file(out_dir).read_text(encoding="utf-8")))
+                if job.job_id != tags.get(TAG_JOB) or str(Path(job.output_dir).resolve()) != out_dir:
+                    return None  # not this job's file
+        except (OSError, ValueError, TypeError, KeyError, IndexError):
             return None
-        if job.job_id != tags.get(TAG_JOB) or str(Path(job.output_dir).resolve()) != out_dir:
-            return None  # not this job's file
         self._jobs[handle] = job
         return job
 
@@ -498,7 +684,8 @@ class AwsBatchBackend(Backend):
         reason, message = self._copy_out(job) if st.state == JobState.SUCCEEDED else (None, "")
         if reason is not None:
             return JobStatus(JobState.FAILED, reason, message, exit_code=st.exit_code, started_at=st.started_at,
-                             finished_at=st.finished_at, node=st.node, instance_type=st.instance_type)
+                             finished_at=st.finished_at, node=st.node, instance_type=st.instance_type,
+                             backend_attempts=st.backend_attempts)
         return st
 
     def _copy_out(self, job: JobSpec) -> tuple[FailureReason | None, str]:
@@ -506,7 +693,8 @@ class AwsBatchBackend(Backend):
         out = Path(job.output_dir)
         if self.data == "s3":
             assert self.artifacts is not None
-            size = self.artifacts.output_size(job.job_id, job.output_file)
+            with aws_call(f"reading the output of {job.job_id}"):
+                size = self.artifacts.output_size(job.job_id, job.output_file)
             if size is None:
                 return FailureReason.NO_OUTPUT, f"the job did not write {job.output_file}"
             too_big = (FailureReason.INVALID_OUTPUT, f"{job.output_file} is larger than the output cap of "
@@ -515,8 +703,9 @@ class AwsBatchBackend(Backend):
                 return too_big
             from referee.platform.runtime.artifacts import OutputTooLarge
             try:  # capped while it streams in too: the object may have changed since it was measured
-                self.artifacts.get_output(job.job_id, job.output_file, out / job.output_file,
-                                          max_bytes=policy.max_output_bytes)
+                with aws_call(f"reading the output of {job.job_id}"):
+                    self.artifacts.get_output(job.job_id, job.output_file, out / job.output_file,
+                                              max_bytes=policy.max_output_bytes)
             except OutputTooLarge:
                 return too_big
             return None, ""
@@ -532,13 +721,15 @@ class AwsBatchBackend(Backend):
     def cancel(self, handle: str) -> None:
         from botocore.exceptions import ClientError
         try:
-            self.batch.terminate_job(jobId=handle, reason=CANCEL_REASON)
+            with aws_call(f"cancelling {handle}"):
+                self.batch.terminate_job(jobId=handle, reason=CANCEL_REASON)
         except ClientError as exc:  # already gone: cancelling is idempotent
             if "does not exist" not in str(exc) and "not found" not in str(exc).lower():
                 raise
 
     def logs(self, handle: str, tail: int = 65536) -> str:
-        """The job's CloudWatch Logs stream (its last ``tail`` bytes)."""
+        """The job's CloudWatch Logs stream (its last ``tail`` bytes). Throttling raises
+        ``BackendUnavailable``: the controller reads it again later instead of keeping an empty tail."""
         from botocore.exceptions import ClientError
         stream = self._log_streams.get(handle)
         if stream is None:
@@ -548,8 +739,9 @@ class AwsBatchBackend(Backend):
         if not stream:
             return ""
         try:
-            events = self.logs_client.get_log_events(logGroupName=self.log_group, logStreamName=stream,
-                                                     startFromHead=False, limit=10000)["events"]
+            with aws_call(f"reading the log of {handle}"):
+                events = self.logs_client.get_log_events(logGroupName=self.log_group, logStreamName=stream,
+                                                         startFromHead=False, limit=10000)["events"]
         except ClientError:
             return ""
         text = "".join(e["message"] + "\n" for e in events)
@@ -566,18 +758,57 @@ class AwsBatchBackend(Backend):
 
     def cleanup(self, handle: str) -> None:
         self._final.pop(handle, None)
+        self._described.pop(handle, None)
+        self._seen.pop(handle, None)
         job = self._jobs.pop(handle, None)
         if job is not None:
             job_spec_file(job.output_dir).unlink(missing_ok=True)
+            if job.shard == 0:
+                array_spec_file(job.output_dir).unlink(missing_ok=True)
         if job is not None and self.artifacts is not None:
-            self.artifacts.delete_outputs(job.job_id)
+            with contextlib.suppress(Exception):  # housekeeping: a later run's cleanup is no worse
+                self.artifacts.delete_outputs(job.job_id)
         elif job is not None:
             shutil.rmtree(scratch_dir(job), ignore_errors=True)
         arn = self._per_job_defs.pop(handle, None)
         if arn:
-            self.batch.deregister_job_definition(jobDefinition=arn)
+            with contextlib.suppress(Exception):
+                self.batch.deregister_job_definition(jobDefinition=arn)
             self._defs = {k: v for k, v in self._defs.items() if v != arn}
         self._log_streams.pop(handle, None)
+
+
+class TokenBucket:
+    """At most ``rate`` takes per second on average, ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: float = 1.0, clock: Any = time.monotonic):
+        self.rate, self.burst, self._clock = rate, burst, clock
+        self.tokens, self._at = burst, clock()
+
+    def take(self, force: bool = False) -> bool:
+        """Spend one token if there is one (``force``: spend it on credit)."""
+        now = self._clock()
+        self.tokens = min(self.burst, self.tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self.tokens >= 1.0 or force:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+def job_name(job: JobSpec) -> str:
+    return _SAFE_NAME.sub("-", job.job_id)[:120]
+
+
+def array_spec_file(output_dir: str | Path) -> Path:
+    """Where ``submit_shards`` leaves an array job's specs (next to its first shard's output directory)."""
+    return Path(output_dir).parent / ARRAY_SPEC_FILE
+
+
+def _write_json(path: Path, doc: Any) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(doc), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def image_command(image: str) -> list[str]:
@@ -592,34 +823,3 @@ def image_command(image: str) -> list[str]:
     if not command:
         raise BackendError(f"image {image!r} has neither ENTRYPOINT nor CMD; give the job an explicit command")
     return command
-
-
-def ensure_job_queue(session: Any, job_queue: str, *, endpoint_url: str | None = None,
-                     compute_environment: str | None = None, compute_resources: dict[str, Any] | None = None,
-                     service_role: str | None = None) -> str:
-    """Quick start: create a compute environment and job queue named after ``job_queue`` if missing.
-
-    With ``compute_resources`` (e.g. ``{"type": "SPOT", "instanceTypes": ["g4dn.xlarge"], "maxvCpus": 64,
-    "subnets": [...], "securityGroupIds": [...], "instanceRole": "ecsInstanceRole"}``) the environment is
-    MANAGED; without, UNMANAGED. ``service_role`` defaults to Batch's service-linked role. Returns the
-    queue's ARN.
-    """
-    kw = {"endpoint_url": endpoint_url} if endpoint_url else {}
-    batch = session.client("batch", **kw)
-    queues = batch.describe_job_queues(jobQueues=[job_queue])["jobQueues"]
-    if queues:
-        return queues[0]["jobQueueArn"]
-    env_name = compute_environment or f"{job_queue}-env"
-    envs = batch.describe_compute_environments(computeEnvironments=[env_name])["computeEnvironments"]
-    if not envs:
-        args: dict[str, Any] = {"computeEnvironmentName": env_name, "state": "ENABLED"}
-        if service_role:  # without one, Batch uses its service-linked role (AWSServiceRoleForBatch)
-            args["serviceRole"] = service_role
-        if compute_resources:
-            args.update(type="MANAGED", computeResources=compute_resources)
-        else:
-            args["type"] = "UNMANAGED"
-        batch.create_compute_environment(**args)
-    return batch.create_job_queue(jobQueueName=job_queue, state="ENABLED", priority=1,
-                                  computeEnvironmentOrder=[{"order": 1, "computeEnvironment": env_name}]
-                                  )["jobQueueArn"]

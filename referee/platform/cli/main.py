@@ -230,18 +230,29 @@ def submit(ctx: click.Context, competition_id: str, source: str, team: str | Non
 @click.option("--backend", default=None, help="Override the competition's backend.")
 @click.option("--max-in-flight", type=int, default=None)
 @click.option("--limit", type=int, default=None, help="Claim at most N submissions.")
+@click.option("--outage-limit", default=None, metavar="DURATION",
+              help="Stop (exit status 4) when the backend does not answer for this long (default: the "
+                   "competition's backend.outage_limit, 10m).")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--no-progress", is_flag=True)
 @click.pass_context
 def run(ctx: click.Context, competition_id: str, backend: str | None, max_in_flight: int | None,
-        limit: int | None, as_json: bool, no_progress: bool) -> None:
-    """Score every pending submission of a competition (resumable)."""
+        limit: int | None, outage_limit: str | None, as_json: bool, no_progress: bool) -> None:
+    """Score every pending submission of a competition (resumable).
+
+    Exit status 3: paused (a budget, a resource request no machine can run); 4: the backend's control
+    plane stopped answering (every job stays claimed: run again to resume)."""
     from referee.platform.controller.reconcile import make_backend
+    from referee.platform.core.units import parse_duration
     store = open_store(ctx)
     comp = store.get_competition(competition_id)
     be = make_backend(comp, store, backend) if backend else None
+    try:
+        limit_s = parse_duration(outage_limit) if outage_limit is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--outage-limit") from None
     summary = run_with_progress(store, comp, be, max_in_flight=max_in_flight, limit=limit,
-                                show=not (as_json or no_progress))
+                                show=not (as_json or no_progress), outage_limit=limit_s)
     if as_json:
         emit_json(summary.to_dict())
     else:

@@ -3,7 +3,9 @@
 Every ``interval`` seconds (or at once when an upload pokes it) the loop looks for competitions with
 pending submissions and runs ``Controller(store, comp).run()`` for each in its own thread, one at a
 time per competition, so a slow container in one competition does not hold up another. A run that
-was paused (for example by a budget) or failed is not retried for ``backoff`` seconds.
+was paused (for example by a budget) or failed is not retried for ``backoff`` seconds. A backend whose
+control plane stops answering never ends a run here: the controller backs off and resumes when the
+endpoint answers again (``keep_trying``), so an outage pauses the queue instead of emptying it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ log = logging.getLogger(__name__)
 class ScoringLoop:
     """Runs pending submissions of all competitions in a workspace until stopped."""
 
-    def __init__(self, store: Store, *, interval: float = 2.0, poll_interval: float = 0.2, backoff: float = 60.0):
+    def __init__(self, store: Store, *, interval: float = 2.0, poll_interval: float | None = None,
+                 backoff: float = 60.0):
         self.store = store
         self.interval = interval
         self.backoff = backoff
@@ -89,7 +92,7 @@ class ScoringLoop:
         progressed = False
         try:
             comp = self.store.get_competition(cid)
-            summary = Controller(self.store, comp, poll_interval=self.poll_interval).run()
+            summary = Controller(self.store, comp, poll_interval=self.poll_interval, keep_trying=True).run()
             progressed = bool(summary.scored or summary.failed or summary.retried)
             if summary.paused_reason:
                 self._resume_at[cid] = time.monotonic() + self.backoff

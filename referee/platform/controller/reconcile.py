@@ -11,6 +11,16 @@ Every outcome (scored, failed, retried) goes through one guarded store transitio
 it lands only while this controller still holds the claim for that attempt, so a host's cancel or
 re-run from another process is never overwritten. Scoring runs in a worker pool, off the poll loop,
 so slow scoring never delays polls or heartbeats. ``referee run`` and ``referee serve`` both run it.
+
+The backend's control plane is guarded by a circuit breaker (``backoff.py``): throttling, timeouts, an
+unreachable endpoint or expired credentials (``BackendUnavailable``) pause dispatching and polling with a
+jittered back-off and never spend a submission's retries; an attempt the backend never took is forgotten.
+``referee run`` stops with exit status 4 after ``backend.outage_limit``; ``referee serve`` keeps trying.
+Polling slows down while nothing changes. A job that waits longer than ``backend.stuck_after`` for a
+machine is recorded with the backend's own reason (and, with ``on_stuck: cancel``, cancelled as a platform
+failure); a job no machine could ever run is refused before dispatch. A competition with
+``resources.shards: N`` runs each submission as N jobs (``shards.py``): a lost shard is re-run alone,
+and the merged prediction file is scored once.
 """
 
 from __future__ import annotations
@@ -27,10 +37,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from referee.platform.controller import shards as sharding
+from referee.platform.controller.backoff import CircuitBreaker, PollInterval
 from referee.platform.controller.policy import Candidate, SchedulingPolicy
 from referee.platform.controller.scoring import score_file
 from referee.platform.core.backend import Backend
-from referee.platform.core.errors import BackendError, SubmissionRejected
+from referee.platform.core.errors import BackendError, BackendUnavailable, SubmissionRejected
 from referee.platform.core.jobs import (
     FailureReason,
     JobSpec,
@@ -39,6 +51,7 @@ from referee.platform.core.jobs import (
     Resources,
     SubmissionStatus,
 )
+from referee.platform.core.units import format_duration
 from referee.platform.core.spec import Competition
 from referee.platform.store import NewScore, Store, SubmissionRow
 from referee.plugins.manager import get_plugin_manager
@@ -50,10 +63,12 @@ from referee.scoring.engine import (
 )
 
 LOG_TAIL_BYTES = 8192
-MAX_POLL_ERRORS = 10  # consecutive failed polls before a run gives up (its jobs stay claimed)
+MAX_POLL_ERRORS = 10  # consecutive failed polls (other than control-plane outages) before a run gives up
 HEARTBEAT_S = 60.0  # a running controller renews its claims this often ...
 LEASE_S = 600.0  # ... and a claim not renewed for this long is taken over
 RECONCILE_S = 1.0  # how often held claims are compared with the store (a host's cancel, a lost claim)
+LATE_LOG_TRIES = 8  # a log read the backend throttled is tried again this often (backing off) ...
+LATE_LOG_FIRST_S = 5.0  # ... first after this long
 
 
 @dataclass
@@ -64,10 +79,12 @@ class RunSummary:
     paused_reason: str | None = None
     held_teams: dict[str, str] = field(default_factory=dict)  # team -> why its submissions wait
     failures: dict[str, int] = field(default_factory=dict)
+    outages: int = 0  # times the backend's control plane stopped answering (and came back, or not)
 
     def to_dict(self) -> dict[str, Any]:
         return {"scored": self.scored, "failed": self.failed, "retried": self.retried,
-                "paused_reason": self.paused_reason, "held_teams": self.held_teams, "failures": self.failures}
+                "paused_reason": self.paused_reason, "held_teams": self.held_teams, "failures": self.failures,
+                "outages": self.outages}
 
 
 @dataclass(frozen=True)
@@ -80,6 +97,7 @@ class Outcome:
     charge: bool = True  # counts toward the team's quota (failures only)
     log_tail: str | None = None
     scores: tuple[NewScore, ...] = ()
+    attempts: tuple[int, ...] = ()  # every attempt of a sharded run (their costs go with the outcome)
 
 
 @dataclass
@@ -90,6 +108,26 @@ class _Job:
     team: str
     job_row: int
     spec: JobSpec
+    since: float = field(default_factory=time.monotonic)  # when it was dispatched (monotonic clock)
+    seen: tuple[str, str] | None = None  # the last (state, message) a poll reported
+    stuck: bool = False  # found waiting for a machine longer than stuck_after
+    reason: str = ""  # the waiting reason recorded for it
+    capacity_cancel: str | None = None  # cancelled for waiting too long: the failure message
+
+    @property
+    def shard(self) -> int | None:
+        return self.spec.shard
+
+
+@dataclass
+class _LateLog:
+    """A log tail the backend would not give yet (throttled): read again later, never stored empty."""
+
+    sid: int
+    attempt: int
+    handle: str
+    tries: int = 0
+    at: float = 0.0
 
 
 def owner_alive(owner: str | None, heartbeat: str | None = None) -> bool:
@@ -124,29 +162,47 @@ def make_backend(comp: Competition, store: Store, name: str | None = None,
 
 
 class Controller:
-    """Runs one competition's pending submissions to a final state on one backend."""
+    """Runs one competition's pending submissions to a final state on one backend.
+
+    ``poll_interval`` (and ``max_poll_interval``) fix the polling; without them it starts at the
+    competition's (or the backend's) interval and grows while nothing changes. ``keep_trying`` (``referee
+    serve``) rides out any outage; otherwise ``outage_limit`` (default: the competition's) bounds it and
+    ``run`` raises ``BackendUnavailable``: every claim stays, so the next run resumes.
+    """
 
     def __init__(self, store: Store, comp: Competition, backend: Backend | None = None, *,
-                 max_in_flight: int | None = None, poll_interval: float = 0.2,
-                 on_progress: Callable[[str, int], None] | None = None, scoring_workers: int = 1):
+                 max_in_flight: int | None = None, poll_interval: float | None = None,
+                 max_poll_interval: float | None = None,
+                 on_progress: Callable[[str, int], None] | None = None, scoring_workers: int = 1,
+                 keep_trying: bool = False, outage_limit: float | None = None,
+                 breaker: CircuitBreaker | None = None):
         self.store = store
         self.comp = comp
         self._backend = backend
         self.max_in_flight = max_in_flight or comp.backend.max_in_flight
-        self.poll_interval = poll_interval
+        self._poll_setting = (poll_interval, max_poll_interval)
+        self._interval: PollInterval | None = None
         self.on_progress = on_progress or (lambda event, sid: None)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.pm = get_plugin_manager()
         self.policy = SchedulingPolicy(max_in_flight=self.max_in_flight,
                                        max_infra_retries=comp.backend.max_infra_retries)
         self.summary = RunSummary()
+        self.breaker = breaker or CircuitBreaker()
+        self.outage_limit = None if keep_trying else (outage_limit if outage_limit is not None
+                                                      else comp.backend.outage_limit)
         self._jobs: dict[str, _Job] = {}  # backend handle -> the attempt it runs
+        self._shards: dict[int, sharding.ShardRun] = {}  # submission id -> its sharded run
+        self._shard_dirs: list[Any] | None = None
         self._scoring: dict[Future[Outcome], tuple[int, int | None]] = {}  # -> (submission id, attempt)
         self._scoring_workers = max(1, scoring_workers)
         self._pool: ThreadPoolExecutor | None = None
         self._wake = threading.Event()  # set by finished scoring (and by backends that can tell)
         self._kinds: dict[str, SubmissionKindInfo] = self.pm.submission_kinds()
         self._poll_errors = 0
+        self._next_poll = 0.0
+        self._late_logs: list[_LateLog] = []
+        self._unanswered: set[str] = set()  # job ids whose submit may have reached the backend unanswered
         self._last_heartbeat = self._last_reconcile = time.monotonic()
 
     @property
@@ -156,43 +212,92 @@ class Controller:
         return self._backend
 
     @property
+    def interval(self) -> PollInterval:
+        """The poll interval (made on first use: its defaults come from the backend)."""
+        if self._interval is None:
+            low, high = self._poll_setting
+            if low is not None:
+                high = low if high is None else max(low, high)
+            else:
+                low = self.comp.backend.poll_interval
+                high = self.comp.backend.max_poll_interval if high is None else high
+                low = self.backend.poll_interval_s if low is None else low
+                high = max(low, self.backend.max_poll_interval_s if high is None else high)
+            self._interval = PollInterval(low, high)
+        return self._interval
+
+    @property
+    def poll_interval(self) -> float:
+        return self.interval.current
+
+    @property
     def in_flight(self) -> int:
-        """Attempts this controller holds: dispatched jobs and submissions being scored."""
-        return len(self._jobs) + len(self._scoring)
+        """Attempts this controller holds: dispatched jobs, shards waiting to go out, scoring."""
+        return len(self._jobs) + len(self._scoring) + sum(len(r.queued) for r in self._shards.values())
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, *, limit: int | None = None) -> RunSummary:
         """Bring every pending submission (at most ``limit`` new claims) to a final state."""
         self.adopt()
         claimed = 0
+        stopped_early = False
         try:
             while True:
                 progressed = self._harvest_scoring()
-                if self.summary.paused_reason is None and (limit is None or claimed < limit):
-                    n = self._dispatch(None if limit is None else limit - claimed)
-                    claimed += n
-                    progressed |= n > 0
-                if self._jobs:
-                    progressed |= self._poll()
+                progressed |= self._read_late_logs()
+                if self.breaker.allow():
+                    if self.summary.paused_reason is None and (limit is None or claimed < limit):
+                        n = self._dispatch(None if limit is None else limit - claimed)
+                        claimed += n
+                        progressed |= n > 0
+                    if self._jobs and self.breaker.allow() and time.monotonic() >= self._next_poll:
+                        progressed |= self._poll()
+                self._check_outage()
                 self._housekeeping()
-                if not self.in_flight and not progressed and (
+                busy = len(self._jobs) + len(self._scoring)
+                if self.summary.paused_reason is None:
+                    busy += sum(len(r.queued) for r in self._shards.values())
+                if not busy and not progressed and (
                         self.summary.paused_reason is not None or (limit is not None and claimed >= limit)
                         or not self.store.has_pending(self.comp.id, exclude_teams=tuple(self.summary.held_teams))):
                     break
                 if not progressed:
                     self._wait()
+        except BaseException:
+            stopped_early = True
+            raise
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
                 self._harvest_scoring()
                 self._pool = None
+            self._read_late_logs(final=True)
+            self._let_go(everything=stopped_early)
             if self._backend is not None:
                 self._backend.close()
         return self.summary
 
+    def _let_go(self, *, everything: bool) -> None:
+        """Leave held submissions for the next controller to adopt (at once, not after the lease): every
+        one when this run stops early (an outage past its limit), else sharded runs that still wait for a
+        shard to go out (a paused competition)."""
+        sids = {j.sid for j in self._jobs.values()} | set(self._shards) if everything else \
+            {sid for sid, r in self._shards.items() if r.queued}
+        for sid in sids:
+            self.store.let_go(sid, self.owner)
+        if everything:
+            self._jobs.clear()
+            self._shards.clear()
+
     def _wait(self) -> None:
-        """Sleep until a job or a scoring task may have finished (at most ``poll_interval``)."""
-        timeout = self.poll_interval
+        """Sleep until the next poll is due, the breaker lets a call out, or scoring finished."""
+        now = time.monotonic()
+        due = [self._next_poll if self._jobs else now + self.poll_interval]
+        if self.breaker.wait_s:
+            due.append(now + self.breaker.wait_s)
+        if self._late_logs:
+            due.append(min(x.at for x in self._late_logs))
+        timeout = min(due) - now
         if timeout <= 0:
             if not self._scoring:
                 return
@@ -205,9 +310,37 @@ class Controller:
         if now - self._last_heartbeat >= HEARTBEAT_S:
             self._last_heartbeat = now
             self.store.renew_claims(self.owner)
-        if self._jobs and now - self._last_reconcile >= RECONCILE_S:
+        if (self._jobs or self._shards) and now - self._last_reconcile >= RECONCILE_S:
             self._last_reconcile = now
             self._drop_lost_claims()
+
+    # -- the control plane: outages ------------------------------------------------------------------
+    def _unavailable(self, exc: BackendUnavailable, during: str) -> None:
+        """The backend's control plane did not answer: back off (nothing is charged, no retry is spent)."""
+        first = self.breaker.failures == 0
+        delay = self.breaker.failure(exc, exc.retry_after)
+        if first:
+            self.summary.outages += 1
+            self.store.event("backend_unavailable", f"{during}: {exc}", competition_id=self.comp.id,
+                             backend=self.backend.name, hint=exc.hint)
+        self.store.event("backoff", f"{during}: backing off {delay:.1f}s", competition_id=self.comp.id,
+                         failures=self.breaker.failures)
+
+    def _answered(self) -> None:
+        if self.breaker.success():
+            self.store.event("backend_recovered", f"the {self.backend.name} backend answers again",
+                             competition_id=self.comp.id)
+
+    def _check_outage(self) -> None:
+        """``referee run`` stops once an outage lasts past its limit; its claims stay for the next run."""
+        if self.outage_limit is None or not self.breaker.failures or self.breaker.outage_s < self.outage_limit:
+            return
+        last = self.breaker.last_error
+        hint = getattr(last, "hint", "") or "check the backend's endpoint, network and credentials"
+        raise BackendUnavailable(
+            f"the {self.backend.name} backend has not answered for {format_duration(self.breaker.outage_s)} "
+            f"({getattr(last, 'detail', last)}); nothing was charged and every job stays claimed: fix it, then "
+            f"run `referee run {self.comp.id}` again to resume", hint=hint)
 
     # -- adopting the claims of a controller that died -----------------------------------------------
     def adopt(self) -> int:
@@ -225,21 +358,79 @@ class Controller:
             self._reconcile_adopted(sub)
         return n
 
+    def _watch(self, sub: SubmissionRow, job_row: int, spec: JobSpec, handle: str, dispatched: str | None) -> None:
+        """Re-attach to a job by handle; its waiting time counts from when it was dispatched."""
+        since = time.monotonic()
+        if dispatched:
+            age = (dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(dispatched)).total_seconds()
+            since -= max(0.0, age)
+        self._jobs[handle] = _Job(sub.id, sub.team, job_row, spec, since=since)
+
+    def _locate(self, spec: JobSpec) -> str | None:
+        """A job the backend may have started for ``spec`` without the scheduler hearing of it."""
+        try:
+            return self.backend.locate(spec)
+        except BackendUnavailable:
+            return None  # cannot tell now; treated as never started (at worst it runs twice)
+
     def _reconcile_adopted(self, sub: SubmissionRow) -> None:
+        rows = [j for j in self.store.jobs_of(sub.id) if j.attempt > sub.attempt_base]
+        if any(j.shard is not None for j in rows):
+            self._adopt_shards(sub, rows)
+            return
         job = self.store.job(sub.id, sub.attempts) if sub.attempts else None
         if job is None:  # claimed, never dispatched: back to the queue
             self.store.release(sub.id, self.owner)
             return
         spec = JobSpec.from_dict(job.spec)
-        if not job.state.final and not job.handle:  # the controller died between recording and dispatching
-            self.store.job_finished(job.id, JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR,
-                                                      "controller stopped before dispatch"))
-            self.store.release(sub.id, self.owner)
-        elif not job.state.final:
-            assert job.handle is not None
-            self._jobs[job.handle] = _Job(sub.id, sub.team, job.id, spec)  # re-attached by handle
+        handle = job.handle
+        if not job.state.final and not handle:  # the controller died between recording and dispatching
+            handle = self._locate(spec)
+            if handle is not None:
+                self.store.job_dispatched(job.id, handle)
+            else:
+                self.store.job_finished(job.id, JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR,
+                                                          "controller stopped before dispatch"))
+                self.store.release(sub.id, self.owner)
+                return
+        if not job.state.final:
+            assert handle is not None
+            self._watch(sub, job.id, spec, handle, job.started_at)  # re-attached by handle
         else:  # it finished, but its controller died before applying the outcome
             self._settle_job(_Job(sub.id, sub.team, job.id, spec), job.handle, job.status(), recorded=True)
+
+    def _adopt_shards(self, sub: SubmissionRow, rows: list[Any]) -> None:
+        """Rebuild a sharded run from its job rows: finished shards stay finished, running ones are
+        re-attached, lost or never-dispatched ones go out again."""
+        first = JobSpec.from_dict(rows[0].spec)
+        run = sharding.ShardRun(sub.id, sub.team, first.shards, attempt=sub.attempts)
+        self._shards[sub.id] = run
+        latest: dict[int, Any] = {}
+        for j in rows:
+            k = int(j.shard or 0)
+            latest[k] = j
+            run.tries[k] = run.tries.get(k, 0) + 1
+            run.attempts.append(j.attempt)
+        for k in range(run.shards):
+            j = latest.get(k)
+            if j is None:
+                run.queued.append(k)
+                continue
+            spec = JobSpec.from_dict(j.spec)
+            handle = j.handle
+            if not j.state.final and not handle:
+                handle = self._locate(spec)
+                if handle is None:
+                    self.store.job_finished(j.id, JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR,
+                                                            "controller stopped before dispatch"))
+                    run.queued.append(k)
+                    continue
+                self.store.job_dispatched(j.id, handle)
+            if not j.state.final:
+                assert handle is not None
+                self._watch(sub, j.id, spec, handle, j.started_at)
+            else:
+                self._settle_job(_Job(sub.id, sub.team, j.id, spec), j.handle, j.status(), recorded=True)
 
     def _drop_lost_claims(self) -> None:
         """Level-triggered host actions: a held job whose submission a host cancelled is stopped on the
@@ -256,10 +447,19 @@ class Controller:
             except Exception as exc:  # noqa: BLE001 - the next poll reports it either way
                 self.store.event("cancel_error", f"{type(exc).__name__}: {exc}", competition_id=self.comp.id,
                                  submission_id=job.sid)
+        for sid, run in list(self._shards.items()):
+            if sid not in ours:
+                run.queued.clear()  # never dispatch more shards of a submission we no longer hold
+                if not any(j.sid == sid for j in self._jobs.values()):
+                    del self._shards[sid]
 
     # -- dispatching ---------------------------------------------------------------------------------
     def _dispatch(self, at_most: int | None) -> int:
-        """Claim what the policy picks for the free slots and start each; returns how many were claimed."""
+        """Send queued shards, then claim what the policy picks for the free slots and start each;
+        returns how many submissions were claimed."""
+        for run in list(self._shards.values()):
+            if run.queued and self.breaker.allow() and self.summary.paused_reason is None:
+                self._dispatch_shards(run, list(run.queued))
         free = self.policy.free_slots(len(self._jobs))
         free = min(free, self.max_in_flight + self._scoring_workers - self.in_flight)
         if at_most is not None:
@@ -274,6 +474,8 @@ class Controller:
         picked = self.policy.pick([Candidate(i, team, at) for i, team, at in rows], len(self._jobs), running)[:free]
         n = 0
         for cand in picked:
+            if not self.breaker.allow():
+                break  # the backend stopped answering: the rest wait in the queue, unclaimed
             sub = self.store.claim(cand.key, self.owner)
             if sub is None:
                 continue  # another controller claimed it
@@ -294,42 +496,77 @@ class Controller:
                     f"submission kind {sub.kind!r} is not installed", charge=False))
             elif kind.to_job is None:
                 self._score_later(sub, self.store.blob_path(sub.sha256), attempt=sub.attempts, from_job=False)
+            elif self.comp.resources.shards > 1:
+                run = sharding.ShardRun(sub.id, sub.team, len(self._shard_inputs()), attempt=sub.attempts)
+                self._shards[sub.id] = run
+                self._dispatch_shards(run, list(range(run.shards)), kind=kind)
             else:
                 self._dispatch_job(sub, kind)
         except Exception as exc:  # noqa: BLE001
             self.store.event("start_error", traceback.format_exc(), competition_id=self.comp.id,
                              submission_id=sub.id)
+            self._shards.pop(sub.id, None)
             self._apply(sub.id, None, Outcome(SubmissionStatus.FAILED, FailureReason.PLATFORM_ERROR,
                                               f"could not start: {type(exc).__name__}: {exc}", charge=False))
 
-    def _dispatch_job(self, sub: SubmissionRow, kind: SubmissionKindInfo) -> None:
-        assert kind.to_job is not None
-        attempt = sub.attempts + 1
-        job = self._job_spec(sub, attempt, kind.to_job)
+    def _check_before_dispatch(self, sub: SubmissionRow, job: JobSpec) -> bool:
+        """Can ``job`` go out now? A request no machine could ever run pauses the competition with the
+        reason; so does a budget, or it holds one team (the ``referee_dispatch_check`` hook)."""
+        why = self.backend.unsatisfiable(job)
+        if why:
+            self.summary.paused_reason = f"cannot dispatch: {why}"
+            self.store.event("paused", self.summary.paused_reason, competition_id=self.comp.id,
+                             submission_id=sub.id)
+            return False
         reason = self.pm.hook.referee_dispatch_check(competition=self.comp, job_spec=job, store=self.store,
                                                      backend=self.backend.name)
         if reason:
             hold = reason if isinstance(reason, Hold) else Hold(str(reason))
-            self.store.release(sub.id, self.owner)
             self.store.event("paused" if hold.team is None else "held", hold.reason, competition_id=self.comp.id,
                              submission_id=sub.id, team=hold.team)
             if hold.team is None:
                 self.summary.paused_reason = hold.reason
             else:
                 self.summary.held_teams[hold.team] = hold.reason  # the other teams keep running
+            return False
+        return True
+
+    def _dispatch_job(self, sub: SubmissionRow, kind: SubmissionKindInfo) -> None:
+        assert kind.to_job is not None
+        attempt = sub.attempts + 1
+        job = self._job_spec(sub, attempt, kind.to_job)
+        try:
+            ok = self._check_before_dispatch(sub, job)
+        except BackendUnavailable as exc:
+            self.store.release(sub.id, self.owner)
+            self._unavailable(exc, "checking capacity")
+            return
+        if not ok:
+            self.store.release(sub.id, self.owner)
             return
         r = job.resources
         job_row = self.store.add_job(sub.id, attempt, self.backend.name, job.to_dict(), gpus=r.gpus, cpu=r.cpu,
                                      memory=r.memory, instance_type=r.instance_type)
         watched = _Job(sub.id, sub.team, job_row, job)
         try:
-            handle = self.backend.submit(job)
+            handle = self._locate(job) if job.job_id in self._unanswered else None
+            if handle is None:
+                handle = self.backend.submit(job)
+        except BackendUnavailable as exc:  # the control plane, not the job: forget the attempt, retry later
+            self._unanswered.add(job.job_id)
+            self.store.discard_job(job_row)
+            self.store.release(sub.id, self.owner)
+            self._unavailable(exc, f"submitting {job.job_id}")
+            return
         except Exception as exc:  # noqa: BLE001 - the backend could not even take the job: infrastructure
             self._settle_job(watched, None, JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR,
                                                       f"submit failed: {type(exc).__name__}: {exc}"))
             return
+        self._unanswered.discard(job.job_id)
+        self._answered()
         self.store.job_dispatched(job_row, handle)
         self._jobs[handle] = watched
+        self._next_poll = min(self._next_poll, time.monotonic() + self.interval.low)
         self.pm.hook.referee_job_started(job=self.store.job_record(job_row), competition=self.comp, store=self.store)
         self.on_progress("started", sub.id)
 
@@ -351,51 +588,254 @@ class Controller:
             labels={"referee.competition": self.comp.id, "referee.submission": str(sub.id)},
             **extra)
 
+    # -- sharded submissions -------------------------------------------------------------------------
+    def _shard_inputs(self) -> list[Any]:
+        if self._shard_dirs is None:
+            from referee.scoring.reference import load_reference
+            ids = load_reference(self.comp).ids
+            self._shard_dirs = sharding.shard_inputs(self.comp, self.store, ids, self.comp.resources.shards)
+        return self._shard_dirs
+
+    def _shard_spec(self, sub: SubmissionRow, attempt: int, shard: int, shards: int,
+                    to_job: Callable[..., dict[str, Any]]) -> JobSpec:
+        job = self._job_spec(sub, attempt, to_job)
+        inputs = self._shard_inputs()[shard]
+        job.input_dir = str(inputs) if inputs is not None else None
+        job.shard, job.shards = shard, shards
+        job.env = {**job.env, "REFEREE_SHARD": str(shard), "REFEREE_SHARDS": str(shards)}
+        job.labels = {**job.labels, "referee.shard": str(shard)}
+        return job
+
+    def _dispatch_shards(self, run: sharding.ShardRun, shard_ids: list[int],
+                         kind: SubmissionKindInfo | None = None) -> None:
+        """Send the given shards of a held submission (all of them at first; one again after it was lost)."""
+        sub = self.store.get_submission(run.sid)
+        if sub.status is not SubmissionStatus.RUNNING or sub.claimed_by != self.owner:
+            run.queued.clear()
+            return
+        kind = kind or self._kinds[sub.kind]
+        assert kind.to_job is not None
+        run.queued = [k for k in run.queued if k not in shard_ids]
+        added: list[tuple[int, int, JobSpec]] = []  # (shard, job row, spec)
+        try:
+            for k in shard_ids:
+                job = self._shard_spec(sub, run.attempt + 1, k, run.shards, kind.to_job)
+                if not self._check_before_dispatch(sub, job):
+                    raise _NotNow()
+                r = job.resources
+                row = self.store.add_job(sub.id, job.attempt, self.backend.name, job.to_dict(), gpus=r.gpus,
+                                         cpu=r.cpu, memory=r.memory, instance_type=r.instance_type, shard=k)
+                run.attempt = job.attempt
+                added.append((k, row, job))
+            found = [self._locate(j) if j.job_id in self._unanswered else None for _, _, j in added]
+            todo = [j for (_, _, j), h in zip(added, found) if h is None]
+            sent = iter(self.backend.submit_shards(todo) if todo else [])
+            handles = [h if h is not None else next(sent) for h in found]
+        except (_NotNow, BackendUnavailable) as exc:
+            for _, _, j in added:
+                self._unanswered.add(j.job_id)
+            for _, row, _ in reversed(added):  # the backend took none of them: forget those attempts
+                self.store.discard_job(row)
+            run.attempt -= len(added)
+            run.queued = sorted(set(run.queued) | set(shard_ids))
+            if not run.attempts:  # nothing of this run went out yet: back to the queue, unclaimed
+                self._shards.pop(run.sid, None)
+                self.store.release(run.sid, self.owner)
+            if isinstance(exc, BackendUnavailable):
+                self._unavailable(exc, f"submitting shards of #{run.sid}")
+            return
+        except Exception as exc:  # noqa: BLE001 - the backend could not take them: infrastructure
+            for k, row, j in added:
+                run.attempts.append(j.attempt)
+                run.tries[k] = run.tries.get(k, 0) + 1
+                self._settle_job(_Job(sub.id, sub.team, row, j), None, JobStatus(
+                    JobState.FAILED, FailureReason.PLATFORM_ERROR, f"submit failed: {type(exc).__name__}: {exc}"))
+            return
+        self._answered()
+        for (k, row, job), handle in zip(added, handles):
+            self._unanswered.discard(job.job_id)
+            run.attempts.append(job.attempt)
+            run.tries[k] = run.tries.get(k, 0) + 1
+            self.store.job_dispatched(row, handle)
+            self._jobs[handle] = _Job(sub.id, sub.team, row, job)
+            self.pm.hook.referee_job_started(job=self.store.job_record(row), competition=self.comp, store=self.store)
+        self._next_poll = min(self._next_poll, time.monotonic() + self.interval.low)
+        self.on_progress("started", sub.id)
+
+    def _settle_shard(self, job: _Job, st: JobStatus, output: Path | None, log_tail: str) -> None:
+        """One shard finished: keep its output, re-run it after a platform failure, or end the submission."""
+        run = self._shards.get(job.sid)
+        k = int(job.shard or 0)
+        if run is None:
+            return  # the submission was settled already (another shard failed, or a host cancelled it)
+        if st.state == JobState.SUCCEEDED:
+            assert output is not None
+            if output.is_symlink() or not output.is_file():
+                why = "is a symlink (not followed)" if output.is_symlink() else "was not written"
+                self._fail_shards(run, Outcome(SubmissionStatus.FAILED, FailureReason.NO_OUTPUT,
+                                               f"shard {k + 1} of {run.shards}: {job.spec.output_file} {why}",
+                                               log_tail=log_tail))
+                return
+            run.done[k] = (output, log_tail)
+            if len(run.done) == run.shards:
+                self._merge_and_score(run, job.spec)
+            return
+        reason = st.reason or FailureReason.EXITED_NONZERO
+        if job.capacity_cancel:
+            self._fail_shards(run, Outcome(SubmissionStatus.FAILED, FailureReason.PLATFORM_ERROR,
+                                           f"shard {k + 1} of {run.shards}: {job.capacity_cancel}", charge=False,
+                                           log_tail=log_tail))
+            return
+        decision = self.policy.on_failure(reason, run.tries.get(k, 1), st.message)
+        if decision.retry:  # only this shard goes out again; the others keep running
+            run.queued.append(k)
+            self.summary.retried += 1
+            self.store.event("retry", f"shard {k + 1} of {run.shards}: {st.message}", competition_id=self.comp.id,
+                             submission_id=job.sid, attempt=job.spec.attempt, shard=k)
+            return
+        self._fail_shards(run, Outcome(SubmissionStatus.FAILED, decision.reason,
+                                       f"shard {k + 1} of {run.shards}: {decision.message}", charge=decision.charge,
+                                       log_tail=log_tail))
+
+    def _fail_shards(self, run: sharding.ShardRun, outcome: Outcome) -> None:
+        """One shard failed for good: stop the others and fail the submission (every try's cost goes with
+        the outcome: to the platform when it is not charged)."""
+        self._shards.pop(run.sid, None)
+        for handle, other in list(self._jobs.items()):
+            if other.sid != run.sid:
+                continue
+            del self._jobs[handle]
+            try:
+                self.backend.cancel(handle)
+            except Exception:  # noqa: BLE001 - best effort: its outcome is ignored either way
+                pass
+            self.store.job_finished(other.job_row, JobStatus(JobState.CANCELLED, FailureReason.CANCELLED,
+                                                             "another shard of the submission failed"))
+        self._apply(run.sid, run.attempt, Outcome(outcome.status, outcome.reason, outcome.message,
+                                                  charge=outcome.charge, log_tail=outcome.log_tail,
+                                                  attempts=tuple(run.attempts)))
+
+    def _merge_and_score(self, run: sharding.ShardRun, spec: JobSpec) -> None:
+        self._shards.pop(run.sid, None)
+        parts = [run.done[k][0] for k in range(run.shards)]
+        merged = self.store.work_dir(self.comp.id, f"s{run.sid}", f"merged-a{run.attempt}") / spec.output_file
+        log_tail = run.log_tail(LOG_TAIL_BYTES)
+        try:
+            sharding.merge(parts, merged, self.comp.prediction.format)
+        except SubmissionRejected as exc:
+            self._apply(run.sid, run.attempt, Outcome(SubmissionStatus.FAILED, FailureReason.INVALID_OUTPUT,
+                                                      str(exc), log_tail=log_tail))
+            return
+        self._score_later(self.store.get_submission(run.sid), merged, attempt=run.attempt, from_job=True,
+                          log_tail=log_tail)
+
     # -- observing -----------------------------------------------------------------------------------
     def _poll(self) -> bool:
         handles = list(self._jobs)
         try:
             statuses = self.backend.poll(handles)
             self._poll_errors = 0
+        except BackendUnavailable as exc:
+            self._unavailable(exc, "polling")
+            return False
         except Exception as exc:  # noqa: BLE001
             self._poll_errors += 1
             self.store.event("poll_error", f"{type(exc).__name__}: {exc}", competition_id=self.comp.id)
             if self._poll_errors >= MAX_POLL_ERRORS:  # the jobs stay claimed: the next run re-attaches them
                 raise BackendError(f"the {self.backend.name} backend failed {self._poll_errors} polls in a row; "
                                    f"last error: {type(exc).__name__}: {exc}") from exc
-            time.sleep(min(30.0, 0.5 * 2 ** self._poll_errors))
+            self._next_poll = time.monotonic() + min(30.0, 0.5 * 2 ** self._poll_errors)
             return False
-        progressed = False
+        self._answered()
+        progressed = changed = False
         for handle, st in statuses.items():
             job = self._jobs.get(handle)
-            if job is None or not st.state.final:
+            if job is None:
+                continue
+            seen = (st.state.value, st.message)
+            changed |= seen != job.seen
+            job.seen = seen
+            if not st.state.final:
+                self._observe_waiting(handle, job, st)
                 continue
             del self._jobs[handle]
             self._settle_job(job, handle, st)
             progressed = True
+        if changed:
+            self.interval.changed()
+        else:
+            self.interval.unchanged()
+        self._next_poll = time.monotonic() + self.interval.current
         return progressed
+
+    def _observe_waiting(self, handle: str, job: _Job, st: JobStatus) -> None:
+        """Record a job that waits longer than ``stuck_after`` for a machine, with the backend's reason;
+        ``on_stuck: cancel`` cancels it (a platform failure: never charged)."""
+        if st.state is JobState.RUNNING:
+            if job.stuck:
+                job.stuck = False
+                self.store.job_unstuck(job.job_row)
+            return
+        waited = time.monotonic() - job.since
+        if waited < self.comp.backend.stuck_after or job.capacity_cancel:
+            return
+        if job.stuck:
+            if st.message and st.message != job.reason:  # the backend's reason changed: keep the new one
+                job.reason = st.message
+                self.store.job_waiting(job.job_row, job.reason)
+            return
+        reason = st.message
+        if not reason:
+            try:
+                reason = self.backend.waiting_reason(handle) or ""
+            except BackendUnavailable:
+                reason = ""
+        job.reason = reason = reason or "the backend gives no reason"
+        self.store.job_waiting(job.job_row, reason)
+        job.stuck = True
+        what = f"waited {format_duration(waited)} for a machine: {reason}"
+        self.store.event("stuck", what, competition_id=self.comp.id, submission_id=job.sid, shard=job.shard)
+        if self.comp.backend.on_stuck == "cancel":
+            job.capacity_cancel = f"cancelled after it {what}"
+            try:
+                self.backend.cancel(handle)
+            except BackendUnavailable as exc:
+                job.capacity_cancel = None  # tried again at the next poll
+                job.stuck = False
+                self._unavailable(exc, f"cancelling {handle}")
 
     def _settle_job(self, job: _Job, handle: str | None, st: JobStatus, *, recorded: bool = False) -> None:
         """A job reached a final state: record it, tell the hooks, and turn it into an outcome."""
-        log_tail = ""
+        log_tail: str | None = ""
         if handle is not None and not recorded:
             try:
                 log_tail = self.backend.logs(handle, LOG_TAIL_BYTES)
+            except BackendUnavailable:  # throttled: read it later rather than store an empty tail
+                log_tail = None
+                self._late_logs.append(_LateLog(job.sid, job.spec.attempt, handle, at=time.monotonic()
+                                                + LATE_LOG_FIRST_S))
             except Exception as exc:  # noqa: BLE001
                 log_tail = f"(logs unavailable: {exc})"
+        if job.capacity_cancel and st.state != JobState.SUCCEEDED:
+            st = JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR, job.capacity_cancel,
+                           started_at=st.started_at, finished_at=st.finished_at, node=st.node,
+                           instance_type=st.instance_type, backend_attempts=st.backend_attempts)
         output: Path | None = Path(job.spec.output_dir) / job.spec.output_file
         if st.state == JobState.SUCCEEDED and handle is not None and not recorded:
             try:
                 output = Path(self.backend.collect(handle, job.spec)) / job.spec.output_file
             except Exception as exc:  # noqa: BLE001
                 st = JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR, f"collecting output failed: {exc}",
-                               started_at=st.started_at, finished_at=st.finished_at, node=st.node)
+                               started_at=st.started_at, finished_at=st.finished_at, node=st.node,
+                               instance_type=st.instance_type, backend_attempts=st.backend_attempts)
         if not recorded:
             self.store.job_finished(job.job_row, st)
             self.pm.hook.referee_job_finished(job=self.store.job_record(job.job_row), result=st,
                                               competition=self.comp, store=self.store)
         attempt = job.spec.attempt
-        if st.state == JobState.SUCCEEDED:
+        if job.shard is not None:
+            self._settle_shard(job, st, output, log_tail or "")
+        elif st.state == JobState.SUCCEEDED:
             assert output is not None
             if output.is_symlink() or not output.is_file():
                 why = "is a symlink (not followed)" if output.is_symlink() else "was not written"
@@ -404,6 +844,9 @@ class Controller:
             else:
                 self._score_later(self.store.get_submission(job.sid), output, attempt=attempt, from_job=True,
                                   log_tail=log_tail)
+        elif job.capacity_cancel:  # waited too long for a machine: the platform's failure, final
+            self._apply(job.sid, attempt, Outcome(SubmissionStatus.FAILED, FailureReason.PLATFORM_ERROR,
+                                                  job.capacity_cancel, charge=False, log_tail=log_tail))
         else:
             sub = self.store.get_submission(job.sid)
             # attempts count from the last host re-run, so a re-run gets its own retries
@@ -421,6 +864,29 @@ class Controller:
             except Exception:  # noqa: BLE001 - housekeeping only
                 pass
         self.on_progress("finished", job.sid)
+
+    def _read_late_logs(self, *, final: bool = False) -> bool:
+        """Read the log tails a throttled backend held back (backing off between tries)."""
+        if not self._late_logs or not (final or self.breaker.allow()):
+            return False
+        now, keep, got = time.monotonic(), [], False
+        for late in self._late_logs:
+            if late.at > now and not final:
+                keep.append(late)
+                continue
+            try:
+                tail = self.backend.logs(late.handle, LOG_TAIL_BYTES)
+            except BackendUnavailable:
+                late.tries += 1
+                late.at = now + LATE_LOG_FIRST_S * 2 ** late.tries
+                if late.tries < LATE_LOG_TRIES and not final:
+                    keep.append(late)
+                continue
+            except Exception:  # noqa: BLE001 - gone for good: nothing to keep
+                continue
+            got |= self.store.set_log_tail(late.sid, tail, attempt=late.attempt)
+        self._late_logs = keep
+        return got
 
     # -- scoring (a worker pool, off the poll loop) ----------------------------------------------------
     def _score_later(self, sub: SubmissionRow, path: Path, *, attempt: int | None, from_job: bool,
@@ -484,8 +950,9 @@ class Controller:
             return False
         if failed and not outcome.charge and attempt:
             # the platform's or the host's failure (a scorer that raised, an attempt given up on): whatever
-            # that attempt's job cost is the competition's, never the team's
-            self.store.charge_attempt_to_platform(sid, attempt)
+            # that attempt's job cost (each shard's of a sharded run) is the competition's, never the team's
+            for a in outcome.attempts or (attempt,):
+                self.store.charge_attempt_to_platform(sid, a)
         if outcome.status is SubmissionStatus.SCORED:
             self.summary.scored += 1
             self.on_progress("scored", sid)
@@ -499,3 +966,7 @@ class Controller:
             self.summary.failures[reason] = self.summary.failures.get(reason, 0) + 1
             self.on_progress("failed", sid)
         return True
+
+
+class _NotNow(Exception):
+    """A shard may not go out now (a budget, a hold, a request no machine can run)."""

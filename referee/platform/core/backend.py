@@ -2,6 +2,10 @@
 
 A backend runs a job (an image or a command over read-only inputs, writing one output directory) and
 reports its state. The controller only ever talks to this interface; it knows nothing backend-specific.
+
+Control-plane trouble (throttling, timeouts, an unreachable endpoint, expired credentials) is raised as
+``BackendUnavailable`` by every method: the controller then backs off and never counts it against a
+submission. Anything else a method raises is about that one job.
 """
 
 from __future__ import annotations
@@ -16,10 +20,19 @@ class Backend(abc.ABC):
     """submit / poll / cancel / logs over ``JobSpec``. Implementations must be safe to call from one thread."""
 
     name: str = "abstract"
+    # How often the controller polls by default: from ``poll_interval_s``, growing while nothing changes up
+    # to ``max_poll_interval_s`` (a competition's ``backend.poll_interval`` / ``max_poll_interval`` win).
+    poll_interval_s: float = 0.2
+    max_poll_interval_s: float = 1.0
 
     @abc.abstractmethod
     def submit(self, job: JobSpec) -> str:
         """Start the job; return an opaque handle (string) that survives a scheduler restart."""
+
+    def submit_shards(self, jobs: list[JobSpec]) -> list[str]:
+        """Start the shards of one submission (one job each, in shard order); one handle per shard. A
+        backend with a native fan-out (AWS Batch array jobs) starts them in one request."""
+        return [self.submit(job) for job in jobs]
 
     @abc.abstractmethod
     def poll(self, handles: list[str]) -> dict[str, JobStatus]:
@@ -42,6 +55,21 @@ class Backend(abc.ABC):
 
     def close(self) -> None:
         """Release connections and workers."""
+
+    def unsatisfiable(self, job: JobSpec) -> str | None:
+        """Why no machine this backend can ever get could run ``job`` (its resource request is larger than
+        every node type), or None. Checked before dispatch, so such a job never waits forever."""
+        return None
+
+    def waiting_reason(self, handle: str) -> str | None:
+        """The backend's own words for why a queued job has not started (capacity, a resource request no
+        free node meets), or None when it gives none."""
+        return None
+
+    def locate(self, job: JobSpec) -> str | None:
+        """The handle of a job already started for exactly this spec (a dispatch whose answer was lost:
+        the scheduler died, or the request timed out after it arrived), or None."""
+        return None
 
 
 def lost_handle(handle: str, backend: str) -> JobStatus:

@@ -99,3 +99,19 @@ class BackendError(RefereeError):
     """A backend could not be reached or configured."""
 
     error = "backend_error"
+
+
+class BackendUnavailable(BackendError):
+    """A backend's control plane does not answer: throttled, timed out, unreachable, or its credentials
+    expired or were refused. Never a submission's fault: the controller backs off (with jitter) and tries
+    again without spending any submission's retries. ``hint`` says what to fix if it lasts;
+    ``retry_after`` (seconds) is how long the backend asked to be left alone, when it said."""
+
+    error = "backend_unavailable"
+    exit_code = 4
+
+    def __init__(self, message: str, *, hint: str = "", retry_after: float | None = None):
+        self.hint = hint
+        self.retry_after = retry_after
+        self.detail = message
+        super().__init__(f"{message} ({hint})" if hint else message)

@@ -113,6 +113,8 @@ class JobSpec:
     sandbox: dict[str, Any] = field(default_factory=dict)
     max_infra_retries: int = 3
     labels: dict[str, str] = field(default_factory=dict)
+    shard: int | None = None  # this job's shard of a sharded submission (0-based), None when not sharded
+    shards: int = 1  # how many shards the submission has
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,7 +127,31 @@ class JobSpec:
 
 
 @dataclass
+class BackendAttempt:
+    """An earlier try of a job that the backend made on its own (AWS Batch's retryStrategy): it ran on an
+    instance and was lost (a spot reclaim, a host that went away). Priced like any attempt, and charged to
+    the platform when ``reason`` is the platform's."""
+
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    reason: FailureReason | None = None
+    message: str = ""
+    node: str | None = None
+    instance_type: str | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return max(0.0, (self.finished_at - self.started_at).total_seconds())
+        return None
+
+
+@dataclass
 class JobStatus:
+    """A job's state as the backend reports it. A QUEUED status's ``message`` is the backend's own reason
+    for waiting when it gives one (AWS Batch's ``statusReason`` of a RUNNABLE job). ``backend_attempts``
+    are earlier tries the backend made itself; the status's own times are its last try's."""
+
     state: JobState
     reason: FailureReason | None = None
     message: str = ""
@@ -134,6 +160,7 @@ class JobStatus:
     finished_at: dt.datetime | None = None
     node: str | None = None
     instance_type: str | None = None
+    backend_attempts: list[BackendAttempt] = field(default_factory=list)
 
     @property
     def duration_s(self) -> float | None:

@@ -163,18 +163,35 @@ class ParticipationSpec(_Model):
 
 
 class ResourcesSpec(_Model):
+    """What each job gets. ``shards: N`` splits a code submission's inputs into N shards by item id: N
+    jobs, each with these resources and this timeout, merged into one prediction file."""
+
     cpu: float = Field(default=1.0, gt=0)
     memory: Size = Field(default=2 * 1024**3, gt=0)
     gpus: int = Field(default=0, ge=0)
     timeout: Duration = Field(default=3600.0, gt=0)
     instance_type: str | None = None
+    shards: int = Field(default=1, ge=1, le=10000)
 
 
 class BackendSpec(_Model):
+    """Where jobs run, and how the controller treats the backend's control plane.
+
+    ``poll_interval``/``max_poll_interval``: polling starts at the first and grows while nothing changes
+    up to the second (defaults: the backend's). ``stuck_after``: a job waiting longer for a machine is
+    shown as stuck with the backend's reason; ``on_stuck: cancel`` then cancels it as a platform failure
+    (never charged), ``wait`` keeps it queued. ``outage_limit``: how long ``referee run`` rides out an
+    unreachable backend before it stops with exit status 4 (``referee serve`` never stops)."""
+
     name: str = "local"
     options: dict[str, Any] = Field(default_factory=dict)
     max_in_flight: int = Field(default=4, ge=1)
     max_infra_retries: int = Field(default=3, ge=0)
+    poll_interval: Duration | None = Field(default=None, ge=0)
+    max_poll_interval: Duration | None = Field(default=None, ge=0)
+    stuck_after: Duration = Field(default=1800.0, gt=0)
+    on_stuck: Literal["wait", "cancel"] = "wait"
+    outage_limit: Duration = Field(default=600.0, gt=0)
 
 
 class Derived(_Model):

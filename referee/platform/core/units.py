@@ -39,3 +39,13 @@ def parse_duration(value: Any) -> float:
 # Field types that accept '512m' / '2GiB' and '90s' / '9h' as well as plain numbers.
 Size = Annotated[int, BeforeValidator(parse_size)]
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def format_duration(seconds: float) -> str:
+    """A duration for people: '45s', '12m 5s', '3h 20m'."""
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60}s" if s % 60 else f"{s // 60}m"
+    return f"{s // 3600}h {s % 3600 // 60}m" if s % 3600 // 60 else f"{s // 3600}h"

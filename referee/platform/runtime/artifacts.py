@@ -379,16 +379,24 @@ class S3ArtifactStore(ArtifactStore):
                                                                         "Key": self.key(key)},
                                                   ExpiresIn=int(expires_s))
 
-    def stage_manifest(self, job_id: str, tree_sha: str | None, output_name: str, expires_s: int) -> str:
+    def stage_manifest(self, job_id: str, tree_sha: str | None, output_name: str, expires_s: int,
+                       env: dict[str, str] | None = None) -> str:
         """Write a job's staging manifest (the input tree's hash, each file's sha256, size and presigned
-        URL, and the output's upload URL) and return a presigned URL to it: the one value a job needs."""
+        URL, the output's upload URL, and environment variables of its own) and return a presigned URL to
+        it: the one value a job needs."""
         files: dict[str, dict[str, Any]] = {}
         if tree_sha is not None:
             for rel, entry in self.manifest(tree_sha)["files"].items():
                 files[rel] = {"sha256": entry["sha256"], "size": entry["size"],
                               "url": self.presigned_get(blob_key(entry["sha256"]), expires_s)}
         doc = {"tree": tree_sha, "files": files, "output_name": output_name,
-               "output_url": self.presigned_put(output_key(job_id, output_name), expires_s)}
+               "output_url": self.presigned_put(output_key(job_id, output_name), expires_s), "env": env or {}}
         key = f"jobs/{job_id}/.stage.json"
         self._put_bytes(key, json.dumps(doc).encode())
+        return self.presigned_get(key, expires_s)
+
+    def stage_array(self, job_id: str, stage_urls: list[str], expires_s: int) -> str:
+        """An array job's staging document: child ``i`` stages from ``stage_urls[i]``; returns its URL."""
+        key = f"jobs/{job_id}/.array.json"
+        self._put_bytes(key, json.dumps({"stages": stage_urls}).encode())
         return self.presigned_get(key, expires_s)

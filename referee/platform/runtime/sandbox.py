@@ -41,6 +41,7 @@ from referee.platform.core.errors import SpecError
 from referee.platform.core.jobs import (
     FailureReason,
     JobSpec,
+    Resources,
     JobState,
     JobStatus,
     now_utc,
@@ -71,7 +72,7 @@ class SandboxPolicy(BaseModel):
     user: str = "auto"  # "uid:gid"; auto = 10001:10001 when referee runs as root, else referee's own ids
     read_only_root: bool = True
     tmp_size: Size = 256 * 2**20  # tmpfs on /tmp (and on any VOLUME the image declares)
-    shm_size: Size = 64 * 2**20
+    shm_size: Size | None = None  # /dev/shm; None: 64 MiB, or for a GPU job half its memory (at most 8 GiB)
     pids_limit: int = 256
     nofile: int = 4096
     max_output_bytes: Size = 256 * 2**20  # the output directory (and the prediction file) at most
@@ -81,7 +82,6 @@ class SandboxPolicy(BaseModel):
     input_mount: str = "/data/input"
     output_mount: str = "/data/output"
     command: list[str] | None = None  # replaces the image's CMD for every submission
-    gpu_driver: str = ""  # device request driver ("" = the engine's default, e.g. nvidia)
     seccomp: str = "referee"  # referee's profile | "docker-default" | path of a JSON profile
     gpu_driver: Literal["", "nvidia", "cdi"] = ""  # "" = the engine's default (nvidia); cdi = CDI device names
     gpu_capabilities: list[str] = ["compute", "utility"]  # NVIDIA driver capabilities; add "video" for NVDEC
@@ -181,6 +181,16 @@ class SandboxPolicy(BaseModel):
         """The competition's ``sandbox:`` section (defaults when the YAML leaves it out)."""
         return config_section(comp, "sandbox", cls)
 
+    def shm_bytes(self, resources: Resources) -> int:
+        """The size of ``/dev/shm``: ``shm_size`` when set; else 64 MiB, or for a job with GPUs room for
+        PyTorch's data-loader workers (they pass batches through shared memory): half the job's memory,
+        between 1 and 8 GiB. It counts toward the job's memory as it is used."""
+        if self.shm_size is not None:
+            return int(self.shm_size)
+        if resources.gpus:
+            return int(min(8 * 2**30, max(2**30, resources.memory // 2)))
+        return 64 * 2**20
+
     def uid_gid(self) -> tuple[int, int]:
         if self.user == "auto":
             return (10001, 10001) if os.geteuid() == 0 else (os.getuid(), os.getgid())
@@ -245,7 +255,7 @@ def container_config(job: JobSpec, policy: SandboxPolicy, *, output_source: str 
         "network_mode": "bridge" if policy.network else "none",
         "read_only": policy.read_only_root,
         "tmpfs": tmpfs,
-        "shm_size": policy.shm_size,
+        "shm_size": policy.shm_bytes(job.resources),
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges", *seccomp_options(policy)],
         "privileged": False,

@@ -74,6 +74,9 @@ class JobRow:
     created_at: str
     started_at: str | None
     finished_at: str | None
+    shard: int | None = None  # of a sharded submission
+    waiting_reason: str | None = None  # the backend's own reason, while the job waits too long for a machine
+    stuck_at: str | None = None  # when it was found waiting longer than stuck_after
 
     def __post_init__(self) -> None:
         self.state = JobState(self.state)

@@ -180,6 +180,9 @@ MIGRATIONS = [
     ("submissions", "baseline", "INTEGER NOT NULL DEFAULT 0"),
     ("web_tokens", "user_id", "INTEGER"),
     ("web_tokens", "expires_at", "TEXT"),
+    ("jobs", "shard", "INTEGER"),  # the job's shard of a sharded submission (NULL: not sharded)
+    ("jobs", "waiting_reason", "TEXT"),  # the backend's reason while a job waited too long for a machine
+    ("jobs", "stuck_at", "TEXT"),  # when it was found waiting longer than the competition's stuck_after
 ]
 
 # Indexes over columns that MIGRATIONS may have added: created after them.

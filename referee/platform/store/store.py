@@ -247,6 +247,12 @@ class Store(AccountsMixin, HostingMixin, SnapshotMixin, Database):
         return bool(self._execute("UPDATE submissions SET status=?, claimed_by=NULL, updated_at=? "
                                   "WHERE id=? AND status=? AND claimed_by=?", (PENDING, utcnow(), sid, RUNNING, owner)))
 
+    def let_go(self, sid: int, owner: str) -> bool:
+        """Leave a running submission unclaimed, for the next controller to adopt at once (re-attaching
+        to its jobs by handle) rather than after the lease."""
+        return bool(self._execute("UPDATE submissions SET claimed_by=NULL, updated_at=? WHERE id=? AND status=? "
+                                  "AND claimed_by=?", (utcnow(), sid, RUNNING, owner)))
+
     def renew_claims(self, owner: str) -> int:
         """The heartbeat: mark every claim of ``owner`` as alive now."""
         return self._execute("UPDATE submissions SET updated_at=? WHERE claimed_by=? AND status=?",
@@ -330,20 +336,59 @@ class Store(AccountsMixin, HostingMixin, SnapshotMixin, Database):
             self._event(c, "rerun", f"re-run requested by {by}", competition_id=row["competition_id"],
                         submission_id=sid, previous_status=row["status"])
 
-    def set_log_tail(self, sid: int, log_tail: str) -> None:
-        self._execute("UPDATE submissions SET log_tail=?, updated_at=? WHERE id=?", (log_tail, utcnow(), sid))
+    def set_log_tail(self, sid: int, log_tail: str, *, attempt: int | None = None) -> bool:
+        """Replace a submission's log tail; with ``attempt``, only while that is still its latest attempt
+        (a log read late, after a throttled first try, never overwrites a re-run's)."""
+        guard, args = ("", ()) if attempt is None else (" AND attempts=?", (attempt,))
+        return bool(self._execute(f"UPDATE submissions SET log_tail=?, updated_at=? WHERE id=?{guard}",
+                                  (log_tail, utcnow(), sid, *args)))
 
     # -- jobs --------------------------------------------------------------------------------------
     def add_job(self, sid: int, attempt: int, backend: str, spec: dict[str, Any], *, gpus: int, cpu: float,
-                memory: int, instance_type: str | None) -> int:
-        """Record a new attempt (queued, not yet dispatched) and count it on the submission."""
+                memory: int, instance_type: str | None, shard: int | None = None) -> int:
+        """Record a new attempt (queued, not yet dispatched) and count it on the submission. Each try of
+        each shard of a sharded submission is an attempt of its own."""
         with self.tx() as c:
             cur = c.execute("INSERT INTO jobs(submission_id, attempt, backend, state, gpus, cpu, memory, "
-                            "instance_type, spec_json, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                            "instance_type, spec_json, created_at, shard) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                             (sid, attempt, backend, JobState.QUEUED.value, gpus, cpu, memory, instance_type,
-                             json.dumps(spec, default=str), utcnow()))
+                             json.dumps(spec, default=str), utcnow(), shard))
             c.execute("UPDATE submissions SET attempts=? WHERE id=?", (attempt, sid))
             return int(cur.lastrowid or 0)
+
+    def discard_job(self, job_row: int) -> bool:
+        """Forget an attempt the backend never took (its control plane did not answer): the row goes and
+        the submission's attempt count steps back, so the outage costs the submission nothing."""
+        with self.tx() as c:
+            row = c.execute("SELECT submission_id, attempt FROM jobs WHERE id=? AND handle IS NULL", (job_row,)
+                            ).fetchone()
+            if row is None:
+                return False
+            c.execute("DELETE FROM jobs WHERE id=?", (job_row,))
+            c.execute("UPDATE submissions SET attempts=? WHERE id=? AND attempts=?",
+                      (row["attempt"] - 1, row["submission_id"], row["attempt"]))
+            return True
+
+    def job_waiting(self, job_row: int, reason: str) -> None:
+        """A dispatched job has waited longer than the competition's ``stuck_after``: keep the backend's
+        reason (updated while it changes) and when it was first found stuck."""
+        self._execute("UPDATE jobs SET waiting_reason=?, stuck_at=COALESCE(stuck_at, ?) WHERE id=?",
+                      (reason, utcnow(), job_row))
+
+    def job_unstuck(self, job_row: int) -> None:
+        """A job that was stuck got its machine."""
+        self._execute("UPDATE jobs SET waiting_reason=NULL, stuck_at=NULL WHERE id=? AND stuck_at IS NOT NULL",
+                      (job_row,))
+
+    def stuck_jobs(self, cid: str) -> dict[int, dict[str, Any]]:
+        """Running submissions of ``cid`` with a job stuck waiting for a machine: submission id ->
+        ``{"reason", "stuck_at", "waiting_since", "shard"}`` (the longest-waiting job)."""
+        rows = self._query("SELECT j.submission_id, j.waiting_reason, j.stuck_at, j.started_at, j.shard FROM jobs j "
+                           "JOIN submissions s ON s.id = j.submission_id WHERE s.competition_id=? AND s.status=? "
+                           "AND j.stuck_at IS NOT NULL AND j.state IN (?, ?) ORDER BY j.stuck_at DESC",
+                           (cid, RUNNING, JobState.QUEUED.value, JobState.RUNNING.value))
+        return {int(r["submission_id"]): {"reason": r["waiting_reason"], "stuck_at": r["stuck_at"],
+                                          "waiting_since": r["started_at"], "shard": r["shard"]} for r in rows}
 
     def job_dispatched(self, job_row: int, handle: str) -> None:
         self._execute("UPDATE jobs SET handle=?, state=?, started_at=? WHERE id=?",

@@ -26,7 +26,7 @@ DOCS_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-
 
 
 def create_app(workspace: str | Path | Store, *, run_scheduler: bool = True, scheduler_interval: float = 2.0,
-               poll_interval: float = 0.2, max_upload_bytes: int | None = None,
+               poll_interval: float | None = None, max_upload_bytes: int | None = None,
                secure_cookies: bool = False, allow_signup: bool = True) -> FastAPI:
     """Build the app for a workspace. With ``run_scheduler`` a background loop scores pending
     submissions of every competition while the app runs (``referee serve``); ``max_upload_bytes``

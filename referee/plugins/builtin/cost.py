@@ -15,7 +15,7 @@ import traceback
 from typing import Any
 
 from referee.platform.core.errors import RefereeError
-from referee.platform.core.jobs import JobRecord, JobSpec, JobStatus
+from referee.platform.core.jobs import JobRecord, JobSpec, JobState, JobStatus
 from referee.platform.core.leaderboard import Leaderboard, LeaderboardColumn
 from referee.platform.core.spec import Competition
 from referee.platform.cost.budget import check_dispatch
@@ -76,15 +76,30 @@ def _each_tracker(job: JobRecord, competition: Competition, store: Store, call: 
     except RefereeError as exc:  # an invalid cost section: tell the host, never stop the run
         store.event("cost_error", str(exc), competition_id=competition.id, job_id=job.id)
         return
+    result = args[0] if args else None
     for tracker in trackers:
         name = getattr(tracker, "name", type(tracker).__name__)
         try:
             entries = getattr(tracker, call)(job, *args)
             if call == "job_finished" and entries:  # an attempt lost to the platform: the host's account
-                record(store, job, name, entries, args[0] if args else None)
+                record(store, job, name, entries, result)
+            if call == "job_finished":
+                _price_backend_attempts(store, job, tracker, name, result)
         except Exception as exc:  # one broken tracker must not stop scoring or the other trackers
             store.event("cost_tracker_error", f"{name}.{call}: {type(exc).__name__}: {exc}",
                         competition_id=competition.id, job_id=job.id, traceback=traceback.format_exc())
+
+
+def _price_backend_attempts(store: Store, job: JobRecord, tracker: Any, name: str, result: Any) -> None:
+    """Earlier tries the backend made on its own (AWS Batch retrying after a spot reclaim) held an instance
+    too: each is priced like an attempt, as rows of their own (``<tracker>@try<n>``), in the platform's
+    account when the platform lost it."""
+    for n, tried in enumerate(getattr(result, "backend_attempts", None) or (), start=1):
+        status = JobStatus(JobState.FAILED, tried.reason, tried.message, started_at=tried.started_at,
+                           finished_at=tried.finished_at, node=tried.node, instance_type=tried.instance_type)
+        entries = tracker.job_finished(job, status)
+        if entries:
+            record(store, job, f"{name}@try{n}", entries, status)
 
 
 @hookimpl
