@@ -5,16 +5,25 @@ backend: an in-memory backend for unit tests of the controller's logic (never a 
 
 Each job follows a script: a list of outcomes consumed per attempt, keyed by submission id, e.g.
 ``{7: ["platform_error", "ok"]}``; unscripted jobs succeed. "ok" writes ``output`` (a callable
-``job -> str`` or a string) into the job's output file.
+``job -> str`` or a string) into the job's output file; "retried_ok" succeeds after one try the backend
+made (and lost) on its own, as AWS Batch's retryStrategy would.
+
+Control-plane trouble: while ``down`` is true every call raises ``BackendUnavailable`` (``calls`` counts
+what was attempted); ``throttle_logs`` makes that many ``logs`` calls raise it first. ``queued`` keeps the
+jobs of the listed submissions queued with the backend's reason for waiting; ``refuse`` is what
+``unsatisfiable`` answers.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Callable
 
 from referee.platform.core.backend import Backend, lost_handle
+from referee.platform.core.errors import BackendUnavailable
 from referee.platform.core.jobs import (
+    BackendAttempt,
     FailureReason,
     JobSpec,
     JobState,
@@ -40,8 +49,23 @@ class FakeBackend(Backend):
         self._status: dict[str, JobStatus] = {}
         self.max_seen_in_flight = 0
         self._running = 0  # submitted and not yet final
+        self.down = False
+        self.calls: dict[str, int] = {}
+        self.throttle_logs = 0
+        self.queued: dict[int, str] = {}  # submission id -> why its jobs wait
+        self.refuse: str | None = None
+
+    def _call(self, what: str) -> None:
+        self.calls[what] = self.calls.get(what, 0) + 1
+        if self.down:
+            raise BackendUnavailable(f"fake backend: {what}: the endpoint does not answer",
+                                     hint="bring the fake endpoint back")
+
+    def unsatisfiable(self, job: JobSpec) -> str | None:
+        return self.refuse
 
     def submit(self, job: JobSpec) -> str:
+        self._call("submit")
         self.jobs[job.job_id] = job
         self.submitted.append(job)
         self._polls[job.job_id] = 0
@@ -50,6 +74,7 @@ class FakeBackend(Backend):
         return job.job_id
 
     def poll(self, handles: list[str]) -> dict[str, JobStatus]:
+        self._call("poll")
         out = {}
         for h in handles:
             if h not in self.jobs:
@@ -57,6 +82,9 @@ class FakeBackend(Backend):
                 continue
             if h in self._status:
                 out[h] = self._status[h]
+                continue
+            if self.jobs[h].submission_id in self.queued:
+                out[h] = JobStatus(JobState.QUEUED, message=self.queued[self.jobs[h].submission_id])
                 continue
             self._polls[h] += 1
             if self._polls[h] < self.polls_to_finish:
@@ -70,9 +98,12 @@ class FakeBackend(Backend):
         steps = self.script.get(job.submission_id, [])
         outcome = steps.pop(0) if steps else "ok"
         t = now_utc()
-        if outcome == "ok":
+        if outcome in ("ok", "retried_ok"):
             self.output_for(job)
-            return JobStatus(JobState.SUCCEEDED, exit_code=0, started_at=t, finished_at=t, node="fake")
+            tried = [] if outcome == "ok" else [BackendAttempt(t - dt.timedelta(hours=1), t - dt.timedelta(minutes=30),
+                                                              FailureReason.PLATFORM_ERROR, "Host EC2 terminated")]
+            return JobStatus(JobState.SUCCEEDED, exit_code=0, started_at=t - dt.timedelta(minutes=30), finished_at=t,
+                             node="fake", backend_attempts=tried)
         reason = FailureReason(outcome)
         return JobStatus(JobState.FAILED, reason, f"scripted {outcome}", exit_code=1, started_at=t,
                          finished_at=t, node="fake")
@@ -86,12 +117,17 @@ class FakeBackend(Backend):
             (out / job.output_file).write_text(text)
 
     def cancel(self, handle: str) -> None:
+        self._call("cancel")
         self.cancelled.append(handle)
         if handle in self.jobs and handle not in self._status:
             self._status[handle] = JobStatus(JobState.CANCELLED, FailureReason.CANCELLED, "cancelled")
             self._running -= 1
 
     def logs(self, handle: str, tail: int = 65536) -> str:
+        self._call("logs")
+        if self.throttle_logs > 0:
+            self.throttle_logs -= 1
+            raise BackendUnavailable("fake backend: logs: Rate exceeded (ThrottlingException)")
         return f"fake log for {handle}\n"[-tail:]
 
 

@@ -317,8 +317,19 @@ def status(ctx: click.Context, competition_id: str, team: str | None, submission
         c.print(f"[bold]#{d['id']}[/bold] team {show(d['team'])} — {d['status']}")
         if d.get("filename"):
             c.print(f"file: {show(d['filename'])}")
+        if d.get("waiting"):
+            w = d["waiting"]
+            shard = f" (shard {w['shard'] + 1})" if w.get("shard") is not None else ""
+            c.print(f"[yellow]waiting for a machine{shard}[/yellow] since {str(w['waiting_since'])[:19]}: "
+                    f"{show(w['reason'])}")
         if d.get("failure_reason"):
             c.print(f"[red]{show(d['failure_reason'])}[/red]: {show(d['failure_message'], multiline=True)}")
+        for sh in d.get("shards") or []:
+            usd = sh["cost"].get("USD", 0.0) + sh["cost"].get("platform:USD", 0.0)
+            c.print(f"  shard {sh['shard'] + 1}: {sh['state']}, {sh['tries']} tr{'y' if sh['tries'] == 1 else 'ies'}"
+                    f"{', ' + show(sh['failure_reason']) if sh.get('failure_reason') else ''}"
+                    f"{', waiting: ' + show(sh['waiting_reason']) if sh.get('waiting_reason') else ''}"
+                    f"{f', ${usd:.4f}' if usd else ''}")
         for note in d.get("host_notes") or []:
             c.print(f"[dim]{show(note['kind'])} at {note['at'][:19]}:[/dim]")
             c.print(safe_text(note["message"], multiline=True), markup=False)
@@ -332,7 +343,8 @@ def status(ctx: click.Context, competition_id: str, team: str | None, submission
     if limit is not None:
         from referee.platform.reports.views import submission_row
         page, total = store.submissions_page(competition_id, team=team, limit=limit, offset=offset)
-        rows = [submission_row(s) for s in page]
+        stuck = store.stuck_jobs(competition_id)
+        rows = [submission_row(s, stuck.get(s.id)) for s in page]
         if not as_json:
             click.echo(f"newest {offset + 1}-{offset + len(rows)} of {total}", err=True)
     else:
@@ -343,8 +355,11 @@ def status(ctx: click.Context, competition_id: str, team: str | None, submission
     from rich.table import Table
     t = Table("id", "team", "kind", "phase", "status", "reason", "file", "created")
     for r in rows:
+        reason = r["failure_reason"] or ""
+        if r.get("waiting"):
+            reason = f"waiting for a machine: {r['waiting']['reason']}"
         t.add_row(str(r["id"]), show(r["team"]), show(r["kind"]), show(r["phase"]), r["status"],
-                  show(r["failure_reason"] or ""), show(r.get("filename") or ""), r["created_at"][:19])
+                  show(reason), show(r.get("filename") or ""), r["created_at"][:19])
     console().print(t)
 
 

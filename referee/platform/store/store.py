@@ -495,6 +495,16 @@ class Store(AccountsMixin, HostingMixin, SnapshotMixin, Database):
                            f"{where} GROUP BY submission_id", (cid, unit))
         return {int(r["submission_id"]): float(r["total"]) for r in rows if r["submission_id"] is not None}
 
+    def job_costs(self, sid: int) -> dict[int, dict[str, float]]:
+        """What each job of a submission cost, per unit and account: job row id -> {unit: amount, and
+        ``platform:<unit>`` for the part the platform pays}."""
+        out: dict[int, dict[str, float]] = {}
+        for r in self._query(f"SELECT job_id, unit, NOT ({_TEAM_CHARGED}) AS platform, SUM(amount) AS total FROM costs "
+                             "WHERE submission_id=? AND job_id IS NOT NULL GROUP BY job_id, unit, platform", (sid,)):
+            key = f"platform:{r['unit']}" if r["platform"] else r["unit"]
+            out.setdefault(int(r["job_id"]), {})[key] = round(float(r["total"]), 6)
+        return out
+
     def has_costs(self, cid: str) -> bool:
         return bool(self._query("SELECT 1 FROM costs WHERE competition_id=? LIMIT 1", (cid,)))
 

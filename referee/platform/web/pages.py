@@ -349,7 +349,8 @@ def submissions_page(request: Request, cid: str, page: int = 1) -> Response:
     page = max(1, page)
     subs, total = store.submissions_page(cid, team=None if who.can_view_all else who.team, limit=PAGE_SIZE,
                                          offset=(page - 1) * PAGE_SIZE)
-    rows = [submission_row(s) for s in subs]
+    stuck = store.stuck_jobs(cid)
+    rows = [submission_row(s, stuck.get(s.id)) for s in subs]
     return render(request, "submissions.html.j2", title=f"Submissions — {comp.title}", comp=comp, rows=rows,
                   who=who, page=page, pages=max(1, -(-total // PAGE_SIZE)), total=total)
 
