@@ -114,8 +114,9 @@ def _get(url):
     return urllib.request.urlopen(url, timeout=600)
 try:
     stage = json.load(_get(os.environ.pop("REFEREE_STAGE_URL")))
-    if "stages" in stage:  # an array job: each child stages its own shard
-        stage = json.load(_get(stage["stages"][int(os.environ.get("AWS_BATCH_JOB_ARRAY_INDEX", "0"))]))
+    if "stages" in stage:  # an array job: each child stages its own shard (its index, or its job id's suffix)
+        index = os.environ.get("AWS_BATCH_JOB_ARRAY_INDEX") or os.environ.get("AWS_BATCH_JOB_ID", ":0").rsplit(":", 1)[1]
+        stage = json.load(_get(stage["stages"][int(index)]))
     out = Path(os.environ.get("REFEREE_STAGE_DIR", "/tmp/referee")) / "output"
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, REFEREE_OUTPUT=str(out))
