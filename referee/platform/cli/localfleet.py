@@ -308,6 +308,7 @@ class RayFleet:
     head: subprocess.Popen[bytes] | None = None
     worker: subprocess.Popen[bytes] | None = None
     timings: dict[str, float] = field(default_factory=dict)  # seconds: head, worker; attempts
+    extra: list[subprocess.Popen[bytes]] = field(default_factory=list)  # workers added by add_worker
 
     @property
     def address(self) -> str:
@@ -369,7 +370,14 @@ class RayFleet:
              "--no-monitor", f"--temp-dir={temp}", *common],
             self.root / f"head-{attempt}.log", ray_env(), "the Ray head")
         self.timings["head"] = round(time.monotonic() - t0, 1)
-        worker = [self._ray(), "start", f"--address={self.address}", f"--num-cpus={self.worker_cpus}",
+        argv, env = self._worker_command(self.worker_cpus, common)
+        t0 = time.monotonic()
+        self.worker = self._node(argv, self.root / f"worker-{attempt}.log", env, "the Ray worker")
+        self.timings["worker"] = round(time.monotonic() - t0, 1)
+
+    def _worker_command(self, cpus: int, common: list[str]) -> tuple[list[str], dict[str, str]]:
+        """``ray start`` of a worker node on the second engine, hiding ``hide`` (inside ``unshare -m``)."""
+        worker = [self._ray(), "start", f"--address={self.address}", f"--num-cpus={cpus}",
                   "--num-gpus=0", "--resources={\"fleet_worker\": 1000}", *common]
         self.node_work.mkdir(parents=True, exist_ok=True)
         extra = {**self.worker_env, "REFEREE_NODE_WORK": str(self.node_work)}
@@ -387,9 +395,25 @@ class RayFleet:
                              f"mount -t tmpfs -o size=64m,mode=0700 referee-hidden {_q(p)}" for p in self.hide)
             worker = ["unshare", "-m", "--propagation", "unchanged", "sh", "-c",
                       f"set -e; {hide}; exec {' '.join(_q(a) for a in worker)}"]
-        t0 = time.monotonic()
-        self.worker = self._node(worker, self.root / f"worker-{attempt}.log", ray_env(extra), "the Ray worker")
-        self.timings["worker"] = round(time.monotonic() - t0, 1)
+        return worker, ray_env(extra)
+
+    def add_worker(self, cpus: int = 1) -> subprocess.Popen[bytes]:
+        """Another worker node like the first (the same engine, the same hidden paths): a second machine of
+        the fleet, for tests that lose one."""
+        common = ["--node-ip-address=127.0.0.1", "--disable-usage-stats", "--include-log-monitor=false", "--block"]
+        argv, env = self._worker_command(cpus, common)
+        proc = self._node(argv, self.root / f"worker-extra-{len(self.extra) + 1}.log", env, "an extra Ray worker")
+        self.extra.append(proc)
+        return proc
+
+    def kill_node(self, proc: subprocess.Popen[bytes]) -> None:
+        """Lose a worker node at once (SIGKILL to every process of it, as when its machine goes away): the
+        containers it started keep running under the engine, like those of a node whose raylet died."""
+        for pid in _session_pids(proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            proc.wait(10)
 
     def _share_node_work(self) -> None:
         """Make node-work a shared mount (a bind of itself), so mounts made under it in the worker's
@@ -405,14 +429,17 @@ class RayFleet:
     def _stop_processes(self) -> None:
         # `ray start --block` stops its node's processes itself on SIGTERM (in about 2 s); when they get the
         # signal too, the head's waits out its grace period.
+        for proc in self.extra:
+            _stop(proc, grace=20, group=False)
         _stop(self.worker, grace=20, group=False)
         _stop(self.head, grace=20, group=False)
         # A raylet and its workers outlive `ray start --block` briefly; anything of ours still running goes now.
         # (Ray renames its agents and workers, so they are found by session, not by command line.)
         pids = set(_pids_mentioning(str(self.root / "t")))
-        for node in (self.worker, self.head):
+        for node in (*self.extra, self.worker, self.head):
             if node is not None:
                 pids.update(_session_pids(node.pid))
+        self.extra = []
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
