@@ -622,8 +622,8 @@ class AwsBatchBackend(Backend):
                            started_at=st.started_at, finished_at=now_utc(), node=st.node,
                            instance_type=st.instance_type)
         container = {**((d.get("attempts") or [{}])[-1].get("container") or {}), **(d.get("container") or {})}
-        if container.get("logStreamName"):
-            self._log_streams[h] = container["logStreamName"]
+        if container.get("logStreamName") or st.state.final:  # a final job without one never gets one
+            self._log_streams[h] = container.get("logStreamName") or ""
         job = self._jobs.get(h) or (self._adopt(h, d) if st.state.final else None)
         if st.state.final and job is not None:
             st = self._final[h] = self._settle(job, st)
@@ -733,7 +733,7 @@ class AwsBatchBackend(Backend):
         ``BackendUnavailable``: the controller reads it again later instead of keeping an empty tail."""
         from botocore.exceptions import ClientError
         stream = self._log_streams.get(handle)
-        if stream is None:
+        if stream is None:  # not seen by this process's polls (a job of an earlier run): describe it once
             d = self.describe([handle]).get(handle, {})
             container = {**((d.get("attempts") or [{}])[-1].get("container") or {}), **(d.get("container") or {})}
             stream = container.get("logStreamName")
