@@ -287,7 +287,7 @@ def part_ray() -> list[tuple[str, str, str, bool | None]]:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-    print(f"\nRay: a 1-GPU job of 20 s, `referee run` killed with SIGKILL after 8 s and run again")
+    print("\nRay: a 1-GPU job of 20 s, `referee run` killed with SIGKILL after 8 s and run again")
     print(f"  GPU-seconds lost per scheduler restart: {ours:.1f} (baseline, supervisor dies with the scheduler: "
           f"{base:.1f} = {format_duration(base)})")
     return [("GPU-seconds lost per scheduler restart (Ray)", f"{ours:.1f}", "0", ours == 0),

@@ -172,8 +172,8 @@ def test_batch_states_map_to_referee(desc, state, reason):
 
 def test_start_errors_use_the_sandboxs_own_list():
     from referee.platform.runtime import sandbox
-    from referee.platform.backends import aws_batch
-    assert aws_batch._INVALID_START is sandbox._INVALID_START  # one list for both backends
+    from referee.platform.backends import batch_status
+    assert batch_status._INVALID_START is sandbox._INVALID_START  # one list for both backends
 
 
 def test_retry_strategy_retries_infrastructure_only():

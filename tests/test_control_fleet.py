@@ -163,7 +163,7 @@ def test_a_lost_node_reruns_only_its_shard_and_the_score_matches_unsharded(fleet
                            stderr=subprocess.STDOUT, start_new_session=True)
     try:
         first_try = wait_for("both shards running, one on each node",
-                             lambda: (lambda r: r if len(r) == 2 else None)(running(fleet.engine, f"halves-s{s}-a")))
+                             lambda: both if len(both := running(fleet.engine, f"halves-s{s}-a")) == 2 else None)
         fleet.ray.kill_node(second)  # that machine's node is gone; its container is left behind on the engine
         out, _ = run.communicate(timeout=400)
         assert run.returncode == 0, out[-3000:]

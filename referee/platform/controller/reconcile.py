@@ -33,11 +33,12 @@ import time
 import traceback
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from referee.platform.controller import shards as sharding
+from referee.platform.controller.outcomes import LOG_TAIL_BYTES, Outcome, RunSummary, WatchedJob
+from referee.platform.controller.shards import ShardedSubmissions
 from referee.platform.controller.backoff import CircuitBreaker, PollInterval
 from referee.platform.controller.policy import Candidate, SchedulingPolicy
 from referee.platform.controller.scoring import score_file
@@ -62,61 +63,12 @@ from referee.scoring.engine import (
     ScorerFailed,
 )
 
-LOG_TAIL_BYTES = 8192
 MAX_POLL_ERRORS = 10  # consecutive failed polls (other than control-plane outages) before a run gives up
 HEARTBEAT_S = 60.0  # a running controller renews its claims this often ...
 LEASE_S = 600.0  # ... and a claim not renewed for this long is taken over
 RECONCILE_S = 1.0  # how often held claims are compared with the store (a host's cancel, a lost claim)
 LATE_LOG_TRIES = 8  # a log read the backend throttled is tried again this often (backing off) ...
 LATE_LOG_FIRST_S = 5.0  # ... first after this long
-
-
-@dataclass
-class RunSummary:
-    scored: int = 0
-    failed: int = 0
-    retried: int = 0
-    paused_reason: str | None = None
-    held_teams: dict[str, str] = field(default_factory=dict)  # team -> why its submissions wait
-    failures: dict[str, int] = field(default_factory=dict)
-    outages: int = 0  # times the backend's control plane stopped answering (and came back, or not)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"scored": self.scored, "failed": self.failed, "retried": self.retried,
-                "paused_reason": self.paused_reason, "held_teams": self.held_teams, "failures": self.failures,
-                "outages": self.outages}
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What happened to one attempt, as the submission's next state."""
-
-    status: SubmissionStatus  # PENDING (a retry), SCORED or FAILED
-    reason: FailureReason | None = None
-    message: str = ""
-    charge: bool = True  # counts toward the team's quota (failures only)
-    log_tail: str | None = None
-    scores: tuple[NewScore, ...] = ()
-    attempts: tuple[int, ...] = ()  # every attempt of a sharded run (their costs go with the outcome)
-
-
-@dataclass
-class _Job:
-    """A dispatched attempt this controller watches."""
-
-    sid: int
-    team: str
-    job_row: int
-    spec: JobSpec
-    since: float = field(default_factory=time.monotonic)  # when it was dispatched (monotonic clock)
-    seen: tuple[str, str] | None = None  # the last (state, message) a poll reported
-    stuck: bool = False  # found waiting for a machine longer than stuck_after
-    reason: str = ""  # the waiting reason recorded for it
-    capacity_cancel: str | None = None  # cancelled for waiting too long: the failure message
-
-    @property
-    def shard(self) -> int | None:
-        return self.spec.shard
 
 
 @dataclass
@@ -191,9 +143,8 @@ class Controller:
         self.breaker = breaker or CircuitBreaker()
         self.outage_limit = None if keep_trying else (outage_limit if outage_limit is not None
                                                       else comp.backend.outage_limit)
-        self._jobs: dict[str, _Job] = {}  # backend handle -> the attempt it runs
-        self._shards: dict[int, sharding.ShardRun] = {}  # submission id -> its sharded run
-        self._shard_dirs: list[Any] | None = None
+        self._jobs: dict[str, WatchedJob] = {}  # backend handle -> the attempt it runs
+        self.sharded = ShardedSubmissions(self)  # sharded submissions held, with their shards' state
         self._scoring: dict[Future[Outcome], tuple[int, int | None]] = {}  # -> (submission id, attempt)
         self._scoring_workers = max(1, scoring_workers)
         self._pool: ThreadPoolExecutor | None = None
@@ -233,7 +184,7 @@ class Controller:
     @property
     def in_flight(self) -> int:
         """Attempts this controller holds: dispatched jobs, shards waiting to go out, scoring."""
-        return len(self._jobs) + len(self._scoring) + sum(len(r.queued) for r in self._shards.values())
+        return len(self._jobs) + len(self._scoring) + self.sharded.queued()
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, *, limit: int | None = None) -> RunSummary:
@@ -256,7 +207,7 @@ class Controller:
                 self._housekeeping()
                 busy = len(self._jobs) + len(self._scoring)
                 if self.summary.paused_reason is None:
-                    busy += sum(len(r.queued) for r in self._shards.values())
+                    busy += self.sharded.queued()
                 if not busy and not progressed and (
                         self.summary.paused_reason is not None or (limit is not None and claimed >= limit)
                         or not self.store.has_pending(self.comp.id, exclude_teams=tuple(self.summary.held_teams))):
@@ -281,13 +232,17 @@ class Controller:
         """Leave held submissions for the next controller to adopt (at once, not after the lease): every
         one when this run stops early (an outage past its limit), else sharded runs that still wait for a
         shard to go out (a paused competition)."""
-        sids = {j.sid for j in self._jobs.values()} | set(self._shards) if everything else \
-            {sid for sid, r in self._shards.items() if r.queued}
+        sids = {j.sid for j in self._jobs.values()} | set(self.sharded.runs) if everything else \
+            {sid for sid, r in self.sharded.runs.items() if r.queued}
         for sid in sids:
             self.store.let_go(sid, self.owner)
         if everything:
             self._jobs.clear()
-            self._shards.clear()
+            self.sharded.runs.clear()
+
+    def poll_soon(self) -> None:
+        """New jobs went out: poll them after the shortest interval."""
+        self._next_poll = min(self._next_poll, time.monotonic() + self.interval.low)
 
     def _wait(self) -> None:
         """Sleep until the next poll is due, the breaker lets a call out, or scoring finished."""
@@ -310,7 +265,7 @@ class Controller:
         if now - self._last_heartbeat >= HEARTBEAT_S:
             self._last_heartbeat = now
             self.store.renew_claims(self.owner)
-        if (self._jobs or self._shards) and now - self._last_reconcile >= RECONCILE_S:
+        if (self._jobs or self.sharded.runs) and now - self._last_reconcile >= RECONCILE_S:
             self._last_reconcile = now
             self._drop_lost_claims()
 
@@ -364,7 +319,7 @@ class Controller:
         if dispatched:
             age = (dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(dispatched)).total_seconds()
             since -= max(0.0, age)
-        self._jobs[handle] = _Job(sub.id, sub.team, job_row, spec, since=since)
+        self._jobs[handle] = WatchedJob(sub.id, sub.team, job_row, spec, since=since)
 
     def _locate(self, spec: JobSpec) -> str | None:
         """A job the backend may have started for ``spec`` without the scheduler hearing of it."""
@@ -376,7 +331,7 @@ class Controller:
     def _reconcile_adopted(self, sub: SubmissionRow) -> None:
         rows = [j for j in self.store.jobs_of(sub.id) if j.attempt > sub.attempt_base]
         if any(j.shard is not None for j in rows):
-            self._adopt_shards(sub, rows)
+            self.sharded.adopt(sub, rows)
             return
         job = self.store.job(sub.id, sub.attempts) if sub.attempts else None
         if job is None:  # claimed, never dispatched: back to the queue
@@ -397,40 +352,7 @@ class Controller:
             assert handle is not None
             self._watch(sub, job.id, spec, handle, job.started_at)  # re-attached by handle
         else:  # it finished, but its controller died before applying the outcome
-            self._settle_job(_Job(sub.id, sub.team, job.id, spec), job.handle, job.status(), recorded=True)
-
-    def _adopt_shards(self, sub: SubmissionRow, rows: list[Any]) -> None:
-        """Rebuild a sharded run from its job rows: finished shards stay finished, running ones are
-        re-attached, lost or never-dispatched ones go out again."""
-        first = JobSpec.from_dict(rows[0].spec)
-        run = sharding.ShardRun(sub.id, sub.team, first.shards, attempt=sub.attempts)
-        self._shards[sub.id] = run
-        latest: dict[int, Any] = {}
-        for j in rows:
-            k = int(j.shard or 0)
-            latest[k] = j
-            run.tries[k] = run.tries.get(k, 0) + 1
-            run.attempts.append(j.attempt)
-        for k in range(run.shards):
-            j = latest.get(k)
-            if j is None:
-                run.queued.append(k)
-                continue
-            spec = JobSpec.from_dict(j.spec)
-            handle = j.handle
-            if not j.state.final and not handle:
-                handle = self._locate(spec)
-                if handle is None:
-                    self.store.job_finished(j.id, JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR,
-                                                            "controller stopped before dispatch"))
-                    run.queued.append(k)
-                    continue
-                self.store.job_dispatched(j.id, handle)
-            if not j.state.final:
-                assert handle is not None
-                self._watch(sub, j.id, spec, handle, j.started_at)
-            else:
-                self._settle_job(_Job(sub.id, sub.team, j.id, spec), j.handle, j.status(), recorded=True)
+            self._settle_job(WatchedJob(sub.id, sub.team, job.id, spec), job.handle, job.status(), recorded=True)
 
     def _drop_lost_claims(self) -> None:
         """Level-triggered host actions: a held job whose submission a host cancelled is stopped on the
@@ -447,19 +369,19 @@ class Controller:
             except Exception as exc:  # noqa: BLE001 - the next poll reports it either way
                 self.store.event("cancel_error", f"{type(exc).__name__}: {exc}", competition_id=self.comp.id,
                                  submission_id=job.sid)
-        for sid, run in list(self._shards.items()):
+        for sid, run in list(self.sharded.runs.items()):
             if sid not in ours:
                 run.queued.clear()  # never dispatch more shards of a submission we no longer hold
                 if not any(j.sid == sid for j in self._jobs.values()):
-                    del self._shards[sid]
+                    del self.sharded.runs[sid]
 
     # -- dispatching ---------------------------------------------------------------------------------
     def _dispatch(self, at_most: int | None) -> int:
         """Send queued shards, then claim what the policy picks for the free slots and start each;
         returns how many submissions were claimed."""
-        for run in list(self._shards.values()):
+        for run in list(self.sharded.runs.values()):
             if run.queued and self.breaker.allow() and self.summary.paused_reason is None:
-                self._dispatch_shards(run, list(run.queued))
+                self.sharded.dispatch(run, list(run.queued))
         free = self.policy.free_slots(len(self._jobs))
         free = min(free, self.max_in_flight + self._scoring_workers - self.in_flight)
         if at_most is not None:
@@ -497,15 +419,13 @@ class Controller:
             elif kind.to_job is None:
                 self._score_later(sub, self.store.blob_path(sub.sha256), attempt=sub.attempts, from_job=False)
             elif self.comp.resources.shards > 1:
-                run = sharding.ShardRun(sub.id, sub.team, len(self._shard_inputs()), attempt=sub.attempts)
-                self._shards[sub.id] = run
-                self._dispatch_shards(run, list(range(run.shards)), kind=kind)
+                self.sharded.start(sub, kind)
             else:
                 self._dispatch_job(sub, kind)
         except Exception as exc:  # noqa: BLE001
             self.store.event("start_error", traceback.format_exc(), competition_id=self.comp.id,
                              submission_id=sub.id)
-            self._shards.pop(sub.id, None)
+            self.sharded.runs.pop(sub.id, None)
             self._apply(sub.id, None, Outcome(SubmissionStatus.FAILED, FailureReason.PLATFORM_ERROR,
                                               f"could not start: {type(exc).__name__}: {exc}", charge=False))
 
@@ -547,7 +467,7 @@ class Controller:
         r = job.resources
         job_row = self.store.add_job(sub.id, attempt, self.backend.name, job.to_dict(), gpus=r.gpus, cpu=r.cpu,
                                      memory=r.memory, instance_type=r.instance_type)
-        watched = _Job(sub.id, sub.team, job_row, job)
+        watched = WatchedJob(sub.id, sub.team, job_row, job)
         try:
             handle = self._locate(job) if job.job_id in self._unanswered else None
             if handle is None:
@@ -566,7 +486,7 @@ class Controller:
         self._answered()
         self.store.job_dispatched(job_row, handle)
         self._jobs[handle] = watched
-        self._next_poll = min(self._next_poll, time.monotonic() + self.interval.low)
+        self.poll_soon()
         self.pm.hook.referee_job_started(job=self.store.job_record(job_row), competition=self.comp, store=self.store)
         self.on_progress("started", sub.id)
 
@@ -587,147 +507,6 @@ class Controller:
             max_infra_retries=self.comp.backend.max_infra_retries,
             labels={"referee.competition": self.comp.id, "referee.submission": str(sub.id)},
             **extra)
-
-    # -- sharded submissions -------------------------------------------------------------------------
-    def _shard_inputs(self) -> list[Any]:
-        if self._shard_dirs is None:
-            from referee.scoring.reference import load_reference
-            ids = load_reference(self.comp).ids
-            self._shard_dirs = sharding.shard_inputs(self.comp, self.store, ids, self.comp.resources.shards)
-        return self._shard_dirs
-
-    def _shard_spec(self, sub: SubmissionRow, attempt: int, shard: int, shards: int,
-                    to_job: Callable[..., dict[str, Any]]) -> JobSpec:
-        job = self._job_spec(sub, attempt, to_job)
-        inputs = self._shard_inputs()[shard]
-        job.input_dir = str(inputs) if inputs is not None else None
-        job.shard, job.shards = shard, shards
-        job.env = {**job.env, "REFEREE_SHARD": str(shard), "REFEREE_SHARDS": str(shards)}
-        job.labels = {**job.labels, "referee.shard": str(shard)}
-        return job
-
-    def _dispatch_shards(self, run: sharding.ShardRun, shard_ids: list[int],
-                         kind: SubmissionKindInfo | None = None) -> None:
-        """Send the given shards of a held submission (all of them at first; one again after it was lost)."""
-        sub = self.store.get_submission(run.sid)
-        if sub.status is not SubmissionStatus.RUNNING or sub.claimed_by != self.owner:
-            run.queued.clear()
-            return
-        kind = kind or self._kinds[sub.kind]
-        assert kind.to_job is not None
-        run.queued = [k for k in run.queued if k not in shard_ids]
-        added: list[tuple[int, int, JobSpec]] = []  # (shard, job row, spec)
-        try:
-            for k in shard_ids:
-                job = self._shard_spec(sub, run.attempt + 1, k, run.shards, kind.to_job)
-                if not self._check_before_dispatch(sub, job):
-                    raise _NotNow()
-                r = job.resources
-                row = self.store.add_job(sub.id, job.attempt, self.backend.name, job.to_dict(), gpus=r.gpus,
-                                         cpu=r.cpu, memory=r.memory, instance_type=r.instance_type, shard=k)
-                run.attempt = job.attempt
-                added.append((k, row, job))
-            found = [self._locate(j) if j.job_id in self._unanswered else None for _, _, j in added]
-            todo = [j for (_, _, j), h in zip(added, found) if h is None]
-            sent = iter(self.backend.submit_shards(todo) if todo else [])
-            handles = [h if h is not None else next(sent) for h in found]
-        except (_NotNow, BackendUnavailable) as exc:
-            for _, _, j in added:
-                self._unanswered.add(j.job_id)
-            for _, row, _ in reversed(added):  # the backend took none of them: forget those attempts
-                self.store.discard_job(row)
-            run.attempt -= len(added)
-            run.queued = sorted(set(run.queued) | set(shard_ids))
-            if not run.attempts:  # nothing of this run went out yet: back to the queue, unclaimed
-                self._shards.pop(run.sid, None)
-                self.store.release(run.sid, self.owner)
-            if isinstance(exc, BackendUnavailable):
-                self._unavailable(exc, f"submitting shards of #{run.sid}")
-            return
-        except Exception as exc:  # noqa: BLE001 - the backend could not take them: infrastructure
-            for k, row, j in added:
-                run.attempts.append(j.attempt)
-                run.tries[k] = run.tries.get(k, 0) + 1
-                self._settle_job(_Job(sub.id, sub.team, row, j), None, JobStatus(
-                    JobState.FAILED, FailureReason.PLATFORM_ERROR, f"submit failed: {type(exc).__name__}: {exc}"))
-            return
-        self._answered()
-        for (k, row, job), handle in zip(added, handles):
-            self._unanswered.discard(job.job_id)
-            run.attempts.append(job.attempt)
-            run.tries[k] = run.tries.get(k, 0) + 1
-            self.store.job_dispatched(row, handle)
-            self._jobs[handle] = _Job(sub.id, sub.team, row, job)
-            self.pm.hook.referee_job_started(job=self.store.job_record(row), competition=self.comp, store=self.store)
-        self._next_poll = min(self._next_poll, time.monotonic() + self.interval.low)
-        self.on_progress("started", sub.id)
-
-    def _settle_shard(self, job: _Job, st: JobStatus, output: Path | None, log_tail: str) -> None:
-        """One shard finished: keep its output, re-run it after a platform failure, or end the submission."""
-        run = self._shards.get(job.sid)
-        k = int(job.shard or 0)
-        if run is None:
-            return  # the submission was settled already (another shard failed, or a host cancelled it)
-        if st.state == JobState.SUCCEEDED:
-            assert output is not None
-            if output.is_symlink() or not output.is_file():
-                why = "is a symlink (not followed)" if output.is_symlink() else "was not written"
-                self._fail_shards(run, Outcome(SubmissionStatus.FAILED, FailureReason.NO_OUTPUT,
-                                               f"shard {k + 1} of {run.shards}: {job.spec.output_file} {why}",
-                                               log_tail=log_tail))
-                return
-            run.done[k] = (output, log_tail)
-            if len(run.done) == run.shards:
-                self._merge_and_score(run, job.spec)
-            return
-        reason = st.reason or FailureReason.EXITED_NONZERO
-        if job.capacity_cancel:
-            self._fail_shards(run, Outcome(SubmissionStatus.FAILED, FailureReason.PLATFORM_ERROR,
-                                           f"shard {k + 1} of {run.shards}: {job.capacity_cancel}", charge=False,
-                                           log_tail=log_tail))
-            return
-        decision = self.policy.on_failure(reason, run.tries.get(k, 1), st.message)
-        if decision.retry:  # only this shard goes out again; the others keep running
-            run.queued.append(k)
-            self.summary.retried += 1
-            self.store.event("retry", f"shard {k + 1} of {run.shards}: {st.message}", competition_id=self.comp.id,
-                             submission_id=job.sid, attempt=job.spec.attempt, shard=k)
-            return
-        self._fail_shards(run, Outcome(SubmissionStatus.FAILED, decision.reason,
-                                       f"shard {k + 1} of {run.shards}: {decision.message}", charge=decision.charge,
-                                       log_tail=log_tail))
-
-    def _fail_shards(self, run: sharding.ShardRun, outcome: Outcome) -> None:
-        """One shard failed for good: stop the others and fail the submission (every try's cost goes with
-        the outcome: to the platform when it is not charged)."""
-        self._shards.pop(run.sid, None)
-        for handle, other in list(self._jobs.items()):
-            if other.sid != run.sid:
-                continue
-            del self._jobs[handle]
-            try:
-                self.backend.cancel(handle)
-            except Exception:  # noqa: BLE001 - best effort: its outcome is ignored either way
-                pass
-            self.store.job_finished(other.job_row, JobStatus(JobState.CANCELLED, FailureReason.CANCELLED,
-                                                             "another shard of the submission failed"))
-        self._apply(run.sid, run.attempt, Outcome(outcome.status, outcome.reason, outcome.message,
-                                                  charge=outcome.charge, log_tail=outcome.log_tail,
-                                                  attempts=tuple(run.attempts)))
-
-    def _merge_and_score(self, run: sharding.ShardRun, spec: JobSpec) -> None:
-        self._shards.pop(run.sid, None)
-        parts = [run.done[k][0] for k in range(run.shards)]
-        merged = self.store.work_dir(self.comp.id, f"s{run.sid}", f"merged-a{run.attempt}") / spec.output_file
-        log_tail = run.log_tail(LOG_TAIL_BYTES)
-        try:
-            sharding.merge(parts, merged, self.comp.prediction.format)
-        except SubmissionRejected as exc:
-            self._apply(run.sid, run.attempt, Outcome(SubmissionStatus.FAILED, FailureReason.INVALID_OUTPUT,
-                                                      str(exc), log_tail=log_tail))
-            return
-        self._score_later(self.store.get_submission(run.sid), merged, attempt=run.attempt, from_job=True,
-                          log_tail=log_tail)
 
     # -- observing -----------------------------------------------------------------------------------
     def _poll(self) -> bool:
@@ -768,7 +547,7 @@ class Controller:
         self._next_poll = time.monotonic() + self.interval.current
         return progressed
 
-    def _observe_waiting(self, handle: str, job: _Job, st: JobStatus) -> None:
+    def _observe_waiting(self, handle: str, job: WatchedJob, st: JobStatus) -> None:
         """Record a job that waits longer than ``stuck_after`` for a machine, with the backend's reason;
         ``on_stuck: cancel`` cancels it (a platform failure: never charged)."""
         if st.state is JobState.RUNNING:
@@ -804,7 +583,7 @@ class Controller:
                 job.stuck = False
                 self._unavailable(exc, f"cancelling {handle}")
 
-    def _settle_job(self, job: _Job, handle: str | None, st: JobStatus, *, recorded: bool = False) -> None:
+    def _settle_job(self, job: WatchedJob, handle: str | None, st: JobStatus, *, recorded: bool = False) -> None:
         """A job reached a final state: record it, tell the hooks, and turn it into an outcome."""
         log_tail: str | None = ""
         if handle is not None and not recorded:
@@ -834,7 +613,7 @@ class Controller:
                                               competition=self.comp, store=self.store)
         attempt = job.spec.attempt
         if job.shard is not None:
-            self._settle_shard(job, st, output, log_tail or "")
+            self.sharded.settle(job, st, output, log_tail or "")
         elif st.state == JobState.SUCCEEDED:
             assert output is not None
             if output.is_symlink() or not output.is_file():
@@ -967,6 +746,3 @@ class Controller:
             self.on_progress("failed", sid)
         return True
 
-
-class _NotNow(Exception):
-    """A shard may not go out now (a budget, a hold, a request no machine can run)."""

@@ -10,6 +10,9 @@
   allows.
 * **Merge**: the shards' prediction files concatenated in shard order (one header for csv/tsv), then
   validated and scored as one file, exactly like an unsharded submission's.
+* **Runs** (``ShardedSubmissions``, part of the controller): each try of each shard is a job row of its
+  own; a shard lost to the platform goes out again alone; one that fails by the submission's doing
+  fails the submission and stops the others.
 """
 
 from __future__ import annotations
@@ -20,10 +23,17 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
-from referee.platform.core.errors import RefereeError, SubmissionRejected
+from referee.platform.controller.outcomes import LOG_TAIL_BYTES, Outcome, WatchedJob
+from referee.platform.core.errors import BackendUnavailable, RefereeError, SubmissionRejected
+from referee.platform.core.jobs import FailureReason, JobSpec, JobState, JobStatus, SubmissionStatus
 from referee.platform.core.spec import Competition
-from referee.platform.store import Store
+from referee.platform.store import Store, SubmissionRow
+from referee.plugins.records import SubmissionKindInfo
+
+if TYPE_CHECKING:
+    from referee.platform.controller.reconcile import Controller
 
 SHARD_FILE = "referee-shard.json"
 
@@ -146,3 +156,201 @@ class ShardRun:
         """The shards' log tails, each under its shard's name, cut to the last ``cap`` bytes."""
         text = "".join(f"== shard {k + 1}/{self.shards} ==\n{tail}\n" for k, (_, tail) in sorted(self.done.items()))
         return text.encode()[-cap:].decode("utf-8", "replace")
+
+
+class ShardedSubmissions:
+    """The controller's sharded submissions: dispatching their shards (again, after a loss), settling each
+    shard, merging and scoring once, and rebuilding them after a restart. ``runs`` holds each held
+    submission's ``ShardRun``."""
+
+    def __init__(self, ctl: Controller):
+        self.ctl = ctl
+        self.runs: dict[int, ShardRun] = {}
+        self._dirs: list[Path | None] | None = None
+
+    def start(self, sub: SubmissionRow, kind: SubmissionKindInfo) -> None:
+        """Dispatch every shard of a newly claimed submission."""
+        run = ShardRun(sub.id, sub.team, len(self.inputs()), attempt=sub.attempts)
+        self.runs[sub.id] = run
+        self.dispatch(run, list(range(run.shards)), kind=kind)
+
+    def queued(self) -> int:
+        """Shards waiting to go out (again)."""
+        return sum(len(r.queued) for r in self.runs.values())
+
+    def adopt(self, sub: SubmissionRow, rows: list[Any]) -> None:
+        """Rebuild a sharded run from its job rows: finished shards stay finished, running ones are
+        re-attached, lost or never-dispatched ones go out again."""
+        first = JobSpec.from_dict(rows[0].spec)
+        run = ShardRun(sub.id, sub.team, first.shards, attempt=sub.attempts)
+        self.runs[sub.id] = run
+        latest: dict[int, Any] = {}
+        for j in rows:
+            k = int(j.shard or 0)
+            latest[k] = j
+            run.tries[k] = run.tries.get(k, 0) + 1
+            run.attempts.append(j.attempt)
+        for k in range(run.shards):
+            j = latest.get(k)
+            if j is None:
+                run.queued.append(k)
+                continue
+            spec = JobSpec.from_dict(j.spec)
+            handle = j.handle
+            if not j.state.final and not handle:
+                handle = self.ctl._locate(spec)
+                if handle is None:
+                    self.ctl.store.job_finished(j.id, JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR,
+                                                            "controller stopped before dispatch"))
+                    run.queued.append(k)
+                    continue
+                self.ctl.store.job_dispatched(j.id, handle)
+            if not j.state.final:
+                assert handle is not None
+                self.ctl._watch(sub, j.id, spec, handle, j.started_at)
+            else:
+                self.ctl._settle_job(WatchedJob(sub.id, sub.team, j.id, spec), j.handle, j.status(), recorded=True)
+
+    def inputs(self) -> list[Path | None]:
+        if self._dirs is None:
+            from referee.scoring.reference import load_reference
+            ids = load_reference(self.ctl.comp).ids
+            self._dirs = shard_inputs(self.ctl.comp, self.ctl.store, ids, self.ctl.comp.resources.shards)
+        return self._dirs
+
+    def spec(self, sub: SubmissionRow, attempt: int, shard: int, shards: int,
+                    to_job: Callable[..., dict[str, Any]]) -> JobSpec:
+        job = self.ctl._job_spec(sub, attempt, to_job)
+        inputs = self.inputs()[shard]
+        job.input_dir = str(inputs) if inputs is not None else None
+        job.shard, job.shards = shard, shards
+        job.env = {**job.env, "REFEREE_SHARD": str(shard), "REFEREE_SHARDS": str(shards)}
+        job.labels = {**job.labels, "referee.shard": str(shard)}
+        return job
+
+    def dispatch(self, run: ShardRun, shard_ids: list[int],
+                         kind: SubmissionKindInfo | None = None) -> None:
+        """Send the given shards of a held submission (all of them at first; one again after it was lost)."""
+        sub = self.ctl.store.get_submission(run.sid)
+        if sub.status is not SubmissionStatus.RUNNING or sub.claimed_by != self.ctl.owner:
+            run.queued.clear()
+            return
+        kind = kind or self.ctl._kinds[sub.kind]
+        assert kind.to_job is not None
+        run.queued = [k for k in run.queued if k not in shard_ids]
+        added: list[tuple[int, int, JobSpec]] = []  # (shard, job row, spec)
+        try:
+            for k in shard_ids:
+                job = self.spec(sub, run.attempt + 1, k, run.shards, kind.to_job)
+                if not self.ctl._check_before_dispatch(sub, job):
+                    raise _NotNow()
+                r = job.resources
+                row = self.ctl.store.add_job(sub.id, job.attempt, self.ctl.backend.name, job.to_dict(), gpus=r.gpus,
+                                         cpu=r.cpu, memory=r.memory, instance_type=r.instance_type, shard=k)
+                run.attempt = job.attempt
+                added.append((k, row, job))
+            found = [self.ctl._locate(j) if j.job_id in self.ctl._unanswered else None for _, _, j in added]
+            todo = [j for (_, _, j), h in zip(added, found) if h is None]
+            sent = iter(self.ctl.backend.submit_shards(todo) if todo else [])
+            handles = [h if h is not None else next(sent) for h in found]
+        except (_NotNow, BackendUnavailable) as exc:
+            for _, _, j in added:
+                self.ctl._unanswered.add(j.job_id)
+            for _, row, _ in reversed(added):  # the backend took none of them: forget those attempts
+                self.ctl.store.discard_job(row)
+            run.attempt -= len(added)
+            run.queued = sorted(set(run.queued) | set(shard_ids))
+            if not run.attempts:  # nothing of this run went out yet: back to the queue, unclaimed
+                self.runs.pop(run.sid, None)
+                self.ctl.store.release(run.sid, self.ctl.owner)
+            if isinstance(exc, BackendUnavailable):
+                self.ctl._unavailable(exc, f"submitting shards of #{run.sid}")
+            return
+        except Exception as exc:  # noqa: BLE001 - the backend could not take them: infrastructure
+            for k, row, j in added:
+                run.attempts.append(j.attempt)
+                run.tries[k] = run.tries.get(k, 0) + 1
+                self.ctl._settle_job(WatchedJob(sub.id, sub.team, row, j), None, JobStatus(
+                    JobState.FAILED, FailureReason.PLATFORM_ERROR, f"submit failed: {type(exc).__name__}: {exc}"))
+            return
+        self.ctl._answered()
+        for (k, row, job), handle in zip(added, handles):
+            self.ctl._unanswered.discard(job.job_id)
+            run.attempts.append(job.attempt)
+            run.tries[k] = run.tries.get(k, 0) + 1
+            self.ctl.store.job_dispatched(row, handle)
+            self.ctl._jobs[handle] = WatchedJob(sub.id, sub.team, row, job)
+            self.ctl.pm.hook.referee_job_started(job=self.ctl.store.job_record(row), competition=self.ctl.comp, store=self.ctl.store)
+        self.ctl.poll_soon()
+        self.ctl.on_progress("started", sub.id)
+
+    def settle(self, job: WatchedJob, st: JobStatus, output: Path | None, log_tail: str) -> None:
+        """One shard finished: keep its output, re-run it after a platform failure, or end the submission."""
+        run = self.runs.get(job.sid)
+        k = int(job.shard or 0)
+        if run is None:
+            return  # the submission was settled already (another shard failed, or a host cancelled it)
+        if st.state == JobState.SUCCEEDED:
+            assert output is not None
+            if output.is_symlink() or not output.is_file():
+                why = "is a symlink (not followed)" if output.is_symlink() else "was not written"
+                self.fail(run, Outcome(SubmissionStatus.FAILED, FailureReason.NO_OUTPUT,
+                                               f"shard {k + 1} of {run.shards}: {job.spec.output_file} {why}",
+                                               log_tail=log_tail))
+                return
+            run.done[k] = (output, log_tail)
+            if len(run.done) == run.shards:
+                self.merge_and_score(run, job.spec)
+            return
+        reason = st.reason or FailureReason.EXITED_NONZERO
+        if job.capacity_cancel:
+            self.fail(run, Outcome(SubmissionStatus.FAILED, FailureReason.PLATFORM_ERROR,
+                                           f"shard {k + 1} of {run.shards}: {job.capacity_cancel}", charge=False,
+                                           log_tail=log_tail))
+            return
+        decision = self.ctl.policy.on_failure(reason, run.tries.get(k, 1), st.message)
+        if decision.retry:  # only this shard goes out again; the others keep running
+            run.queued.append(k)
+            self.ctl.summary.retried += 1
+            self.ctl.store.event("retry", f"shard {k + 1} of {run.shards}: {st.message}", competition_id=self.ctl.comp.id,
+                             submission_id=job.sid, attempt=job.spec.attempt, shard=k)
+            return
+        self.fail(run, Outcome(SubmissionStatus.FAILED, decision.reason,
+                                       f"shard {k + 1} of {run.shards}: {decision.message}", charge=decision.charge,
+                                       log_tail=log_tail))
+
+    def fail(self, run: ShardRun, outcome: Outcome) -> None:
+        """One shard failed for good: stop the others and fail the submission (every try's cost goes with
+        the outcome: to the platform when it is not charged)."""
+        self.runs.pop(run.sid, None)
+        for handle, other in list(self.ctl._jobs.items()):
+            if other.sid != run.sid:
+                continue
+            del self.ctl._jobs[handle]
+            try:
+                self.ctl.backend.cancel(handle)
+            except Exception:  # noqa: BLE001 - best effort: its outcome is ignored either way
+                pass
+            self.ctl.store.job_finished(other.job_row, JobStatus(JobState.CANCELLED, FailureReason.CANCELLED,
+                                                             "another shard of the submission failed"))
+        self.ctl._apply(run.sid, run.attempt, Outcome(outcome.status, outcome.reason, outcome.message,
+                                                  charge=outcome.charge, log_tail=outcome.log_tail,
+                                                  attempts=tuple(run.attempts)))
+
+    def merge_and_score(self, run: ShardRun, spec: JobSpec) -> None:
+        self.runs.pop(run.sid, None)
+        parts = [run.done[k][0] for k in range(run.shards)]
+        merged = self.ctl.store.work_dir(self.ctl.comp.id, f"s{run.sid}", f"merged-a{run.attempt}") / spec.output_file
+        log_tail = run.log_tail(LOG_TAIL_BYTES)
+        try:
+            merge(parts, merged, self.ctl.comp.prediction.format)
+        except SubmissionRejected as exc:
+            self.ctl._apply(run.sid, run.attempt, Outcome(SubmissionStatus.FAILED, FailureReason.INVALID_OUTPUT,
+                                                      str(exc), log_tail=log_tail))
+            return
+        self.ctl._score_later(self.ctl.store.get_submission(run.sid), merged, attempt=run.attempt, from_job=True,
+                          log_tail=log_tail)
+
+
+class _NotNow(Exception):
+    """A shard may not go out now (a budget, a hold, a request no machine can run)."""
