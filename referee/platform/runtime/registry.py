@@ -108,7 +108,7 @@ class RegistrySettings(BaseModel):
 def settings_for(comp: Any, workspace: Path | None = None) -> RegistrySettings | None:
     """The competition's ``registry:``, else the workspace's ``registry.yaml``, else None (no registry)."""
     where = str(getattr(comp, "source_path", None) or getattr(comp, "id", "competition"))
-    own = comp.section_data("registry") if hasattr(comp, "section_data") else None
+    own = comp.section_data("registry") if hasattr(comp, "section_data") else getattr(comp, "registry", None)
     if own:
         return RegistrySettings.from_mapping(own, where=where)
     if workspace is not None and (Path(workspace) / REGISTRY_FILE).is_file():

@@ -48,8 +48,8 @@ from referee.platform.core.jobs import (
 from referee.platform.core.spec import Competition, validation_problems
 from referee.platform.core.units import Duration, Size
 from referee.platform.runtime.engine import docker_client, engine_cpus, image_volumes
-from referee.plugins.manager import config_section
 from referee.platform.runtime.registry import RegistryError, ensure_image
+from referee.plugins.manager import config_section
 
 MANAGED_LABEL = "referee.managed"
 SPEC_LABEL = "referee.spec"
@@ -81,7 +81,6 @@ class SandboxPolicy(BaseModel):
     input_mount: str = "/data/input"
     output_mount: str = "/data/output"
     command: list[str] | None = None  # replaces the image's CMD for every submission
-    gpu_driver: str = ""  # device request driver ("" = the engine's default, e.g. nvidia)
     seccomp: str = "referee"  # referee's profile | "docker-default" | path of a JSON profile
     gpu_driver: Literal["", "nvidia", "cdi"] = ""  # "" = the engine's default (nvidia); cdi = CDI device names
     gpu_capabilities: list[str] = ["compute", "utility"]  # NVIDIA driver capabilities; add "video" for NVDEC
