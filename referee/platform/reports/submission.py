@@ -30,7 +30,7 @@ def panels(store: Store, sid: int, splits: Iterable[str] = SPLITS) -> list[Repor
     sub = store.get_submission(sid)
     wanted = set(splits)
     scores = [r for r in (store.scores(sid) if sub.status is SubmissionStatus.SCORED else []) if r.split in wanted]
-    comp = store.get_competition(sub.competition_id)
+    comp = store.get_competition(sub.competition_id).for_phase(sub.phase, strict=False)
     found = get_plugin_manager().hook.referee_submission_panels(store=store, competition=comp, submission=sub,
                                                                  scores=scores)
     return [p for ps in reversed(found) for p in ps or []]  # in plugin registration order
