@@ -37,6 +37,13 @@ def run(store, comp):
     return Controller(store, comp, poll_interval=0.01).run()
 
 
+def scored(store, comp, *args, **kw):
+    """Submit and score at once (the challenge lets a team have at most 2 waiting)."""
+    sid = submit(store, comp, *args, **kw)
+    run(store, comp)
+    return sid
+
+
 def scores(store, sid):
     return {(r.metric, r.split): r for r in store.scores(sid)}
 
@@ -73,9 +80,9 @@ def test_quotas_are_fresh_in_each_phase(store, comp_dir):
     comp = load(store, comp_dir).competition
     subs = comp_dir / "submissions"
     for _ in range(4):  # dev allows 20 a day
-        submit(store, comp, "a", subs / "dev" / "fair.csv")
+        scored(store, comp, "a", subs / "dev" / "fair.csv")
     for _ in range(3):  # the final phase allows 3 a day: the dev submissions do not count
-        submit(store, comp, "a", subs / "final" / "fair.csv", phase="final", now=IN_FINAL)
+        scored(store, comp, "a", subs / "final" / "fair.csv", phase="final", now=IN_FINAL)
     with pytest.raises(LimitExceeded, match="3 submissions per 24 hours .* in phase 'final'"):
         submit(store, comp, "a", subs / "final" / "fair.csv", phase="final", now=IN_FINAL)
     q = phases.quota(store, comp, "a", "final", now=IN_FINAL)
@@ -107,11 +114,10 @@ def test_reload_snapshots_each_phase_and_reruns_only_the_changed_one(store, comp
 def test_final_picks_decide_the_private_entry(store, comp_dir):
     comp = load(store, comp_dir).competition
     subs = comp_dir / "submissions" / "final"
-    a_good = submit(store, comp, "a", subs / "good.csv", phase="final", now=IN_FINAL)
-    a_poor = submit(store, comp, "a", subs / "poor.csv", phase="final", now=IN_FINAL)
-    a_fair = submit(store, comp, "a", subs / "fair.csv", phase="final", now=IN_FINAL)
-    b_fair = submit(store, comp, "b", subs / "fair.csv", phase="final", now=IN_FINAL)
-    run(store, comp)
+    a_good = scored(store, comp, "a", subs / "good.csv", phase="final", now=IN_FINAL)
+    a_poor = scored(store, comp, "a", subs / "poor.csv", phase="final", now=IN_FINAL)
+    a_fair = scored(store, comp, "a", subs / "fair.csv", phase="final", now=IN_FINAL)
+    b_fair = scored(store, comp, "b", subs / "fair.csv", phase="final", now=IN_FINAL)
 
     def private_entry(team):
         lb = lbm.build(store, comp, phase="final", split="private")
@@ -217,3 +223,10 @@ def test_a_phase_that_closes_takes_no_more_submissions(store, comp_dir):
         submit(store, comp, "a", comp_dir / "submissions" / "dev" / "good.csv", phase="dev")
     sid = submit(store, comp, "a", comp_dir / "submissions" / "final" / "good.csv")
     assert store.get_submission(sid).phase == "final"
+
+
+def test_a_phase_names_only_the_limits_it_changes(comp_dir):
+    comp = load_competition(comp_dir)
+    assert comp.limits.model_dump() == {"per_team_per_day": 10, "total": None, "concurrent": 2}
+    assert comp.for_phase("dev").limits.model_dump() == {"per_team_per_day": 20, "total": None, "concurrent": 2}
+    assert comp.for_phase("final").limits.model_dump() == {"per_team_per_day": 3, "total": 10, "concurrent": 2}

@@ -176,8 +176,9 @@ class FinalSelection(_Model):
 class PhaseSpec(_Model):
     """A phase: a date window, and what it changes of the competition.
 
-    ``data``, ``split``, ``metrics`` and ``limits`` replace the competition's own for this phase
-    (left out: the competition's). Quotas always count the submissions of one phase. Who sees each
+    ``data``, ``split`` and ``metrics`` replace the competition's own for this phase (left out: the
+    competition's); each limit the phase names in ``limits`` replaces the competition's. Quotas
+    always count the submissions of one phase. Who sees each
     leaderboard of the phase: ``hidden`` (the organisers only; teams see no scores of that split),
     ``host`` (the organisers see the leaderboard; each team sees its own scores) or ``public``
     (everyone); ``publish_at_end`` is ``hidden`` until the phase ends, then ``public``. The host
@@ -365,7 +366,7 @@ class Competition(_Model):
     def for_phase(self, name: str | None = None, when: dt.datetime | None = None, *,
                   strict: bool = True) -> "Competition":
         """The competition as phase ``name`` (default: the one open at ``when``) runs it: the phase's
-        data, split, metrics and limits in place of the competition's where it gives them, and what
+        data, split, metrics and limits in place of the competition's where it names them, and what
         was derived for that phase beside it. Everything that scores, validates or counts a phase's
         submissions reads this view. A view is never stored (``to_json`` refuses it).
 
@@ -377,10 +378,12 @@ class Competition(_Model):
             return self
         ph = self.phase(name, when)
         update: dict[str, Any] = {}
-        for field_name in ("data", "split", "metrics", "limits"):
+        for field_name in ("data", "split", "metrics"):
             value = getattr(ph, field_name)
             if value is not None:
                 update[field_name] = value
+        if ph.limits is not None:  # the limits a phase names replace the competition's; the others stay
+            update["limits"] = self.limits.model_copy(update=ph.limits.model_dump(exclude_unset=True))
         base = self._derived.model_copy(update={"phases": {}})
         derived = self._derived.phases.get(ph.name, Derived()) if ph.has_own_data else base
         view = self.model_copy(update=update)

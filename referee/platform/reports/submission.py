@@ -115,8 +115,10 @@ def render_html(d: dict[str, Any]) -> str:
     return html_page(title, "\n".join(parts))
 
 
-def submission_fragment_html(store: Store, sid: int, include_private: bool = False) -> str:
+def submission_fragment_html(store: Store, sid: int, include_private: bool = False,
+                             splits: Iterable[str] | None = None) -> str:
     """The plugins' panels of a submission as one HTML fragment (for the web page); empty when none.
-    A team sees the public split only."""
-    return "\n".join(f"<h3>{_h(p.title)}</h3>\n{p.html}"
-                     for p in panels(store, sid, SPLITS if include_private else ("public",)))
+    From the scores of ``splits`` (default: the public split, both with ``include_private``)."""
+    if splits is None:
+        splits = SPLITS if include_private else ("public",)
+    return "\n".join(f"<h3>{_h(p.title)}</h3>\n{p.html}" for p in panels(store, sid, splits))
