@@ -1,7 +1,8 @@
 """Leaderboards per phase and split: best-per-team or latest, ties, ranks; plugins' columns and plots.
 
 A leaderboard is built from the phase's view of the competition (``Competition.for_phase``): its
-metrics, primary metric and reference data; plugins see that view too.
+metrics, primary metric and reference data; plugins see that view too. The host's baselines of the
+phase follow the ranked entries as unranked rows (``Leaderboard.baselines``).
 
 For the private split in ``best`` mode each team's entry follows the phase's final selection rule:
 ``best_public`` takes the submission that was best on the *public* split (Kaggle's automatic
@@ -51,6 +52,22 @@ def _scored_against_other_reference(store: Store, comp: Competition, sids: list[
     current = load_reference(comp).sha256
     rows = store.score_rows(sids, metric, split)
     return sorted(sid for sid, r in rows.items() if r.provenance.get("reference_sha256") != current)
+
+
+def _baselines(store: Store, comp: Competition, phase: str, split: str, order: list[str]) -> list[Entry]:
+    """The phase's baselines with a score on ``split``, as unranked rows."""
+    subs: dict[int, dict[str, Any]] = {}
+    for r in store.baseline_scores(comp.id, phase):
+        if r.split != split:
+            continue
+        d = subs.setdefault(r.submission_id, {"team": r.team, "at": r.created_at, "scores": {}, "ci": {}})
+        d["scores"][r.metric] = r.value
+        if r.ci_low is not None:
+            d["ci"][r.metric] = (r.ci_low, r.ci_high)
+    return [Entry(rank=None, team=d["team"], submission_id=sid, submitted_at=d["at"],
+                  metrics={m: d["scores"].get(m) for m in order}, intervals={m: d["ci"].get(m) for m in order},
+                  baseline=True)
+            for sid, d in subs.items() if d["scores"].get(order[0]) is not None]
 
 
 def build(store: Store, comp: Competition, *, phase: str | None = None, split: str = "public",
@@ -108,7 +125,8 @@ def build(store: Store, comp: Competition, *, phase: str | None = None, split: s
                              metrics={m: d["scores"].get((m, split)) for m in order},
                              intervals={m: d["ci"].get((m, split)) for m in order}, n_submissions=n))
     lb = Leaderboard(competition_id=comp.id, title=comp.title, phase=ph, split=split, mode=mode, primary=primary,
-                     direction=direction, metric_order=order, entries=entries)
+                     direction=direction, metric_order=order, entries=entries,
+                     baselines=_baselines(store, comp, ph, split, order))
     if split == "private" and mode == "best" and selection != "split":
         if rule.rule == "pick":
             lb.notes.append(f"Each team's private entry is the best of the submissions it picked (at most "
