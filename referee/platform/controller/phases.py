@@ -93,12 +93,15 @@ def publish(store: Store, comp: Competition, phase: str, *, by: str, split: str 
 
 
 # -- final picks -----------------------------------------------------------------------------------------
-def picks_open(store: Store, comp: Competition, phase: str, now: dt.datetime | None = None) -> bool:
-    """Whether teams may still pick their final submissions of ``phase``."""
+def picks_open(store: Store, comp: Competition, phase: str, now: dt.datetime | None = None,
+               states: dict[tuple[str, str], BoardState] | None = None) -> bool:
+    """Whether teams may still pick their final submissions of ``phase`` (``states``: the boards'
+    states when the caller has them already)."""
     ph = comp.phase(phase)
     if ph.final_selection.rule != "pick" or ph.ended(now):
         return False
-    return not board_state(store, comp, ph.name, "private", now).published
+    states = states if states is not None else board_states(store, comp, now)
+    return not states[(ph.name, "private")].published
 
 
 def _check_pick(store: Store, comp: Competition, phase: str, now: dt.datetime | None) -> None:
@@ -220,6 +223,6 @@ def phase_info(store: Store, comp: Competition, now: dt.datetime | None = None) 
                                  "switched_at": st.switched_at}
                              for (name, s), st in states.items() if name == p.name},
             "final_selection": p.final_selection.model_dump(),
-            "picks_open": picks_open(store, comp, p.name, when),
+            "picks_open": picks_open(store, comp, p.name, when, states),
         })
     return out

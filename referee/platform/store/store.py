@@ -402,6 +402,14 @@ class Store(AccountsMixin, HostingMixin, PhasesMixin, SnapshotMixin, Database):
         return [ScoreRow(**dict(r)) for r in
                 self._query("SELECT * FROM scores WHERE submission_id=? ORDER BY split, id", (sid,))]
 
+    def score_rows_written(self) -> tuple[int, int]:
+        """(score rows kept now, score rows ever written). Scoring a submission again (a re-run, or a
+        second scoring) replaces its rows with new ones, so the two are equal only while every scored
+        submission was scored exactly once."""
+        kept = int(self._query("SELECT COUNT(*) FROM scores")[0][0])
+        seq = self._query("SELECT seq FROM sqlite_sequence WHERE name='scores'")
+        return kept, int(seq[0][0]) if seq else 0
+
     def score_rows(self, ids: Sequence[int], metric: str, split: str) -> dict[int, ScoreRow]:
         """The ``metric`` score on ``split`` of each listed submission that has one."""
         out: dict[int, ScoreRow] = {}

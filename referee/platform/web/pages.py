@@ -245,8 +245,9 @@ def leaderboard_page(request: Request, cid: str, split: str = "public", mode: st
     states = {s: access.board(store, comp, phase, s) for s in ("public", "private")}
     access.check_board_visible(who, states[split])
     lb = lbm.build(store, comp, phase=states[split].phase, split=split, mode=mode)
-    visible = {s.id for s in store.submissions(cid)} if who.can_view_all else \
-        {s.id for s in store.submissions(cid, team=who.team)} if who.team else set()
+    # organisers open every entry, a team its own (never a baseline)
+    visible = {e.submission_id for e in lb.rows() if who.can_view_all or (
+        who.team and not e.baseline and e.team.casefold() == who.team.casefold())}
     mine = next((e for e in lb.entries if who.team and e.team.casefold() == who.team.casefold()), None)
     return render(request, "leaderboard.html.j2", title=f"{comp.title} — referee", comp=comp, lb=lb, who=who,
                   columns=[lb.column(k) for k in lb.columns_extra], info=access.public_competition(comp, store),

@@ -274,12 +274,13 @@ def _content_page(request: Request, cid: str, name: PageName, *, status: int = 2
         assert who.user_id is not None
         row = store.rules_accepted(cid, who.user_id)
         accepted = row.accepted_at if row else None
-    files = downloads(store, cid)
+    info = access.public_competition(comp, store)
+    pages = {r.name for r in store.competition_files(cid, "page")}
     return render(request, f"{name}.html.j2", status=status, title=f"{name.capitalize()} — {comp.title}",
-                  comp=comp, who=place, page=name, body=page_html(store, cid, name), error=error,
-                  info=access.public_competition(comp, store), phases=phases.phase_info(store, comp),
-                  files=files, used_by=phases_of_files(comp), rules_required=phases.rules_required(comp),
-                  accepted=accepted, has_rules=page_markdown(store, cid, phases.RULES_PAGE) is not None,
+                  comp=comp, who=place, page=name, body=page_html(store, cid, name) if name in pages else "",
+                  error=error, info=info, phases=info["phases"], files=downloads(store, cid) if name == "data" else [],
+                  used_by=phases_of_files(comp), rules_required=phases.rules_required(comp),
+                  accepted=accepted, has_rules=phases.RULES_PAGE in pages,
                   evaluation=evaluation(comp) if name == "evaluation" else [],
                   now=dt.datetime.now(dt.timezone.utc).isoformat())
 
