@@ -50,8 +50,7 @@ def _scored_against_other_reference(store: Store, comp: Competition, sids: list[
         return []
     from referee.scoring.reference import load_reference
     current = load_reference(comp).sha256
-    rows = store.score_rows(sids, metric, split)
-    return sorted(sid for sid, r in rows.items() if r.provenance.get("reference_sha256") != current)
+    return sorted(sid for sid, (_, ref) in store.score_sources(sids, metric, split).items() if ref != current)
 
 
 def _baselines(store: Store, comp: Competition, phase: str, split: str, order: list[str]) -> list[Entry]:

@@ -146,10 +146,8 @@ def compare_entries(store: Store, comp: Competition, lb: Leaderboard,
     params = comp.metric_params(metric)
     # Keyed by what decides the result (each entry's statistics blob, by content hash, in ranking
     # order): a leaderboard built again with the same entries loads no blob at all.
-    rows = store.score_rows([e.submission_id for e in lb.entries], lb.primary, lb.split)
-    entry_key = tuple((e.submission_id, e.metrics.get(lb.primary) is None,
-                       rows[e.submission_id].stats_sha256 if e.submission_id in rows else None,
-                       rows[e.submission_id].provenance.get("reference_sha256") if e.submission_id in rows else None)
+    sources = store.score_sources([e.submission_id for e in lb.entries], lb.primary, lb.split)
+    entry_key = tuple((e.submission_id, e.metrics.get(lb.primary) is None, sources.get(e.submission_id))
                       for e in lb.entries)
     key = (comp.id, lb.split, metric.scorer, json.dumps(params, sort_keys=True, default=str), entry_key, settings,
            load_reference(comp).sha256, comp.effective_split.model_dump_json())

@@ -402,6 +402,18 @@ class Store(AccountsMixin, HostingMixin, PhasesMixin, SnapshotMixin, Database):
         return [ScoreRow(**dict(r)) for r in
                 self._query("SELECT * FROM scores WHERE submission_id=? ORDER BY split, id", (sid,))]
 
+    def score_sources(self, ids: Sequence[int], metric: str, split: str) -> dict[int, tuple[str | None, str | None]]:
+        """For each listed submission with a ``metric`` score on ``split``: (the sha256 of its per-item
+        statistics blob, the sha256 of the reference data it was scored against). What leaderboards
+        check on every build, without reading whole score rows."""
+        out: dict[int, tuple[str | None, str | None]] = {}
+        for chunk in _chunks(list(ids)):
+            for r in self._query("SELECT submission_id, stats_sha256, json_extract(provenance_json, "
+                                 "'$.reference_sha256') AS ref FROM scores WHERE metric=? AND split=? AND "
+                                 f"submission_id IN ({_marks(len(chunk))})", (metric, split, *chunk)):
+                out[int(r["submission_id"])] = (r["stats_sha256"], r["ref"])
+        return out
+
     def score_rows_written(self) -> tuple[int, int]:
         """(score rows kept now, score rows ever written). Scoring a submission again (a re-run, or a
         second scoring) replaces its rows with new ones, so the two are equal only while every scored

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from referee.platform.core.errors import NotFound, RefereeError
 from referee.platform.leaderboard import build as lbm
@@ -96,8 +97,9 @@ def competition(cid: str, request: Request) -> dict[str, Any]:
                         422: {"description": "rejected by validation (the message says where and why)"},
                         429: {"description": "a submission limit (per day, total, concurrent) is reached"}})
 async def upload(cid: str, request: Request, who: Principal | None = Depends(principal)) -> dict[str, Any]:
+    # the database is read in the thread pool: the event loop never waits on SQLite
     store = store_of(request)
-    comp = access.get_competition(store, cid)
+    comp = await run_in_threadpool(access.get_competition, store, cid)
     if who is None:
         access.principal_from(store, None, required=True)
     assert who is not None
@@ -105,7 +107,7 @@ async def upload(cid: str, request: Request, who: Principal | None = Depends(pri
     loop = getattr(request.app.state, "scoring_loop", None)
     if loop is not None:
         loop.poke(cid)
-    sub = store.get_submission(sid)
+    sub = await run_in_threadpool(store.get_submission, sid)
     return {"id": sid, "status": sub.status, "kind": sub.kind, "sha256": sub.sha256, "team": sub.team,
             "phase": sub.phase, "url": f"/api/submissions/{sid}", "page": f"/submissions/{sid}"}
 

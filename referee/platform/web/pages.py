@@ -19,6 +19,7 @@ from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from referee.platform.controller import phases
 from referee.platform.core.errors import RefereeError
@@ -304,8 +305,9 @@ def _submit_page(request: Request, comp: Any, principal: Principal, *, status: i
 async def submit_upload(request: Request, cid: str) -> Response:
     check_same_origin(request)
     store = store_of(request)
-    comp = access.get_competition(store, cid)
-    who, token = viewer(request)
+    # the database is read in the thread pool: the event loop never waits on SQLite
+    comp = await run_in_threadpool(access.get_competition, store, cid)
+    who, token = await run_in_threadpool(viewer, request)
     if who is None or token is None:
         raise access.WebError(401, "unauthorized", "sign in before uploading")
 
@@ -323,7 +325,8 @@ async def submit_upload(request: Request, cid: str) -> Response:
         status, code, _ = access.error_status(exc)
         if status in (401, 403, 404):
             raise
-        page = _submit_page(request, comp, who, status=status, error=str(exc), error_code=code)
+        page = await run_in_threadpool(lambda: _submit_page(request, comp, who, status=status, error=str(exc),
+                                                           error_code=code))
         page.headers.update(access.error_headers(exc))
         return page
     loop = getattr(request.app.state, "scoring_loop", None)
