@@ -225,7 +225,13 @@ def direct_worker(workspace: str, username: str, sample_sid: int, team: str, fil
     from referee.platform.leaderboard import build as lbm
     from referee.platform.reports.views import submission_detail
     from referee.platform.store import Store
-    from referee.platform.web.access import public_competition, redact_detail, seat, team_splits, visible_submission
+    from referee.platform.web.access import (
+        public_competition,
+        redact_detail,
+        seat,
+        team_splits,
+        visible_submission,
+    )
     from referee.platform.web.auth import Principal
     from referee.platform.web.listing import scored_rows
     from referee.platform.web.participate import page_html

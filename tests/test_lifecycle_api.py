@@ -12,6 +12,7 @@ import io
 import zipfile
 
 import pytest
+from conftest import prepare_example
 from fastapi.testclient import TestClient
 from phase_support import challenge, set_phases
 
@@ -233,6 +234,8 @@ def test_every_4xx_of_the_phase_routes(site):
     assert site.call("PUT", vis, site.host, json={"visibility": "host"}).status_code == 422
     assert site.call("PUT", f"{c}/phases/nope/visibility", site.host,
                      json={"split": "public", "visibility": "host"}).status_code == 404
+    assert site.call("PUT", "/api/competitions/nope/phases/dev/visibility", site.host,
+                     json={"split": "public", "visibility": "host"}).status_code == 404
 
     # leaderboards and exports
     assert site.call("GET", f"{c}/leaderboard?phase=nope").status_code == 404
@@ -252,14 +255,20 @@ def test_every_4xx_of_the_phase_routes(site):
     assert site.call("GET", f"{c}/files/challenge-input.zip", olga).status_code == 200  # organisers
     assert site.call("POST", f"{c}/rules/accept", ada).status_code == 200
     assert site.call("GET", f"{c}/files/reference.csv", ada).status_code == 404  # never the references
+    assert site.call("GET", "/api/competitions/nope/files/challenge-input.zip", ada).status_code == 404
     assert site.call("GET", "/api/competitions/nope/rules").status_code == 404
     assert site.call("POST", f"{c}/rules/accept").status_code == 401
     assert site.call("POST", f"{c}/rules/accept", team_token).status_code == 403
     assert site.call("POST", f"{c}/rules/accept", site.host).status_code == 403
     assert site.call("POST", "/api/competitions/nope/rules/accept", ada).status_code == 404
+    load(site.store, prepare_example("deepfake", site.root.parent))  # a competition without a rules page
+    r = site.call("POST", "/api/competitions/deepfake/rules/accept", ada)
+    assert r.status_code == 404 and "no rules page" in r.json()["message"]
+    assert site.call("GET", "/api/competitions/deepfake/files/deepfake-input.zip").status_code == 200  # no rules
 
     # quota and picks
     assert site.call("GET", f"{c}/quota").status_code == 401
+    assert site.call("GET", "/api/competitions/nope/quota", ada).status_code == 404
     assert site.call("GET", f"{c}/quota", cy).status_code == 403
     assert site.call("GET", f"{c}/quota?phase=nope", ada).status_code == 404
     assert site.call("GET", f"{c}/quota?team=nobody", site.host).status_code == 404
@@ -347,6 +356,13 @@ def test_team_pages_for_a_participant(site):
     board = c.get("/c/challenge?phase=final&split=private")
     assert board.status_code == 200 and 'id="my-rank"' in board.text and 'data-rank="1"' in board.text
     assert c.get("/c/nope/overview").status_code == 404
+    # the host's form: participants may not switch a leaderboard
+    r = c.post("/c/challenge/host/phases/final/visibility", data={"csrf": csrf, "split": "private",
+                                                                  "visibility": "hidden"})
+    assert r.status_code == 403
+    c.cookies.clear()
+    r = c.get("/c/challenge/files/challenge-input.zip", follow_redirects=False)  # the rules ask for a sign-in
+    assert r.status_code == 303 and r.headers["location"].startswith("/login?next=")
 
 
 def test_phase_commands(site):

@@ -17,7 +17,13 @@ from referee.platform.controller import phases
 from referee.platform.controller.competitions import load
 from referee.platform.controller.reconcile import Controller
 from referee.platform.controller.verify import verify_competition
-from referee.platform.core.errors import Conflict, LimitExceeded, NotAllowed, SpecError, SubmissionRejected
+from referee.platform.core.errors import (
+    Conflict,
+    LimitExceeded,
+    NotAllowed,
+    SpecError,
+    SubmissionRejected,
+)
 from referee.platform.core.spec import load_competition
 from referee.platform.leaderboard import build as lbm
 from referee.submissions.submit import submit
@@ -230,3 +236,31 @@ def test_a_phase_names_only_the_limits_it_changes(comp_dir):
     assert comp.limits.model_dump() == {"per_team_per_day": 10, "total": None, "concurrent": 2}
     assert comp.for_phase("dev").limits.model_dump() == {"per_team_per_day": 20, "total": None, "concurrent": 2}
     assert comp.for_phase("final").limits.model_dump() == {"per_team_per_day": 3, "total": 10, "concurrent": 2}
+
+
+def test_plugins_derive_for_each_phase_with_its_own_data(store, comp_dir):
+    """``referee_derive_competition`` sees the competition and each phase view with its own data; what it
+    derives for a phase is used when that phase's submissions are scored."""
+    from referee.platform.core.spec import Derived
+    from referee.plugins import hookimpl
+    from referee.plugins.manager import PluginManager, reset_runtime
+
+    seen = []
+
+    class Clipper:
+        __name__ = "clipper"
+
+        @hookimpl
+        def referee_derive_competition(self, competition):
+            seen.append(competition.phase_name)
+            eps = 0.2 if competition.phase_name == "dev" else 1e-15
+            return Derived(metric_params={"log_loss": {"eps": eps}})
+
+    reset_runtime(PluginManager(entrypoints=False, extra=[Clipper()]))
+    comp = load(store, comp_dir).competition
+    assert seen == [None, "dev"]  # the final phase has no data of its own: the competition's is its
+    assert comp.for_phase("dev").metric_params("log_loss")["eps"] == 0.2
+    assert comp.for_phase("final").metric_params("log_loss")["eps"] == 1e-15
+    sid = scored(store, comp, "a", comp_dir / "submissions" / "dev" / "good.csv")
+    (row,) = store.scores(sid)
+    assert row.provenance["params"]["eps"] == 0.2

@@ -22,7 +22,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from referee.platform.core.errors import Conflict, NotAllowed, RefereeError
-from referee.platform.core.spec import LEADERBOARD_SPLITS, VISIBILITIES, Competition, Visibility
+from referee.platform.core.spec import (
+    LEADERBOARD_SPLITS,
+    VISIBILITIES,
+    Competition,
+    Visibility,
+)
 from referee.platform.store import PickRow, Store
 
 RULES_PAGE = "rules"

@@ -37,7 +37,15 @@ def create_app(workspace: str | Path | Store, *, run_scheduler: bool = True, sch
 
     from referee import __version__
     from referee.platform.controller.loop import ScoringLoop
-    from referee.platform.web import accounts, api, hosting, pages, participate, phases, teams
+    from referee.platform.web import (
+        accounts,
+        api,
+        hosting,
+        pages,
+        participate,
+        phases,
+        teams,
+    )
     from referee.platform.web.throttle import LoginThrottle
 
     store = workspace if isinstance(workspace, Store) else Store(workspace)

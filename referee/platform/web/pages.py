@@ -325,7 +325,8 @@ async def submit_upload(request: Request, cid: str) -> Response:
         status, code, _ = access.error_status(exc)
         if status in (401, 403, 404):
             raise
-        page = await run_in_threadpool(lambda: _submit_page(request, comp, who, status=status, error=str(exc),
+        message = str(exc)
+        page = await run_in_threadpool(lambda: _submit_page(request, comp, who, status=status, error=message,
                                                            error_code=code))
         page.headers.update(access.error_headers(exc))
         return page
