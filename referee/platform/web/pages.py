@@ -95,10 +95,14 @@ def store_of(request: Request) -> Store:
 
 
 def viewer(request: Request) -> tuple[Principal | None, str | None]:
-    """The signed-in principal (from the cookie) and its raw token; a stale cookie is anonymous."""
-    token = request.cookies.get(access.COOKIE)
-    who = authenticate(store_of(request), token, sessions=True) if token else None
-    return who, (token if who else None)
+    """The signed-in principal (from the cookie) and its raw token; a stale cookie is anonymous.
+    Looked up once per request (the route and the page template both ask)."""
+    found: tuple[Principal | None, str | None] | None = getattr(request.state, "viewer", None)
+    if found is None:
+        token = request.cookies.get(access.COOKIE)
+        who = authenticate(store_of(request), token, sessions=True) if token else None
+        found = request.state.viewer = (who, token if who else None)
+    return found
 
 
 def render(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
