@@ -335,16 +335,17 @@ class Controller:
 
     def _job_spec(self, sub: SubmissionRow, attempt: int, to_job: Callable[..., dict[str, Any]]) -> JobSpec:
         r = self.comp.resources
-        phase = self.comp.phase(sub.phase)
-        gpus = phase.gpus if phase.gpus is not None else r.gpus
+        comp = self.comp.for_phase(sub.phase, strict=False)  # the inputs of the submission's phase
+        phase = self.comp.phase(comp.phase_name) if comp.phase_name else None
+        gpus = phase.gpus if phase is not None and phase.gpus is not None else r.gpus
         out = self.store.work_dir(self.comp.id, f"s{sub.id}", f"a{attempt}") / "output"
         out.mkdir(exist_ok=True)
-        extra = to_job(sub, self.comp, self.store) or {}
+        extra = to_job(sub, comp, self.store) or {}
         return JobSpec(
             job_id=f"{self.comp.id}-s{sub.id}-a{attempt}", submission_id=sub.id, attempt=attempt,
             competition_id=self.comp.id, output_dir=str(out),
             output_file=f"predictions.{self.comp.prediction.format}",
-            input_dir=str(self.comp.input_path) if self.comp.input_path else None,
+            input_dir=str(comp.input_path) if comp.input_path else None,
             resources=Resources(cpu=r.cpu, memory=r.memory, gpus=gpus, instance_type=r.instance_type),
             timeout_s=r.timeout, sandbox=dict(self.comp.section_data("sandbox") or {}),
             max_infra_retries=self.comp.backend.max_infra_retries,
@@ -437,7 +438,8 @@ class Controller:
             if from_job and path.stat().st_size <= self.comp.prediction.max_bytes:
                 # keep what the container wrote, content-addressed, so `referee verify` can re-score it
                 predictions_sha, _ = self.store.put_blob_file(path)
-            results = score_file(self.comp, path, submission_sha256=sub.sha256, predictions_sha256=predictions_sha,
+            # scored against the data and metrics of the submission's phase
+            results = score_file(self.comp.for_phase(sub.phase, strict=False), path, submission_sha256=sub.sha256, predictions_sha256=predictions_sha,
                                  put_blob=self.store.put_blob_bytes,
                                  source=path.name if from_job else (sub.filename or path.name))
         except SubmissionRejected as exc:
