@@ -1,6 +1,7 @@
 """Docker backend: sandboxed containers on one Docker engine, N at a time.
 
-Each job runs ``run_job_in_docker`` on one of ``slots`` worker threads, so ``poll`` only reads state.
+Each job runs ``run_job_in_docker`` on one of ``slots`` worker threads, so ``poll`` only reads state;
+a worker that finishes a job wakes whoever asked through ``notify`` (the controller polls at once).
 The handle is the container's name, which is stable and unique per attempt; a scheduler that restarts
 hands its old handles to ``poll`` and the backend re-attaches to those containers through their labels
 (the job spec and deadline travel with the container).
@@ -12,7 +13,7 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from referee.platform.core.backend import Backend, lost_handle
 from referee.platform.core.jobs import (
@@ -63,6 +64,7 @@ class DockerBackend(Backend):
         self._workers: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._swept = False
+        self._wakers: list[Callable[[], None]] = []
 
     @property
     def client(self) -> Any:
@@ -127,6 +129,11 @@ class DockerBackend(Backend):
         with self._lock:
             self._tasks.pop(handle, None)
 
+    def notify(self, wake: Callable[[], None]) -> None:
+        with self._lock:
+            if wake not in self._wakers:
+                self._wakers.append(wake)
+
     def close(self) -> None:
         """Let the workers exit once idle (a later submit starts fresh ones). Containers still running
         keep running; a new backend re-attaches to them by handle."""
@@ -175,6 +182,8 @@ class DockerBackend(Backend):
             except Exception as exc:  # noqa: BLE001 - never lose a job to a worker crash
                 task.result = JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR,
                                         f"docker backend error: {type(exc).__name__}: {exc}", finished_at=now_utc())
+            for wake in list(self._wakers):
+                wake()
 
     def _run(self, task: _Task) -> JobStatus:
         def started(_cid: str) -> None:

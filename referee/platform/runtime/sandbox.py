@@ -16,6 +16,7 @@ thread, the Ray backend inside a task on each node.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -230,6 +231,7 @@ _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MNT_DETACH = 2, 4, 8, 2
 _MOUNT_SOURCE = "referee-output"  # the tmpfs "device" in /proc/mounts: referee-output:<container>:<epoch>
 
 
+@functools.cache  # find_library runs ldconfig in a subprocess: once per process, not twice per job
 def _libc() -> Any:
     import ctypes
     import ctypes.util
@@ -592,7 +594,11 @@ def _create(client: Any, cfg: dict[str, Any]) -> str:
 
 
 def _create_once(client: Any, cfg: dict[str, Any]) -> str:
-    return client.containers.create(**cfg).id
+    try:  # the SDK's own translation of these keyword arguments, without its follow-up inspect
+        from docker.models.containers import _create_container_args
+    except ImportError:  # an SDK that moved it: the public way, one request more
+        return client.containers.create(**cfg).id
+    return client.api.create_container(**_create_container_args({**cfg, "version": client.api.api_version}))["Id"]
 
 
 def _remove(client: Any, cid: str) -> None:
