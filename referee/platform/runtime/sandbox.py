@@ -616,6 +616,7 @@ def _supervise(client: Any, cid: str, job: JobSpec, policy: SandboxPolicy, scrat
     # One long wait when nothing needs checking; short waits to notice a cancel or a growing output dir.
     step = 0.5 if not scratch.on_tmpfs else (2.0 if cancel_event is not None else None)
     stop: tuple[FailureReason, str] | None = None
+    exited: int | None = None  # the exit status the engine's wait reported
     while True:
         remaining = deadline - time.time()
         if remaining <= 0:
@@ -623,7 +624,7 @@ def _supervise(client: Any, cid: str, job: JobSpec, policy: SandboxPolicy, scrat
                 stop = (FailureReason.TIMED_OUT, f"killed after the time limit of {job.timeout_s:g}s")
             break  # (a re-attached job may have ended on its own while nobody watched: judged below)
         try:
-            client.api.wait(cid, timeout=max(0.05, min(remaining, step or remaining)))
+            exited = client.api.wait(cid, timeout=max(0.05, min(remaining, step or remaining))).get("StatusCode")
             break
         except requests.exceptions.RequestException:
             # A read timeout: still running (inspect raises, and the job is a platform error, if the engine is gone).
@@ -641,7 +642,11 @@ def _supervise(client: Any, cid: str, job: JobSpec, policy: SandboxPolicy, scrat
     if stop is not None:
         _kill(client, cid)
     finished = now_utc()
-    state = client.api.inspect_container(cid)["State"]
+    if stop is None and exited == 0 and time.time() <= deadline:
+        # a clean exit, before the deadline: an inspect would add nothing (OOM only judges non-zero exits)
+        state: dict[str, Any] = {"ExitCode": 0}
+    else:
+        state = client.api.inspect_container(cid)["State"]
     _save_logs(client, cid, log_path_for(job), policy.max_log_bytes)
     kw: dict[str, Any] = {"started_at": started, "finished_at": finished, "node": socket.gethostname()}
     ended = _parse_docker_time(state.get("FinishedAt"))
