@@ -1,7 +1,9 @@
 """Docker backend: sandboxed containers on one Docker engine, N at a time.
 
-Each job runs ``run_job_in_docker`` on one of ``slots`` worker threads, so ``poll`` only reads state;
-a worker that finishes a job wakes whoever asked through ``notify`` (the controller polls at once).
+Each job runs ``run_job_in_docker`` on one of ``slots`` worker threads, so ``poll`` only reads state.
+A worker hands the removal of an exited container (and of its output mount) to a cleaner thread and
+takes its next job at once; the cleaner reports the job when it has left nothing behind, and wakes
+whoever asked through ``notify`` (the controller polls at once).
 The handle is the container's name, which is stable and unique per attempt; a scheduler that restarts
 hands its old handles to ``poll`` and the backend re-attaches to those containers through their labels
 (the job spec and deadline travel with the container).
@@ -65,6 +67,8 @@ class DockerBackend(Backend):
         self._lock = threading.Lock()
         self._swept = False
         self._wakers: list[Callable[[], None]] = []
+        self._cleanups: queue.Queue[tuple[_Task, JobStatus, Callable[[], None]]] = queue.Queue()
+        self._cleaner: threading.Thread | None = None
 
     @property
     def client(self) -> Any:
@@ -177,15 +181,47 @@ class DockerBackend(Backend):
             task = jobs.get()
             if task is None:
                 return
+            cleanups: list[Callable[[], None]] = []
             try:
-                task.result = self._run(task)
+                status = self._run(task, cleanups.append)
             except Exception as exc:  # noqa: BLE001 - never lose a job to a worker crash
-                task.result = JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR,
-                                        f"docker backend error: {type(exc).__name__}: {exc}", finished_at=now_utc())
-            for wake in list(self._wakers):
-                wake()
+                status = JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR,
+                                   f"docker backend error: {type(exc).__name__}: {exc}", finished_at=now_utc())
+            if cleanups:
+                self._clean_later(task, status, cleanups[0])
+            else:
+                self._report(task, status)
 
-    def _run(self, task: _Task) -> JobStatus:
+    def _report(self, task: _Task, status: JobStatus) -> None:
+        task.result = status
+        for wake in list(self._wakers):
+            wake()
+
+    def _clean_later(self, task: _Task, status: JobStatus, cleanup: Callable[[], None]) -> None:
+        with self._lock:
+            self._cleanups.put((task, status, cleanup))
+            if self._cleaner is None:
+                self._cleaner = threading.Thread(target=self._clean, daemon=True, name="referee-docker-cleaner")
+                self._cleaner.start()
+
+    def _clean(self) -> None:
+        """Remove exited containers, then report their jobs; exits once idle (a later job starts another)."""
+        while True:
+            try:
+                task, status, cleanup = self._cleanups.get(timeout=2.0)
+            except queue.Empty:
+                with self._lock:
+                    if self._cleanups.empty():
+                        self._cleaner = None
+                        return
+                continue
+            try:
+                cleanup()
+            except Exception:  # noqa: BLE001 - housekeeping: the engine reaps what is left
+                pass
+            self._report(task, status)
+
+    def _run(self, task: _Task, defer_cleanup: Callable[[Callable[[], None]], None]) -> JobStatus:
         def started(_cid: str) -> None:
             task.started_at = task.started_at or now_utc()
 
@@ -196,4 +232,5 @@ class DockerBackend(Backend):
                                           on_started=started)
             return status or lost_handle(task.handle, self.name)
         assert task.job is not None
-        return run_job_in_docker(task.job, client=self.client, cancel_event=task.cancel, on_started=started)
+        return run_job_in_docker(task.job, client=self.client, cancel_event=task.cancel, on_started=started,
+                                 defer_cleanup=defer_cleanup)

@@ -474,12 +474,16 @@ def log_path_for(job: JobSpec) -> Path:
 
 def run_job_in_docker(job: JobSpec, *, client: Any = None, cancel_event: threading.Event | None = None,
                       on_started: Callable[[str], None] | None = None,
-                      gpu_device_ids: list[str] | None = None) -> JobStatus:
+                      gpu_device_ids: list[str] | None = None,
+                      defer_cleanup: Callable[[Callable[[], None]], None] | None = None) -> JobStatus:
     """Run one sandboxed container to completion and return its final status.
 
     Handles the wall-clock timeout (kill), OOM detection, capped log capture (to ``log_path_for(job)``),
     the output cap and copy-out of the prediction file into ``job.output_dir``, and container removal.
     Never raises for a submission's misbehaviour; engine trouble is a PLATFORM_ERROR status.
+    ``defer_cleanup`` receives the removal of the (exited) container and its output mount instead of
+    running it here, for a caller that overlaps it with its next job; it must run it before it reports
+    the status, so that a reported job has left nothing behind.
     """
     import docker.errors
 
@@ -524,9 +528,15 @@ def run_job_in_docker(job: JobSpec, *, client: Any = None, cancel_event: threadi
     except Exception as exc:  # noqa: BLE001 - requests/OS trouble talking to the engine
         return _failed(FailureReason.PLATFORM_ERROR, f"{type(exc).__name__}: {exc}")
     finally:
-        if cid is not None:
-            _remove(client, cid)
-        scratch.release()
+        def cleanup(cid: str | None = cid) -> None:
+            if cid is not None:
+                _remove(client, cid)
+            scratch.release()
+
+        if defer_cleanup is None:
+            cleanup()
+        else:
+            defer_cleanup(cleanup)
 
 
 def attach_job_in_docker(name: str, *, client: Any = None, cancel_event: threading.Event | None = None,
