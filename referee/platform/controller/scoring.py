@@ -31,17 +31,14 @@ class _OneBlasThread:
         self.lock = threading.Lock()
         self.inside = 0
         self.limits: Any = None
-        self.pools: Any = None  # threadpoolctl's view of the loaded BLAS libraries (found once)
 
     @contextlib.contextmanager
     def __call__(self) -> Iterator[None]:
         with self.lock:
             if self.inside == 0:
-                try:
-                    if self.pools is None:
-                        from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
-                        self.pools = ThreadpoolController()
-                    self.limits = self.pools.limit(limits=1, user_api="blas")
+                try:  # looks for BLAS libraries each time (a fraction of a millisecond): one loaded later counts too
+                    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+                    self.limits = threadpool_limits(limits=1, user_api="blas")
                 except Exception:  # noqa: BLE001 - no threadpoolctl, or a BLAS it cannot drive: run as is
                     self.limits = None
             self.inside += 1
