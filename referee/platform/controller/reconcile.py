@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from referee.platform.controller.policy import Candidate, SchedulingPolicy
-from referee.platform.controller.scoring import score_file
+from referee.platform.controller.scoring import one_blas_thread, score_file
 from referee.platform.core.backend import Backend
 from referee.platform.core.errors import BackendError, SubmissionRejected
 from referee.platform.core.jobs import (
@@ -144,15 +144,18 @@ class Controller:
         self._scoring: dict[Future[Outcome], tuple[int, int | None]] = {}  # -> (submission id, attempt)
         self._scoring_workers = max(1, scoring_workers)
         self._pool: ThreadPoolExecutor | None = None
-        self._wake = threading.Event()  # set by finished scoring (and by backends that can tell)
+        self._wake = threading.Event()  # set by finished scoring and by backends that can tell (notify)
         self._kinds: dict[str, SubmissionKindInfo] = self.pm.submission_kinds()
         self._poll_errors = 0
         self._last_heartbeat = self._last_reconcile = time.monotonic()
+        if backend is not None:
+            backend.notify(self._wake.set)
 
     @property
     def backend(self) -> Backend:
         if self._backend is None:
             self._backend = make_backend(self.comp, self.store)
+            self._backend.notify(self._wake.set)  # a finished job wakes the loop: no poll_interval lag
         return self._backend
 
     @property
@@ -191,7 +194,8 @@ class Controller:
         return self.summary
 
     def _wait(self) -> None:
-        """Sleep until a job or a scoring task may have finished (at most ``poll_interval``)."""
+        """Sleep until a job or a scoring task may have finished: woken at once by the scoring pool and
+        by a backend that notifies; ``poll_interval`` bounds the wait for one that cannot."""
         timeout = self.poll_interval
         if timeout <= 0:
             if not self._scoring:
@@ -439,9 +443,10 @@ class Controller:
                 # keep what the container wrote, content-addressed, so `referee verify` can re-score it
                 predictions_sha, _ = self.store.put_blob_file(path)
             # scored against the data and metrics of the submission's phase
-            results = score_file(self.comp.for_phase(sub.phase, strict=False), path, submission_sha256=sub.sha256, predictions_sha256=predictions_sha,
-                                 put_blob=self.store.put_blob_bytes,
-                                 source=path.name if from_job else (sub.filename or path.name))
+            with one_blas_thread():
+                results = score_file(self.comp.for_phase(sub.phase, strict=False), path, submission_sha256=sub.sha256,
+                                     predictions_sha256=predictions_sha, put_blob=self.store.put_blob_bytes,
+                                     source=path.name if from_job else (sub.filename or path.name))
         except SubmissionRejected as exc:
             return Outcome(SubmissionStatus.FAILED, FailureReason.INVALID_OUTPUT, str(exc), log_tail=log_tail)
         except ScorerFailed as exc:  # the host's scorer, not the submission: the host gets the traceback
