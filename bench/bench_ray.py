@@ -6,7 +6,9 @@ in the same run on the same local cluster. Prints seconds, per-job cost and the 
 
 Part 2 (scheduler): the Controller drains 1k / 10k / 100k queued submissions through an in-memory
 backend (no engine: this is referee's own bookkeeping: claiming, job rows, polling, scoring a tiny
-prediction file, hooks). Prints per-job microseconds at each size; near-linear means a flat column.
+prediction file, hooks). Prints per-job microseconds at each size and a verdict computed from them:
+near-linear when the per-job cost at the largest queue is less than twice that at the smallest (the
+criterion bench_simulation.py uses too), with the fitted exponent of seconds ~ queued^k.
 
     python bench/bench_ray.py                      # both parts, 10,000 Ray jobs, 1k/10k/100k queue
     python bench/bench_ray.py --jobs 2000 --sizes 1000,10000 --skip-ray
@@ -15,6 +17,8 @@ prediction file, hooks). Prints per-job microseconds at each size; near-linear m
 from __future__ import annotations
 
 import argparse
+import math
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,7 +38,10 @@ def bench_ray(n: int, num_cpus: int, max_in_flight: int) -> None:
     from referee.platform.backends.ray import RayBackend, execute_job
     from referee.platform.core.jobs import JobSpec, Resources
 
-    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR")
+    # a cluster of its own ("local": never someone else's), in its own temp dir, stopped by shutdown()
+    temp_dir = tempfile.mkdtemp(prefix="rb-", dir="/tmp")
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR",
+             _temp_dir=temp_dir)
 
     @ray.remote(num_cpus=1)
     def plain(cmd: list[str]) -> int:
@@ -67,6 +74,7 @@ def bench_ray(n: int, num_cpus: int, max_in_flight: int) -> None:
         t_ref = time.perf_counter() - start
         backend.close()
     ray.shutdown()
+    shutil.rmtree(temp_dir, ignore_errors=True)
     print(f"Ray: {n} no-op jobs (each runs `true`) on a local cluster, {num_cpus} CPUs, "
           f"referee in-flight bound {max_in_flight}")
     print(f"  {'path':<52}{'seconds':>9}{'ms/job':>9}")
@@ -163,13 +171,25 @@ def _scheduler_run(n: int, max_in_flight: int, root: Path, *, score: bool) -> tu
     return elapsed, summary.scored if score else summary.failed
 
 
+def scaling_verdict(sizes: list[int], seconds: list[float]) -> str:
+    """Near-linear when the per-job cost at the largest size is under twice that at the smallest."""
+    if len(sizes) < 2:
+        return "one size only: no scaling verdict"
+    growth = (seconds[-1] / sizes[-1]) / (seconds[0] / sizes[0])
+    k = math.log(seconds[-1] / seconds[0]) / math.log(sizes[-1] / sizes[0])
+    verdict = "near-linear" if growth < 2.0 else "NOT near-linear"
+    return (f"{verdict}: per-job cost x{growth:.2f} from {sizes[0]:,} to {sizes[-1]:,} queued "
+            f"(seconds ~ queued^{k:.2f}; near-linear means under x2)")
+
+
 def run_scheduler_part(sizes: list[int], full_sizes: list[int], max_in_flight: int) -> None:
     from referee.plugins.manager import PluginManager, set_plugin_manager
 
     set_plugin_manager(PluginManager(entrypoints=False, extra=[_noop_kind_plugin()]))
     print(f"Controller: drain N queued submissions through an in-memory backend (max_in_flight={max_in_flight})")
     with tempfile.TemporaryDirectory() as tmp:
-        _scheduler_run(200, max_in_flight, Path(tmp), score=True)  # warm imports and caches
+        (Path(tmp) / "warm").mkdir()
+        _scheduler_run(200, max_in_flight, Path(tmp) / "warm", score=True)  # warm imports and caches
         for label, score, ns in (("dispatch only (jobs fail: claim, job rows, poll, finish)", False, sizes),
                                  ("full path (jobs succeed and are scored)", True, full_sizes)):
             if not ns:
@@ -177,14 +197,16 @@ def run_scheduler_part(sizes: list[int], full_sizes: list[int], max_in_flight: i
             print(f"  {label}")
             print(f"  {'queued':>8}{'seconds':>10}{'us/job':>10}{'vs smallest':>13}")
             base = None
+            took = []
             for n in ns:
                 elapsed, done = _scheduler_run(n, max_in_flight, Path(tmp), score=score)
                 if done != n:
                     raise SystemExit(f"only {done} of {n} submissions were finished")
                 per = 1e6 * elapsed / n
                 base = base or per
+                took.append(elapsed)
                 print(f"  {n:>8}{elapsed:>10.2f}{per:>10.1f}{per / base:>12.2f}x")
-    print("  near-linear: the per-job cost stays flat as the queue grows (ratio close to 1x)")
+            print(f"  {scaling_verdict(ns, took)}")
 
 
 def main(argv: list[str] | None = None) -> None:

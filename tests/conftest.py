@@ -45,6 +45,28 @@ def wait_final(backend, handles: list[str], limit: float = 90, interval: float =
     raise AssertionError(f"jobs not final after {limit}s: {backend.poll(handles)}")
 
 
+def engine_gpu_support(client) -> str | None:
+    """How a Docker engine on this machine serves a GPU device request (``--gpus``), or None.
+
+    Docker registers its GPU device driver when NVIDIA's container runtime hook is on its PATH, or
+    (Docker 28+) when NVIDIA's CDI hook is and CDI is on, with a CDI spec for ``nvidia.com/gpu`` in one
+    of its spec directories; an engine set up by the toolkit also lists an ``nvidia`` runtime.
+    """
+    info = client.info()
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/local/bin", "/usr/sbin",
+                            "/usr/bin", "/sbin", "/bin"])
+    if shutil.which("nvidia-container-runtime-hook", path=path):
+        return "NVIDIA's container runtime hook"
+    spec_dirs = [Path(d) for d in info.get("CDISpecDirs") or []]
+    specs = [f for d in spec_dirs if d.is_dir() for f in d.iterdir() if f.suffix in (".yaml", ".yml", ".json")]
+    if shutil.which("nvidia-cdi-hook", path=path) and any("nvidia.com/gpu" in f.read_text(errors="replace")
+                                                          for f in specs):
+        return "CDI (nvidia.com/gpu)"
+    if "nvidia" in (info.get("Runtimes") or {}):
+        return "the nvidia runtime"
+    return None
+
+
 @pytest.fixture(autouse=True)
 def isolated_plugins():
     """Each test gets a fresh runtime (no cache survives a test) that sees only referee's built-in

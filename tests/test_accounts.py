@@ -217,7 +217,16 @@ def test_host_tools_hide_baseline_disqualify_rerun_download(site):
 
     lb = board()
     assert [e["team"] for e in lb["entries"]] == ["alpha", "bravo"]  # the baseline is ranked as no team
-    assert any(n.startswith("Baseline logistic baseline") for n in lb["notes"])
+    assert [(e["team"], e["rank"], e["baseline"]) for e in lb["baselines"]] == [("logistic baseline", None, True)]
+    assert lb["baselines"][0]["metrics"]["log_loss"] == pytest.approx(0.693147, abs=1e-5)  # a constant 0.5
+    assert any(n.startswith("Baselines (logistic baseline)") for n in lb["notes"])
+    export = site.call("GET", "/api/competitions/closed/export?format=csv&split=public", host).text.splitlines()
+    assert export[0].endswith(",baseline") and export[-1].startswith(",logistic baseline,")
+    assert export[-1].endswith(",yes")
+    md = site.call("GET", "/api/competitions/closed/export?format=md&split=public", host).text
+    assert "| — | logistic baseline (baseline) |" in md
+    page = site.client.get("/c/closed").text
+    assert 'data-baseline="logistic baseline"' in page and page.index('data-team="bravo"') < page.index("data-baseline")
     assert site.call("GET", f"/api/submissions/{base.json()['id']}", alpha).status_code == 404
     # hide: off the board with the reason; the team sees why
     assert site.call("POST", f"/api/submissions/{a}/hide", alpha, json={"reason": "x"}).status_code == 403

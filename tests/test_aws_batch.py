@@ -166,8 +166,8 @@ def _desc(status: str, **kw: Any) -> dict:
 def test_batch_states_map_to_referee(desc, state, reason):
     st = batch_status(desc)
     assert (st.state, st.reason) == (state, reason)
-    if state.final:
-        assert st.finished_at is not None and st.started_at is not None
+    assert (st.finished_at is not None) == state.final  # only a final state says when it ended
+    assert st.started_at is not None  # every description here carries Batch's startedAt
 
 
 def test_start_errors_use_the_sandboxs_own_list():

@@ -32,7 +32,7 @@ class Subject:
     backend: Backend
     image: str | None  # None: commands run as local processes
     real_logs: bool = True  # the fake's logs are canned
-    exit_codes: bool = True  # moto's Batch drops the container's exit code
+    exit_code: int | None = 3  # the failing job's exit code as reported: moto's Batch drops it, the fake scripts 1
 
     def job(self, tmp: Path, n: int, code: str, timeout: float, input_dir: Path) -> JobSpec:
         out = tmp / f"s{n}" / "output"
@@ -48,7 +48,7 @@ def _fake(request: Any) -> Subject:
     from referee.plugins.testing import FakeBackend
     script = {2: ["exited_nonzero"], 3: ["timed_out"]}
     return Subject(FakeBackend(script=script, output="id,label\n" + IDS, polls_to_finish=2), None, real_logs=False,
-                   exit_codes=False)
+                   exit_code=1)
 
 
 def _local(request: Any) -> Subject:
@@ -77,7 +77,7 @@ def _ray(request: Any) -> Subject:
 def _aws_batch(request: Any) -> Subject:
     from test_aws_batch import start_moto
     image = _image(request)
-    return Subject(start_moto().backend(), image, exit_codes=False)
+    return Subject(start_moto().backend(), image, exit_code=None)
 
 
 SUBJECTS: dict[str, Callable[[Any], Subject]] = {
@@ -127,8 +127,7 @@ def test_backend_contract(subject, tmp_path):
     assert out.read_text() == "id,label\n" + IDS  # it read its input and wrote its output
     assert fail.state == JobState.FAILED and fail.reason == FailureReason.EXITED_NONZERO, fail
     assert not fail.reason.is_infrastructure  # a submission's failure: never retried
-    if subject.exit_codes:
-        assert fail.exit_code == 3
+    assert fail.exit_code == subject.exit_code, fail
     assert overrun.state == JobState.FAILED and overrun.reason == FailureReason.TIMED_OUT, overrun
     assert cancel.state == JobState.CANCELLED and cancel.reason == FailureReason.CANCELLED, cancel
     assert b.poll([h["ok"]])[h["ok"]] == ok  # a final status stays final
@@ -137,7 +136,7 @@ def test_backend_contract(subject, tmp_path):
         assert "boom-from-job" in b.logs(h["fail"])
         assert len(b.logs(h["ok"], tail=5)) <= 5
     else:
-        assert isinstance(b.logs(h["ok"]), str)
+        assert b.logs(h["ok"]) == f"fake log for {h['ok']}\n"
 
     lost = b.poll(["referee-never-submitted"])["referee-never-submitted"]
     assert lost.state == JobState.FAILED and lost.reason == FailureReason.PLATFORM_ERROR

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import prepare_example
+from conftest import need, prepare_example
 
 from referee.platform.core.errors import SpecError
 from referee.plugins.builtin.scorers import referee_scorers
@@ -72,13 +72,22 @@ def test_bootstrap_scores_equal_an_explicit_loop_over_sacrebleu_style_indices():
 
 @pytest.mark.parametrize("kind", ["bootstrap", "randomization"])
 @pytest.mark.parametrize("n", [37, 64])
-def test_weights_do_not_depend_on_the_block_size(kind, n):
+def test_weights_do_not_depend_on_the_block_size(kind, n, monkeypatch):
     whole = Resampler(n, 100, seed=9, kind=kind, block_bytes=10**9)
     small = Resampler(n, 100, seed=9, kind=kind, block_bytes=8 * n * 3)
     assert small.block_rows < 100
     a = np.concatenate([w for _, w in bs._generate(n, 100, 9, kind, whole.block_rows)])
     b = np.concatenate([w for _, w in bs._generate(n, 100, 9, kind, small.block_rows)])
     np.testing.assert_array_equal(a, b)
+    # drawn into one reused array (a block is valid until the next): the same numbers
+    out = np.full((small.block_rows, n), -1.0)
+    c = np.concatenate([w.copy() for _, w in bs._generate(n, 100, 9, kind, small.block_rows, out)])
+    np.testing.assert_array_equal(a, c)
+    # bootstrap indices drawn a row at a time, or a few rows (not dividing the block), as for many items
+    for rows_per_draw in (1, 7):
+        monkeypatch.setattr(bs, "DRAW_BYTES", 8 * n * rows_per_draw)
+        d = np.concatenate([w for _, w in bs._generate(n, 100, 9, kind, whole.block_rows)])
+        np.testing.assert_array_equal(a, d)
     if kind == "bootstrap":  # counts sum to n; the same draws as sacrebleu's rng.choice
         assert (a.sum(axis=1) == n).all()
         idx = np.random.default_rng(9).choice(n, size=(100, n), replace=True)
@@ -106,7 +115,10 @@ def test_basic_interval_reflects_the_percentile_one():
 
 
 def test_torch_backend_gives_the_numpy_numbers():
-    pytest.importorskip("torch")
+    try:
+        import torch
+    except ImportError as exc:
+        need(False, f"PyTorch ({exc}; pip install torch==2.13.0)")
     rng = np.random.default_rng(6)
     x = rng.normal(size=(513, 12))
     for kind in ("bootstrap", "randomization"):
@@ -118,7 +130,8 @@ def test_torch_backend_gives_the_numpy_numbers():
     b = confidence_interval(SCORERS["accuracy"], stats, {}, IntervalSettings(backend="torch"))
     assert a[2] == b[2]
     np.testing.assert_allclose(a[:2], b[:2], rtol=1e-12)
-    assert bs.resolve_backend("auto") in ("numpy", "torch")
+    # auto takes torch only where it has a CUDA device to run on
+    assert bs.resolve_backend("auto") == ("torch" if torch.cuda.is_available() else "numpy")
 
 
 def test_settings_are_checked_and_named():

@@ -66,22 +66,26 @@ def test_pool_hands_out_distinct_gpus_and_waits_for_a_free_one():
 
 
 class _Spy:
-    """The real Docker client; records the device requests of each container it creates, and lets the
-    creations through together so every job holds its GPU at the same moment."""
+    """The real Docker client; records the device requests of each container it creates (at the API
+    call that reaches the engine), and lets the creations through together so every job holds its GPU
+    at the same moment."""
 
     def __init__(self, real: Any, parties: int):
         self._real = real
-        self.api = real.api
         self.requests: list[dict[str, Any]] = []
         self._barrier = threading.Barrier(parties, timeout=60)
         spy = self
 
-        class Containers:
-            def create(self, **cfg: Any) -> Any:
-                spy.requests.append(dict(cfg["device_requests"][0]))
+        class Api:
+            def create_container(self, *args: Any, **kw: Any) -> Any:
+                spy.requests.append(dict((kw.get("host_config") or {})["DeviceRequests"][0]))
                 spy._barrier.wait()
-                return real.containers.create(**cfg)
-        self.containers = Containers()
+                return real.api.create_container(*args, **kw)
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real.api, name)
+
+        self.api = Api()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)

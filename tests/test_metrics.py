@@ -121,11 +121,21 @@ def test_auc_with_many_distinct_scores_takes_the_sorted_path_and_agrees():
     p[:50] = p[50]  # and a few ties
     refs = [str(v) for v in y]
     (task,) = ranking.roc_auc.prepare(numeric(p, kind="score"), refs, ranking.roc_auc.resolve({}))[1]
-    assert task.codes is None and task.hi is not None
+    assert task.codes is None and task.tied is not None
     w = bootstrap_rows(n, 6)
     looped = [roc_auc_score(y, p, sample_weight=row) for row in w]
     assert same(value("roc_auc", numeric(p, kind="score"), refs, weights=w), looped)
     assert same(value("roc_auc", numeric(p, kind="score"), refs), roc_auc_score(y, p))
+    # weights that are not whole counts take the float prefix sum, and agree too
+    fractional = rng.random((3, n)) * 2.5
+    fractional[1, :7] = 0.0
+    looped = [roc_auc_score(y, p, sample_weight=row) for row in fractional]
+    assert same(value("roc_auc", numeric(p, kind="score"), refs, weights=fractional), looped)
+    # one class without weight: undefined (nan) in that row only
+    w = bootstrap_rows(n, 2)
+    w[0, y == 1] = 0.0
+    got = value("roc_auc", numeric(p, kind="score"), refs, weights=w)
+    assert np.isnan(got[0]) and same(got[1], roc_auc_score(y, p, sample_weight=w[1]))
 
 
 def test_one_class_missing_gives_the_library_answer():

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import need, wait_final
+from conftest import engine_gpu_support, need, wait_final
 
 from referee.platform.core.errors import BackendError
 from referee.platform.core.jobs import FailureReason, JobSpec, JobState, Resources
@@ -156,6 +156,35 @@ def test_a_job_that_cannot_be_launched_fails_and_the_queue_moves_on(ray_cluster,
     solo.close()
 
 
+def test_gpu_engines_are_recognised_by_hook_cdi_or_runtime(tmp_path, monkeypatch):
+    """The GPU test below must know a GPU engine however NVIDIA's toolkit set it up."""
+    class Engine:
+        def __init__(self, **info: Any):
+            self._info = info
+
+        def info(self) -> dict:
+            return self._info
+
+    bin_dir, cdi = tmp_path / "bin", tmp_path / "cdi"
+    bin_dir.mkdir()
+    cdi.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))
+
+    def tool(name: str) -> None:
+        (bin_dir / name).write_text("#!/bin/sh\n")
+        (bin_dir / name).chmod(0o755)
+
+    assert engine_gpu_support(Engine(Runtimes={"runc": {}}, CDISpecDirs=[str(cdi)])) is None
+    assert engine_gpu_support(Engine(Runtimes={"runc": {}, "nvidia": {}})) == "the nvidia runtime"
+    tool("nvidia-cdi-hook")  # CDI needs the hook and a spec for nvidia.com/gpu in a spec dir the engine reads
+    assert engine_gpu_support(Engine(CDISpecDirs=[str(cdi)])) is None
+    (cdi / "nvidia.yaml").write_text("cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices: []\n")
+    assert engine_gpu_support(Engine(CDISpecDirs=[str(cdi)])) == "CDI (nvidia.com/gpu)"
+    assert engine_gpu_support(Engine(CDISpecDirs=[])) is None  # CDI switched off in the engine
+    tool("nvidia-container-runtime-hook")
+    assert engine_gpu_support(Engine(Runtimes={"runc": {}})) == "NVIDIA's container runtime hook"
+
+
 def test_gpu_device_requests_reach_docker_pinned_to_rays_gpu(ray_cluster, tmp_path, base_image, docker_client):
     """The sandbox asks Docker for the GPUs Ray assigned. Without a GPU engine, Docker refuses that very
     request; with one, the container really sees its GPU."""
@@ -172,8 +201,7 @@ def test_gpu_device_requests_reach_docker_pinned_to_rays_gpu(ray_cluster, tmp_pa
     backend = RayBackend()
     h = backend.submit(job)
     st = wait_final(backend, [h])[h]
-    gpu_engine = "nvidia" in (docker_client.info().get("Runtimes") or {})
-    if gpu_engine:
+    if engine_gpu_support(docker_client):  # the hook, CDI or the nvidia runtime: the container sees its GPU
         assert st.state == JobState.SUCCEEDED, st
         assert "nvidia0" in (Path(job.output_dir) / "out.txt").read_text().split()
     else:  # the engine received the device request and refused it: no GPU driver on this machine

@@ -7,7 +7,6 @@ import os
 import stat
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -82,10 +81,13 @@ def test_login_submit_status_leaderboard(server, tmp_path):
     assert limited.returncode == 1 and "429" in limited.stderr and "retry after" in limited.stderr
     listing = referee(env, "remote", "status", "deepfake").stdout
     assert f"#{sub['id']}" in listing and "gradient boosting" in listing
+    assert "public 0." in listing and "phase final: 0 submission(s) left" in listing  # scores and quota
+    pick = referee(env, "remote", "pick", str(sub["id"]), check=False)  # one phase, best-public: no picks
+    assert pick.returncode == 1 and "403" in pick.stderr and "nothing to pick" in pick.stderr
     detail = referee(env, "remote", "status", "deepfake", "--submission", str(sub["id"])).stdout
     assert "scored" in detail and "log_loss" in detail
     board = referee(env, "remote", "leaderboard", "deepfake").stdout
-    assert "Engines" in board and "primary log_loss" in board
+    assert "Engines" in board and "primary log_loss" in board and "your team Engines ranks 1 of 1" in board
     private = referee(env, "remote", "leaderboard", "deepfake", "--split", "private", check=False)
     assert private.returncode == 1 and "403" in private.stderr
     # logout revokes the token on the server and forgets it here

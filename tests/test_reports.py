@@ -105,9 +105,8 @@ def test_leaderboard_html_escapes_and_shows_intervals_and_columns(scored):
     text = "".join(parsed.text)
     assert "fail:Negation" in text and "alpha" in text and "bravo" in text
     alpha = next(e for e in lb.entries if e.team == "alpha")
-    if alpha.intervals.get("failure_rate"):
-        lo, hi = alpha.intervals["failure_rate"]
-        assert f"[{lo:.5f}, {hi:.5f}]" in text
+    lo, hi = alpha.intervals["failure_rate"]  # every score carries its bootstrap interval
+    assert f"[{lo:.5f}, {hi:.5f}]" in text
     assert f"{alpha.extra['fail:Negation']:.5f}" in text
     for note in lb.notes:
         assert note in html.unescape(page)

@@ -214,7 +214,10 @@ def test_sandboxed_runs(tmp_path, docker_client, base_image):
     assert results["no_image"].reason.is_infrastructure
 
     log = log_path_for(jobs["logs"]).read_bytes()
-    assert results["logs"].state == JobState.SUCCEEDED or results["logs"].reason == FailureReason.NO_OUTPUT
+    # it exits 0 but writes no prediction file: a failed run, whatever it printed
+    assert (results["logs"].state, results["logs"].reason) == (JobState.FAILED, FailureReason.NO_OUTPUT), \
+        results["logs"]
+    assert "predictions.csv was not written" in results["logs"].message and results["logs"].exit_code == 0
     assert len(log) <= 64_100 and log.rstrip().endswith(b"LAST LINE")
 
     many = results["disk_many"]

@@ -338,3 +338,23 @@ def test_a_claim_not_renewed_within_the_lease_is_taken_over(tmp_path, store):
     assert Controller(store, comp, FakeBackend()).adopt() == 0  # another machine, renewed: alive
     store._execute("UPDATE submissions SET updated_at=? WHERE id=?", (stale, sid))
     assert Controller(store, comp, FakeBackend()).adopt() == 1  # not renewed for the lease: dead
+
+
+def test_scoring_runs_blas_on_one_thread_and_restores_it():
+    """The controller scores beside the containers: numpy's BLAS gets one thread while any scorer runs,
+    and its own setting back when the last one is done."""
+    import numpy as np  # noqa: F401 - loads the BLAS
+    from threadpoolctl import threadpool_info
+
+    from referee.platform.controller.scoring import one_blas_thread
+
+    def blas_threads() -> set[int]:
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    before = blas_threads()
+    assert before, "numpy's BLAS is not visible to threadpoolctl"
+    with one_blas_thread():
+        with one_blas_thread():  # a second scorer at the same time
+            assert blas_threads() == {1}
+        assert blas_threads() == {1}  # the first one is still scoring
+    assert blas_threads() == before

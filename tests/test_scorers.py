@@ -233,11 +233,11 @@ def test_error_rates_match_jiwer(name, transform):
     stats = SCORERS[name].statistics(text(hyps), refs, params)
     assert_vectorised(name, stats, params)
     # per-item statistics are the per-item jiwer counts
-    for i in (0, 3, 7):
-        if stats[i, 1] > 0:
-            one = fn(refs[i], hyps[i]) if transform == "default" else fn(
-                refs[i], hyps[i], reference_transform=tf, hypothesis_transform=tf)
-            assert abs(stats[i, 0] / stats[i, 1] - one) < 1e-12
+    for i in (0, 3, 7):  # 0: an empty hypothesis
+        assert stats[i, 1] > 0  # the reference length: no reference is empty
+        one = fn(refs[i], hyps[i]) if transform == "default" else fn(
+            refs[i], hyps[i], reference_transform=tf, hypothesis_transform=tf)
+        assert abs(stats[i, 0] / stats[i, 1] - one) < 1e-12
 
 
 def test_error_rate_edge_cases():

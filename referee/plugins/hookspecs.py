@@ -187,7 +187,9 @@ def referee_derive_competition(competition: Competition) -> Derived | None:
     """Derive data from a competition's spec when it loads (for example, build a CheckList suite and
     export its cases as inputs and references). Return a ``Derived`` record, or None: the store keeps
     it beside the spec (which stays as written) and the effective values come from it
-    (``competition.effective_data``, ``effective_split``, ``metric_params(metric)``).
+    (``competition.effective_data``, ``effective_split``, ``metric_params(metric)``). It is called
+    for the competition and again for each phase with its own data, split or metrics, with that
+    phase's view (``competition.phase_name`` names the phase; None for the competition itself).
 
     Example:
 
@@ -290,6 +292,9 @@ def referee_leaderboard_columns(store: Store, competition: Competition,
     flag, text), whether the compact terminal table shows them, help text and notes. Every renderer
     (terminal, JSON, CSV, Markdown, HTML, the web page) shows them without knowing the column. A note
     that belongs to no column (say, why a column is missing) may be appended to ``leaderboard.notes``.
+    ``competition`` is the view of the leaderboard's phase (``Competition.for_phase``): its metrics
+    and reference data. The baselines (``leaderboard.baselines``) are unranked rows; a column may
+    leave them without a value.
 
     Example:
 
@@ -316,7 +321,8 @@ def referee_leaderboard_columns(store: Store, competition: Competition,
 @hookspec
 def referee_leaderboard_notes(store: Store, competition: Competition, leaderboard: Leaderboard) -> list[str]:
     """Return sentences to show under a built leaderboard (after its columns): for example what the
-    organisers took off it and why, or the baselines it is compared with.
+    organisers took off it and why, or the baselines it is compared with. ``competition`` is the view
+    of the leaderboard's phase.
 
     Example:
 
@@ -366,7 +372,8 @@ def referee_submission_panels(store: Store, competition: Competition, submission
                               scores: list[ScoreRow]) -> list[ReportPanel]:
     """Return ``ReportPanel`` records for a submission's report (``referee report``, the web page):
     a title and the same content as Markdown and as HTML. ``scores`` holds the score rows the
-    viewer may see (for a team, the public split only).
+    viewer may see (for a team, the splits its phase's leaderboards show it: the public split until
+    the private one is published). ``competition`` is the view of the submission's phase.
 
     Example:
 

@@ -39,7 +39,8 @@ class ScorerInfo:
     resample (0 = left out, 2 = counted twice): the score must equal the metric of the data set with
     each item repeated that many times. With ``batched=True`` the scorer also accepts weights of
     shape (n_resamples, n_items) and returns an array of n_resamples scores (many resamples in one
-    call); otherwise referee calls it once per resample. A resample on which the metric is undefined
+    call; the block is read-only to the scorer and reused once the call returns); otherwise referee
+    calls it once per resample. A resample on which the metric is undefined
     may return nan or raise ``ValueError``; it is left out of the interval.
 
     Confidence intervals and paired significance tests use the same seeded resamples for both shapes.

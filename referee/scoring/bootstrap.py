@@ -18,6 +18,7 @@ rows per call when it is batched, else one row per call on a few threads.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -42,14 +43,16 @@ from referee.plugins.manager import get_runtime
 BACKENDS = ("numpy", "torch", "auto")
 CI_METHODS = ("percentile", "basic")
 KINDS = ("bootstrap", "randomization")
-# Bytes of one block of resample weights (b x n float64); the index and offset scratch arrays of a
-# block are the same size, so a block costs about three times this.
+# Bytes of one block of resample weights (b x n float64).
 BLOCK_BYTES = 32 * 2**20
 # Whole weight matrices up to this size are cached: every submission of a competition has the
 # same item count, so the scheduler reuses them for every metric, split and submission.
 CACHE_BYTES = 32 * 2**20
-# From this many items on, bootstrap counts are computed row by row (same numbers, less cache traffic).
-ROW_BINCOUNT_ITEMS = 4096
+# Bytes of bootstrap indices drawn at once (at least a row): they are counted while in cache.
+DRAW_BYTES = 2**20
+# Bytes of the blocks a batched general scorer gets: small enough that the scorer reads the weights
+# back from cache right after they are drawn (same numbers for any block size).
+GENERAL_BLOCK_BYTES = 2**20
 # Threads that score the resamples of a general scorer that is not batched, one resample per call.
 LOOP_WORKERS = min(4, os.cpu_count() or 1)
 
@@ -135,35 +138,49 @@ class Resampler:
             rows = max(unit, rows - rows % unit)
         return min(rows, self.resamples)
 
-    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
-        """``(first_row, weights)`` with weights of shape (rows, n), float64, in order."""
+    def blocks(self, reuse: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first_row, weights)`` with weights of shape (rows, n), float64, in order.
+
+        ``reuse``: every block is drawn into the same array, so a block is valid only until the
+        next one is drawn; for callers that use each block at once, it spares the page faults of
+        a fresh block (the numbers are the same).
+        """
         if self.resamples * self.n * 8 <= CACHE_BYTES:
             yield 0, _cached_weights(self.n, self.resamples, self.seed, self.kind)
             return
-        yield from _generate(self.n, self.resamples, self.seed, self.kind, self.block_rows)
+        out = np.empty((self.block_rows, self.n), dtype=np.float64) if reuse else None
+        yield from _generate(self.n, self.resamples, self.seed, self.kind, self.block_rows, out)
 
     def weights(self) -> np.ndarray:
         """All weights at once, shape (resamples, n) (small problems and tests)."""
         return np.concatenate([w for _, w in self.blocks()], axis=0)
 
 
-def _generate(n: int, resamples: int, seed: int, kind: str, block_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+def _generate(n: int, resamples: int, seed: int, kind: str, block_rows: int,
+              out: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Blocks of weights, each a fresh array, or a view of ``out`` (block_rows, n) when given."""
     rng = np.random.default_rng(seed)
+    # Bootstrap indices are drawn a few rows (about DRAW_BYTES) at a time and counted straight into
+    # their rows of weights while they are still in cache: no (rows, n) index block is written out
+    # and read back, and no second temporary is made. The bit generator keeps the spare half of a
+    # 64-bit draw in its state between calls, so consecutive draws of a few rows each are exactly
+    # one (resamples, n) draw (the tests check it).
+    step = max(1, DRAW_BYTES // (8 * n))
     for start in range(0, resamples, block_rows):
         rows = min(block_rows, resamples - start)
+        counts = np.empty((rows, n), dtype=np.float64) if out is None else out[:rows]
         if kind == "bootstrap":
-            idx = rng.choice(n, size=(rows, n), replace=True)
-            if n < ROW_BINCOUNT_ITEMS:
-                idx += (np.arange(rows, dtype=np.int64) * n)[:, None]
-                counts = np.bincount(idx.ravel(), minlength=rows * n).reshape(rows, n).astype(np.float64)
-            else:  # one bincount per row keeps its counts in cache: about 3x faster for large n
-                counts = np.empty((rows, n), dtype=np.float64)
-                for r in range(rows):
-                    counts[r] = np.bincount(idx[r], minlength=n)
-            del idx
-            yield start, counts
+            for first in range(0, rows, step):
+                k = min(step, rows - first)
+                idx = rng.choice(n, size=(k, n), replace=True)
+                if k > 1:  # row r's items are r * n + i in the flattened rows
+                    idx += (np.arange(k, dtype=np.int64) * n)[:, None]
+                part = counts[first:first + k].reshape(-1)
+                part.fill(0.0)  # just before counting: the rows are then in cache
+                np.add.at(part, idx.reshape(-1), 1.0)
         else:
-            yield start, rng.integers(2, size=(rows, n), dtype=bool).astype(np.float64)
+            counts[...] = rng.integers(2, size=(rows, n), dtype=bool)
+        yield start, counts
 
 
 def _cached_weights(n: int, resamples: int, seed: int, kind: str) -> np.ndarray:
@@ -310,15 +327,18 @@ def general_scores(scorer: Any, predictions: Any, references: Any, params: Mappi
                    resampler: Resampler, *, workers: int | None = None) -> np.ndarray:
     """The score of every resample of a general scorer: shape (resamples,).
 
-    A batched scorer gets each block of weights (rows, n) in one call; any other is called once per
-    resample, on ``workers`` threads. A resample that raises ``UNDEFINED_ERRORS`` scores nan; when
-    every resample raises, the first error is raised (a broken scorer, not an undefined resample).
+    A batched scorer gets each block of weights (rows, n; about ``GENERAL_BLOCK_BYTES``) in one call;
+    any other is called once per resample, on ``workers`` threads. A resample that raises
+    ``UNDEFINED_ERRORS`` scores nan; when every resample raises, the first error is raised (a broken
+    scorer, not an undefined resample).
     """
     if len(predictions) != resampler.n:
         raise ValueError(f"{len(predictions)} predictions do not match {resampler.n} resampled items")
     out = np.empty(resampler.resamples, dtype=np.float64)
     errors: list[BaseException] = []
-    for start, w in resampler.blocks():
+    if scorer.batched:
+        resampler = dataclasses.replace(resampler, block_bytes=min(resampler.block_bytes, GENERAL_BLOCK_BYTES))
+    for start, w in resampler.blocks(reuse=True):  # each block is scored before the next is drawn
         out[start:start + len(w)] = _score_block(scorer, predictions, references, params, w, workers, errors)
     if errors and len(errors) == resampler.resamples:
         raise errors[0]

@@ -281,6 +281,12 @@ def provenance(scorer: ScorerInfo, m: MetricSpec, comp: Competition, ref: Refere
     }
 
 
+def metric_signature(scorer: ScorerInfo, params: dict) -> str:
+    """A metric's signature before any predictions are seen (a scorer whose signature depends on the
+    predictions, e.g. on their tokenisation, may add to it when it scores)."""
+    return scorer.signature(params) if scorer.signature else _default_signature(scorer, params)
+
+
 def _default_signature(scorer: ScorerInfo, params: dict) -> str:
     parts = [scorer.name] + [f"{k}:{json.dumps(v, sort_keys=True)}" for k, v in sorted(params.items())]
     parts.append(f"version:{scorer.version}")

@@ -34,6 +34,7 @@ def submit(store: Store, comp: Competition, team: str, source: str | Path, *, ki
     """Validate and store one submission; returns its id. Raises SubmissionRejected / LimitExceeded.
 
     The phase must be open at ``now``; only a host may pass ``allow_closed_phase`` (late entries).
+    The file is checked against that phase's data, and its limits count that phase's submissions.
     This is the host's own programmatic entry: ``team`` becomes a team of the competition if it is
     not one yet (``Store.add_submission``); every command and page that takes a team name from a
     person checks that it names an existing team first. A ``baseline`` is a host's reference entry
@@ -50,13 +51,14 @@ def submit(store: Store, comp: Competition, team: str, source: str | Path, *, ki
         window = f"{ph.start or 'the start'} to {ph.end or 'the end'}"
         raise SubmissionRejected(f"phase {ph.name!r} of {comp.id!r} is not open now (it runs from {window})",
                                  code="phase_closed")
+    comp = comp.for_phase(ph.name)  # the phase's data, metrics and limits
     kind = kind or detect_kind(source)
     kinds = get_plugin_manager().submission_kinds()
     if kind not in kinds:
         raise SubmissionRejected(f"unknown submission kind {kind!r}; known: {sorted(kinds)}")
     # Check limits before the (possibly slow) validation, and again atomically at insert.
     if not baseline:
-        store.check_limits(comp.id, comp.limits, team, now)
+        store.check_limits(comp.id, comp.limits, team, now, ph.name)
     try:
         stored = kinds[kind].ingest(source, comp, store, filename=filename)
     except SubmissionRejected as exc:

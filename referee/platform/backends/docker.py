@@ -2,6 +2,9 @@
 
 Each job runs ``run_job_in_docker`` on one of ``slots`` worker threads, so ``poll`` only reads state.
 A job that asks for GPUs holds distinct ones of this host's (a pool per host) while it runs.
+A worker hands the removal of an exited container (and of its output mount) to a cleaner thread and
+takes its next job at once; the cleaner reports the job when it has left nothing behind, and wakes
+whoever asked through ``notify`` (the controller polls at once).
 The handle is the container's name, which is stable and unique per attempt; a scheduler that restarts
 hands its old handles to ``poll`` and the backend re-attaches to those containers through their labels
 (the job spec and deadline travel with the container).
@@ -14,7 +17,7 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from referee.platform.core.backend import Backend, lost_handle
 from referee.platform.core.jobs import (
@@ -67,6 +70,9 @@ class DockerBackend(Backend):
         self._workers: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._swept = False
+        self._wakers: list[Callable[[], None]] = []
+        self._cleanups: queue.Queue[tuple[_Task, JobStatus, Callable[[], None]]] = queue.Queue()
+        self._cleaner: threading.Thread | None = None
 
     @property
     def client(self) -> Any:
@@ -131,6 +137,11 @@ class DockerBackend(Backend):
         with self._lock:
             self._tasks.pop(handle, None)
 
+    def notify(self, wake: Callable[[], None]) -> None:
+        with self._lock:
+            if wake not in self._wakers:
+                self._wakers.append(wake)
+
     def close(self) -> None:
         """Let the workers exit once idle (a later submit starts fresh ones). Containers still running
         keep running; a new backend re-attaches to them by handle."""
@@ -174,13 +185,47 @@ class DockerBackend(Backend):
             task = jobs.get()
             if task is None:
                 return
+            cleanups: list[Callable[[], None]] = []
             try:
-                task.result = self._run(task)
+                status = self._run(task, cleanups.append)
             except Exception as exc:  # noqa: BLE001 - never lose a job to a worker crash
-                task.result = JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR,
-                                        f"docker backend error: {type(exc).__name__}: {exc}", finished_at=now_utc())
+                status = JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR,
+                                   f"docker backend error: {type(exc).__name__}: {exc}", finished_at=now_utc())
+            if cleanups:
+                self._clean_later(task, status, cleanups[0])
+            else:
+                self._report(task, status)
 
-    def _run(self, task: _Task) -> JobStatus:
+    def _report(self, task: _Task, status: JobStatus) -> None:
+        task.result = status
+        for wake in list(self._wakers):
+            wake()
+
+    def _clean_later(self, task: _Task, status: JobStatus, cleanup: Callable[[], None]) -> None:
+        with self._lock:
+            self._cleanups.put((task, status, cleanup))
+            if self._cleaner is None:
+                self._cleaner = threading.Thread(target=self._clean, daemon=True, name="referee-docker-cleaner")
+                self._cleaner.start()
+
+    def _clean(self) -> None:
+        """Remove exited containers, then report their jobs; exits once idle (a later job starts another)."""
+        while True:
+            try:
+                task, status, cleanup = self._cleanups.get(timeout=2.0)
+            except queue.Empty:
+                with self._lock:
+                    if self._cleanups.empty():
+                        self._cleaner = None
+                        return
+                continue
+            try:
+                cleanup()
+            except Exception:  # noqa: BLE001 - housekeeping: the engine reaps what is left
+                pass
+            self._report(task, status)
+
+    def _run(self, task: _Task, defer_cleanup: Callable[[Callable[[], None]], None]) -> JobStatus:
         def started(_cid: str) -> None:
             task.started_at = task.started_at or now_utc()
 
@@ -192,7 +237,8 @@ class DockerBackend(Backend):
             return status or lost_handle(task.handle, self.name)
         assert task.job is not None
         if task.job.resources.gpus <= 0 or not self.gpu_ids:  # no inventory: the engine picks (or refuses)
-            return run_job_in_docker(task.job, client=self.client, cancel_event=task.cancel, on_started=started)
+            return run_job_in_docker(task.job, client=self.client, cancel_event=task.cancel, on_started=started,
+                                     defer_cleanup=defer_cleanup)
         pool = pool_for(self._base_url or os.environ.get("DOCKER_HOST") or "local", self.gpu_ids)
         try:
             ids = pool.acquire(int(task.job.resources.gpus), task.cancel)
@@ -202,6 +248,6 @@ class DockerBackend(Backend):
                              finished_at=now_utc())
         try:
             return run_job_in_docker(task.job, client=self.client, cancel_event=task.cancel, on_started=started,
-                                     gpu_device_ids=ids)
+                                     gpu_device_ids=ids, defer_cleanup=defer_cleanup)
         finally:
             pool.release(ids)

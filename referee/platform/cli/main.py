@@ -34,6 +34,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "baseline": "referee.platform.cli.hosting:baseline",
     "download": "referee.platform.cli.hosting:download",
     "remote": "referee.platform.cli.remote:remote",
+    "phase": "referee.platform.cli.phases:phase",
 }
 
 

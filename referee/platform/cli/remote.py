@@ -156,7 +156,7 @@ server_option = click.option("--server", default=None, help="Server URL (default
 
 @click.group()
 def remote() -> None:
-    """Take part in a competition on a referee server: login, submit, status, leaderboard."""
+    """Take part in a competition on a referee server: login, submit, status, pick, leaderboard."""
 
 
 @remote.command("login")
@@ -260,8 +260,28 @@ def remote_status(competition_id: str, submission_id: int | None, as_json: bool,
         return
     for r in rows:
         extra = r.get("failure_reason") or r.get("hidden_reason") or ""
-        click.echo(f"#{r['id']:<6} {r['phase']:10} {r['status']:10} {r['created_at'][:19]}  "
+        scores = " ".join(f"{split} {v:.5f}" for split, v in (r.get("scores") or {}).items() if v is not None)
+        picked = " [picked]" if r.get("picked") else ""
+        click.echo(f"#{r['id']:<6} {r['phase']:10} {r['status']:10} {r['created_at'][:19]}  {scores}{picked}  "
                    f"{r.get('description') or r.get('filename') or ''}  {extra}".rstrip())
+    try:
+        q = client.request("GET", f"/api/competitions/{quote(competition_id)}/quota")
+    except RemoteError:  # an organiser (in no team) has no quota
+        return
+    left = "no limit" if q["remaining"] is None else f"{q['remaining']} submission(s) left"
+    click.echo(f"phase {q['phase']}: {left}")
+
+
+@remote.command("pick")
+@click.argument("submission_id", type=int)
+@click.option("--off", is_flag=True, help="Withdraw the pick.")
+@server_option
+def remote_pick(submission_id: int, off: bool, server: str | None) -> None:
+    """Pick one of your team's submissions for its final (private) entry, where the phase lets teams pick."""
+    client = client_for(server)
+    made = client.request("DELETE" if off else "POST", f"/api/submissions/{submission_id}/pick")
+    picks = ", ".join(f"#{i}" for i in made["picks"]) or "none"
+    click.echo(f"#{submission_id} {'unpicked' if off else 'picked'}; your picks in phase {made['phase']}: {picks}")
 
 
 @remote.command("leaderboard")
@@ -287,3 +307,6 @@ def remote_leaderboard(competition_id: str, split: str, phase: str | None, mode:
         click.echo(f"{e['rank']:>4}  {e['team']:24} {'' if v is None else f'{v:.5f}'}")
     for n in lb.get("notes", []):
         click.echo(f"  {n}")
+    mine = lb.get("your_entry")
+    if mine:
+        click.echo(f"your team {mine['team']} ranks {mine['rank']} of {len(lb['entries'])}")

@@ -45,7 +45,7 @@ def significance(ctx: click.Context, competition_id: str, phase: str | None, spl
     settings = significance_settings(comp, method=method, resamples=resamples, seed=seed, alpha=alpha,
                                      correction=correction, backend=backend)
     lb = lbm.build(store, comp, phase=phase, split=split, mode=mode, enrich=False)
-    result = compare_entries(store, comp, lb, settings)
+    result = compare_entries(store, comp.for_phase(lb.phase), lb, settings)
     if as_json:
         emit_json({"competition_id": comp.id, "phase": lb.phase, "split": lb.split, "mode": lb.mode,
                    "direction": lb.direction, **result.to_dict(matrix=True), "notes": result.notes()})

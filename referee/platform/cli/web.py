@@ -52,6 +52,7 @@ def serve(ctx: click.Context, host: str, port: int, scheduler: bool, interval: f
         sock.bind((host, port))
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    freeze_startup_heap()  # before saying where it serves: a client may connect at once
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     click.echo(f"referee: serving {ctx.find_root().obj['workspace']} on http://{shown}:{bound}/ "
@@ -59,6 +60,24 @@ def serve(ctx: click.Context, host: str, port: int, scheduler: bool, interval: f
     sys.stdout.flush()
     config = uvicorn.Config(app, log_level=log_level, proxy_headers=False, server_header=False)
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def freeze_startup_heap() -> None:
+    """Load what every request needs (plugins, scorers, the scheduler, templates), then move every
+    object alive now out of the garbage collector's sight (``gc.freeze``): they live as long as the
+    server. A full collection pauses every request of the process, and its length grows with the
+    objects it walks; measured under ``bench/bench_web.py``, this keeps those pauses short."""
+    import gc
+
+    from referee.platform.controller import reconcile  # noqa: F401 - the scheduler's imports
+    from referee.platform.web.pages import environment
+    from referee.plugins.manager import get_plugin_manager
+
+    pm = get_plugin_manager()
+    pm.scorers()
+    environment()
+    gc.collect()
+    gc.freeze()
 
 
 @click.group()

@@ -86,8 +86,10 @@ def pack(src: str | Path, out: str | Path) -> Packed:
     if not (src / SPEC).is_file():
         raise BundleError(f"{src}: no {SPEC} here (pack the directory that holds the competition spec)")
     comp = load_competition(src / SPEC)  # validates the spec and that its data exist
-    for field_name, given, path in (("data.reference", comp.data.reference, comp.reference_path),
-                                    ("data.input", comp.data.input, comp.input_path)):
+    named = [("", comp.data, comp)] + [(f"phases[{i}].", p.data, comp.for_phase(p.name))
+                                       for i, p in enumerate(comp.phases) if p.data is not None]
+    for field_name, given, path in [(f"{prefix}data.{what}", getattr(data, what), getattr(view, f"{what}_path"))
+                                    for prefix, data, view in named for what in ("reference", "input")]:
         if given is not None and given.is_absolute():
             raise SpecError(str(src / SPEC), [(field_name, f"{given} is an absolute path; give it relative to "
                                                            f"{SPEC} so the bundle can carry it")])

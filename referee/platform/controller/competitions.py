@@ -36,8 +36,7 @@ def section_problems(comp: Competition, pm: PluginManager) -> list[tuple[str, st
     return problems
 
 
-def derive(comp: Competition, pm: PluginManager) -> Competition:
-    """``comp`` with what every plugin derives from it beside the spec (``referee_derive_competition``)."""
+def _derived_for(comp: Competition, pm: PluginManager) -> Derived:
     derived = Derived()
     for plugin, result in pm.results("referee_derive_competition", competition=comp):
         if result is None:
@@ -49,7 +48,15 @@ def derive(comp: Competition, pm: PluginManager) -> Competition:
             derived = derived.merge(result, plugin)
         except ValueError as exc:
             raise SpecError(str(comp.source_path or comp.id), [("", str(exc))]) from None
-    return comp.with_derived(derived)
+    return derived
+
+
+def derive(comp: Competition, pm: PluginManager) -> Competition:
+    """``comp`` with what every plugin derives from it beside the spec (``referee_derive_competition``);
+    a phase with its own data, split or metrics is derived from separately (``Derived.phases``)."""
+    derived = _derived_for(comp, pm)
+    phases = {p.name: _derived_for(comp.for_phase(p.name), pm) for p in comp.phases if p.has_own_data}
+    return comp.with_derived(derived.model_copy(update={"phases": phases}))
 
 
 def load_competition(path: str | Path, *, check_files: bool = True) -> Competition:
@@ -77,17 +84,33 @@ class LoadResult:
 
     competition: Competition
     reloaded: bool = False
-    changed: list[str] = field(default_factory=list)  # "reference", "input"
+    changed: list[str] = field(default_factory=list)  # "reference", "input" ("... (phase P)" with phases)
     stale: list[int] = field(default_factory=list)
     files: list[tuple[str, str, str, int]] = field(default_factory=list)  # (kind, name, sha256, size)
 
 
+def phase_views(comp: Competition) -> list[tuple[str, Competition]]:
+    """``(field prefix, view)`` of the competition and of each phase that scores against its own
+    data, split or metrics: what validation and snapshots go through."""
+    return [("", comp)] + [(f"phases[{i}].", comp.for_phase(p.name)) for i, p in enumerate(comp.phases)
+                           if p.has_own_data]
+
+
 def validate(comp: Competition) -> None:
-    """Check what the YAML schema cannot: scorers exist and accept the params, reference data parses."""
-    problems = check_metric_params(comp)
+    """Check what the YAML schema cannot: scorers exist and accept the params, reference data parses
+    (the competition's, and each phase's own)."""
+    problems: list[tuple[str, str]] = []
+    for prefix, view in phase_views(comp):
+        own_metrics = bool(prefix) and comp.phase(view.phase_name).metrics is not None
+        for field_name, message in check_metric_params(view):
+            # a problem of the competition's own metrics is named once, under metrics[...]
+            problem = (f"{prefix}{field_name}" if own_metrics else field_name, message)
+            if problem not in problems:
+                problems.append(problem)
     if problems:
         raise SpecError(str(comp.source_path), problems)
-    load_reference(comp)
+    for _, view in phase_views(comp):
+        load_reference(view)
 
 
 def _reference_inside_inputs(comp: Competition) -> str | None:
@@ -108,9 +131,8 @@ def _reference_inside_inputs(comp: Competition) -> str | None:
     return None
 
 
-def snapshot_data(store: Store, comp: Competition) -> Competition:
-    """``comp`` with its (effective) reference and inputs pointed at read-only copies in the workspace,
-    kept beside the spec as derived data (the spec as written is unchanged)."""
+def _snapshot(store: Store, comp: Competition, derived: Derived, prefix: str = "") -> Derived:
+    """``derived`` (of ``comp``, or of one of its phase views) with the data pointed at snapshots."""
     inside = _reference_inside_inputs(comp)
     try:
         new_input = store.snapshot_tree(comp.input_path) if comp.input_path is not None else None
@@ -120,10 +142,21 @@ def snapshot_data(store: Store, comp: Competition) -> Competition:
         else:
             new_ref = store.snapshot_file(comp.reference_path)
     except ValueError as exc:  # a link inside the input directory
-        raise SpecError(str(comp.source_path), [("data.input", str(exc))]) from None
+        raise SpecError(str(comp.source_path), [(f"{prefix}data.input", str(exc))]) from None
     data = comp.effective_data.model_copy(update={"input": new_input, "reference": new_ref})
-    derived = comp.derived.model_copy(update={"data": data, "sources": [*comp.derived.sources, "snapshot"]})
-    return comp.with_derived(derived)
+    return derived.model_copy(update={"data": data, "sources": [*derived.sources, "snapshot"]})
+
+
+def snapshot_data(store: Store, comp: Competition) -> Competition:
+    """``comp`` with its (effective) reference and inputs, and those of every phase with its own
+    data, pointed at read-only copies in the workspace, kept beside the spec as derived data (the
+    spec as written is unchanged)."""
+    derived = _snapshot(store, comp, comp.derived)
+    phases = {}
+    for prefix, view in phase_views(comp)[1:]:
+        assert view.phase_name is not None
+        phases[view.phase_name] = _snapshot(store, view, view.derived, prefix)
+    return comp.with_derived(derived.model_copy(update={"phases": {**comp.derived.phases, **phases}}))
 
 
 def competition_files(store: Store, comp: Competition) -> list[tuple[str, str, str, int]]:
@@ -144,25 +177,56 @@ def competition_files(store: Store, comp: Competition) -> list[tuple[str, str, s
         except ValueError as exc:
             raise SpecError(str(kit), [("", str(exc))]) from None
         files.append(("starting_kit", f"{comp.id}-starting-kit.zip", sha, size))
-    if comp.input_path is not None:
-        sha, size = store.archive_tree(comp.input_path, "input")
-        files.append(("input", f"{comp.id}-input.zip", sha, size))
+    archived: set[Path] = set()
+    for _, view in phase_views(comp):
+        inp = view.input_path
+        if inp is None or inp in archived:
+            continue
+        archived.add(inp)
+        sha, size = store.archive_tree(inp, "input")
+        files.append(("input", input_archive_name(comp.id, view.phase_name), sha, size))
     return files
 
 
-def _stale(store: Store, comp_id: str, changed: list[str]) -> list[int]:
-    if not changed:
+def input_archive_name(cid: str, phase: str | None = None) -> str:
+    """The name of the public inputs' zip: of the competition, or of a phase with its own data."""
+    return f"{cid}-input.zip" if phase is None else f"{cid}-{phase}-input.zip"
+
+
+def inputs_of_phase(comp: Competition, phase: str) -> str | None:
+    """The name of the inputs' zip that ``phase``'s submissions see (None when it has no inputs)."""
+    view = comp.for_phase(phase)
+    if view.input_path is None:
+        return None
+    own = comp.phase(phase).data is not None and view.input_path != comp.input_path
+    return input_archive_name(comp.id, phase if own else None)
+
+
+def _changes(before: Competition, after: Competition) -> dict[str, list[str]]:
+    """Per phase of ``after``: which of its data (``reference``, ``input``) differ from ``before``'s."""
+    out: dict[str, list[str]] = {}
+    known = set(before.phase_names())
+    for name in after.phase_names():
+        old, new = before.for_phase(name) if name in known else before, after.for_phase(name)
+        changed = [what for what, a, b in (("reference", old.reference_path, new.reference_path),
+                                           ("input", old.input_path, new.input_path)) if a != b]
+        if changed:
+            out[name] = changed
+    return out
+
+
+def _stale(store: Store, comp_id: str, changes: dict[str, list[str]]) -> list[int]:
+    """Scored submissions of the phases whose data changed (inputs matter to code submissions only)."""
+    if not changes:
         return []
-    scored = store.submissions(comp_id, status="scored")
-    if "reference" in changed:
-        return [s.id for s in scored]
-    return [s.id for s in scored if s.kind != "predictions"]  # inputs matter to code submissions only
+    return [s.id for s in store.submissions(comp_id, status="scored") if s.phase in changes
+            and ("reference" in changes[s.phase] or s.kind != "predictions")]
 
 
 def load(store: Store, path: str | Path) -> LoadResult:
     """Load a competition from a YAML file, a directory holding ``competition.yaml`` or a bundle
     (``referee competition pack``): the spec as written, with what plugins derived and the data
-    snapshot beside it."""
+    snapshots (of the competition and of each phase with its own data) beside it."""
     from referee.platform.controller.bundles import is_bundle, unpack
 
     path = Path(path)
@@ -177,11 +241,11 @@ def load(store: Store, path: str | Path) -> LoadResult:
         before = None
     result = LoadResult(comp, reloaded=before is not None)
     if before is not None:
-        if before.reference_path != comp.reference_path:
-            result.changed.append("reference")
-        if before.input_path != comp.input_path:
-            result.changed.append("input")
-        result.stale = _stale(store, comp.id, result.changed)
+        changes = _changes(before, comp)
+        single = len(comp.phases) == 1
+        for phase, what in changes.items():
+            result.changed += [w if single else f"{w} (phase {phase})" for w in what]
+        result.stale = _stale(store, comp.id, changes)
     result.files = competition_files(store, comp)
     store.put_competition(comp)
     store.replace_competition_files(comp.id, result.files)

@@ -41,7 +41,7 @@ from referee.platform.controller.outcomes import LOG_TAIL_BYTES, Outcome, RunSum
 from referee.platform.controller.shards import ShardedSubmissions
 from referee.platform.controller.backoff import CircuitBreaker, PollInterval
 from referee.platform.controller.policy import Candidate, SchedulingPolicy
-from referee.platform.controller.scoring import score_file
+from referee.platform.controller.scoring import one_blas_thread, score_file
 from referee.platform.core.backend import Backend
 from referee.platform.core.errors import BackendError, BackendUnavailable, SubmissionRejected
 from referee.platform.core.jobs import (
@@ -148,19 +148,27 @@ class Controller:
         self._scoring: dict[Future[Outcome], tuple[int, int | None]] = {}  # -> (submission id, attempt)
         self._scoring_workers = max(1, scoring_workers)
         self._pool: ThreadPoolExecutor | None = None
-        self._wake = threading.Event()  # set by finished scoring (and by backends that can tell)
+        self._wake = threading.Event()  # set by finished scoring and by backends that can tell (notify)
         self._kinds: dict[str, SubmissionKindInfo] = self.pm.submission_kinds()
         self._poll_errors = 0
         self._next_poll = 0.0
         self._late_logs: list[_LateLog] = []
         self._unanswered: set[str] = set()  # job ids whose submit may have reached the backend unanswered
         self._last_heartbeat = self._last_reconcile = time.monotonic()
+        self._notified = False  # a backend said a job may have finished: poll now, not when due
+        if backend is not None:
+            backend.notify(self._backend_woke)
 
     @property
     def backend(self) -> Backend:
         if self._backend is None:
             self._backend = make_backend(self.comp, self.store)
+            self._backend.notify(self._backend_woke)  # a finished job wakes the loop: no poll_interval lag
         return self._backend
+
+    def _backend_woke(self) -> None:
+        self._notified = True
+        self._wake.set()
 
     @property
     def interval(self) -> PollInterval:
@@ -201,7 +209,8 @@ class Controller:
                         n = self._dispatch(None if limit is None else limit - claimed)
                         claimed += n
                         progressed |= n > 0
-                    if self._jobs and self.breaker.allow() and time.monotonic() >= self._next_poll:
+                    if self._jobs and self.breaker.allow() and (self._notified or time.monotonic() >= self._next_poll):
+                        self._notified = False
                         progressed |= self._poll()
                 self._check_outage()
                 self._housekeeping()
@@ -245,7 +254,8 @@ class Controller:
         self._next_poll = min(self._next_poll, time.monotonic() + self.interval.low)
 
     def _wait(self) -> None:
-        """Sleep until the next poll is due, the breaker lets a call out, or scoring finished."""
+        """Sleep until the next poll is due, the breaker lets a call out, or something may have finished: woken
+        at once by the scoring pool and by a backend that notifies (then it polls at once)."""
         now = time.monotonic()
         due = [self._next_poll if self._jobs else now + self.poll_interval]
         if self.breaker.wait_s:
@@ -492,16 +502,17 @@ class Controller:
 
     def _job_spec(self, sub: SubmissionRow, attempt: int, to_job: Callable[..., dict[str, Any]]) -> JobSpec:
         r = self.comp.resources
-        phase = self.comp.phase(sub.phase)
-        gpus = phase.gpus if phase.gpus is not None else r.gpus
+        comp = self.comp.for_phase(sub.phase, strict=False)  # the inputs of the submission's phase
+        phase = self.comp.phase(comp.phase_name) if comp.phase_name else None
+        gpus = phase.gpus if phase is not None and phase.gpus is not None else r.gpus
         out = self.store.work_dir(self.comp.id, f"s{sub.id}", f"a{attempt}") / "output"
         out.mkdir(exist_ok=True)
-        extra = to_job(sub, self.comp, self.store) or {}
+        extra = to_job(sub, comp, self.store) or {}
         return JobSpec(
             job_id=f"{self.comp.id}-s{sub.id}-a{attempt}", submission_id=sub.id, attempt=attempt,
             competition_id=self.comp.id, output_dir=str(out),
             output_file=f"predictions.{self.comp.prediction.format}",
-            input_dir=str(self.comp.input_path) if self.comp.input_path else None,
+            input_dir=str(comp.input_path) if comp.input_path else None,
             resources=Resources(cpu=r.cpu, memory=r.memory, gpus=gpus, instance_type=r.instance_type),
             timeout_s=r.timeout, sandbox=dict(self.comp.section_data("sandbox") or {}),
             max_infra_retries=self.comp.backend.max_infra_retries,
@@ -682,9 +693,11 @@ class Controller:
             if from_job and path.stat().st_size <= self.comp.prediction.max_bytes:
                 # keep what the container wrote, content-addressed, so `referee verify` can re-score it
                 predictions_sha, _ = self.store.put_blob_file(path)
-            results = score_file(self.comp, path, submission_sha256=sub.sha256, predictions_sha256=predictions_sha,
-                                 put_blob=self.store.put_blob_bytes,
-                                 source=path.name if from_job else (sub.filename or path.name))
+            # scored against the data and metrics of the submission's phase
+            with one_blas_thread():
+                results = score_file(self.comp.for_phase(sub.phase, strict=False), path, submission_sha256=sub.sha256,
+                                     predictions_sha256=predictions_sha, put_blob=self.store.put_blob_bytes,
+                                     source=path.name if from_job else (sub.filename or path.name))
         except SubmissionRejected as exc:
             return Outcome(SubmissionStatus.FAILED, FailureReason.INVALID_OUTPUT, str(exc), log_tail=log_tail)
         except ScorerFailed as exc:  # the host's scorer, not the submission: the host gets the traceback

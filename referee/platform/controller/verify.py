@@ -81,10 +81,17 @@ def verify_submission(store: Store, comp: Competition, sid: int, reference_sha: 
 
 
 def verify_competition(store: Store, comp: Competition) -> list[Verdict]:
-    """Re-score every scored submission of ``comp`` from its stored predictions."""
-    reference_sha = load_reference(comp).sha256
-    return [verify_submission(store, comp, s.id, reference_sha)
-            for s in store.submissions(comp.id, status="scored")]
+    """Re-score every scored submission of ``comp`` from its stored predictions, each against the
+    data and metrics of its own phase."""
+    views: dict[str, tuple[Competition, str]] = {}
+    verdicts = []
+    for s in store.submissions(comp.id, status="scored"):
+        if s.phase not in views:
+            view = comp.for_phase(s.phase, strict=False)
+            views[s.phase] = (view, load_reference(view).sha256)
+        view, reference_sha = views[s.phase]
+        verdicts.append(verify_submission(store, view, s.id, reference_sha))
+    return verdicts
 
 
 def verdicts_json(verdicts: list[Verdict]) -> list[dict[str, Any]]:

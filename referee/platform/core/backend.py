@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
+from typing import Callable
 
 from referee.platform.core.jobs import FailureReason, JobSpec, JobState, JobStatus
 
@@ -70,6 +71,11 @@ class Backend(abc.ABC):
         """The handle of a job already started for exactly this spec (a dispatch whose answer was lost:
         the scheduler died, or the request timed out after it arrived), or None."""
         return None
+
+    def notify(self, wake: Callable[[], None]) -> None:
+        """Optional: call ``wake()`` (from any thread; it must be cheap) whenever a job may have reached
+        a final state, so the caller polls at once instead of after its poll interval. A backend that
+        cannot tell ignores this (the default): polling on an interval is always correct."""
 
 
 def lost_handle(handle: str, backend: str) -> JobStatus:

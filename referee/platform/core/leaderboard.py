@@ -1,4 +1,5 @@
-"""The leaderboard model: ranked entries of one phase and split, plus the columns plugins add.
+"""The leaderboard model: ranked entries of one phase and split, the host's baselines as unranked
+rows below them, plus the columns plugins add.
 
 A plugin adds a column as a ``LeaderboardColumn`` record: its values per entry (by submission id)
 and how to show them (``kind``: number, percent, rate, currency, tier, p-value, flag or text).
@@ -53,7 +54,7 @@ class LeaderboardColumn:
 
 @dataclass
 class Entry:
-    rank: int
+    rank: int | None  # None for a baseline (``Leaderboard.baselines``): shown for comparison, ranked as no team
     team: str
     submission_id: int
     submitted_at: str
@@ -61,6 +62,7 @@ class Entry:
     intervals: dict[str, tuple[float, float] | None] = field(default_factory=dict)
     n_submissions: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+    baseline: bool = False
 
 
 @dataclass
@@ -77,6 +79,11 @@ class Leaderboard:
     columns_extra: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     columns: list[LeaderboardColumn] = field(default_factory=list)
+    baselines: list[Entry] = field(default_factory=list)  # the host's reference entries, unranked
+
+    def rows(self) -> list[Entry]:
+        """What a renderer lists: the ranked entries, then the baselines (rank None)."""
+        return [*self.entries, *self.baselines]
 
     def add_column(self, column: LeaderboardColumn) -> None:
         """Put a plugin's column on the board: its key after the existing extra columns (a column with
@@ -111,8 +118,9 @@ class Leaderboard:
         for f in fields(self):
             if f.name != "columns":
                 v = getattr(self, f.name)
-                d[f.name] = [asdict(e) for e in v] if f.name == "entries" else list(v) if isinstance(v, list) else v
-        for e in d["entries"]:
+                d[f.name] = [asdict(e) for e in v] if f.name in ("entries", "baselines") else \
+                    list(v) if isinstance(v, list) else v
+        for e in [*d["entries"], *d["baselines"]]:
             e["intervals"] = {k: list(v) if v else None for k, v in e["intervals"].items()}
         d["column_info"] = {k: {"label": c.title, "kind": c.kind, "help": c.help}
                             for k, c in ((k, self.column(k)) for k in self.columns_extra)}

@@ -115,23 +115,6 @@ class SplitSpec(_Model):
         return self
 
 
-class PhaseSpec(_Model):
-    name: str
-    start: dt.datetime | None = None
-    end: dt.datetime | None = None
-    gpus: int | None = Field(default=None, ge=0)  # overrides resources.gpus for this phase
-
-    @field_validator("start", "end")
-    @classmethod
-    def _tz(cls, v: dt.datetime | None) -> dt.datetime | None:
-        if v is not None and v.tzinfo is None:
-            v = v.replace(tzinfo=dt.timezone.utc)
-        return v
-
-    def contains(self, when: dt.datetime) -> bool:
-        return (self.start is None or when >= self.start) and (self.end is None or when < self.end)
-
-
 class MetricSpec(_Model):
     name: str | None = None  # column name on the leaderboard; defaults to the scorer name
     scorer: str
@@ -144,10 +127,112 @@ class MetricSpec(_Model):
         return self.name or self.scorer
 
 
+def check_metrics(metrics: list[MetricSpec]) -> None:
+    """At least one metric, at most one primary (the first when none is marked), distinct names."""
+    if not metrics:
+        raise ValueError("metrics: declare at least one metric")
+    primaries = [m for m in metrics if m.primary]
+    if len(primaries) > 1:
+        raise ValueError("metrics: only one metric may be primary, found " + ", ".join(m.key for m in primaries))
+    if not primaries:
+        metrics[0].primary = True
+    keys = [m.key for m in metrics]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:
+        raise ValueError(f"metrics: duplicate metric names {dupes}; give each a distinct name")
+
+
 class LimitsSpec(_Model):
     per_team_per_day: int | None = Field(default=None, ge=0)
     total: int | None = Field(default=None, ge=0)
     concurrent: int | None = Field(default=None, ge=1)
+
+
+LEADERBOARD_SPLITS: tuple[str, ...] = ("public", "private")
+Visibility = Literal["hidden", "host", "public"]
+VISIBILITIES: tuple[str, ...] = ("hidden", "host", "public")
+PUBLISH_AT_END = "publish_at_end"
+LeaderboardSetting = Literal["hidden", "host", "public", "publish_at_end"]
+
+
+class FinalSelection(_Model):
+    """How each team's entry on a phase's private leaderboard is chosen.
+
+    ``best_public`` (default): the team's best submission on the public split (Kaggle's automatic
+    selection). ``pick``: each team picks up to ``max`` submissions before the phase ends; its entry
+    is the best of those on the private split, and a team that picked none gets its best-public one.
+    Written as ``final_selection: pick`` or ``final_selection: {rule: pick, max: 2}``.
+    """
+
+    rule: Literal["best_public", "pick"] = "best_public"
+    max: int = Field(default=2, ge=1, le=100)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        return {"rule": v} if isinstance(v, str) else v
+
+
+class PhaseSpec(_Model):
+    """A phase: a date window, and what it changes of the competition.
+
+    ``data``, ``split`` and ``metrics`` replace the competition's own for this phase (left out: the
+    competition's); each limit the phase names in ``limits`` replaces the competition's. Quotas
+    always count the submissions of one phase. Who sees each
+    leaderboard of the phase: ``hidden`` (the organisers only; teams see no scores of that split),
+    ``host`` (the organisers see the leaderboard; each team sees its own scores) or ``public``
+    (everyone); ``publish_at_end`` is ``hidden`` until the phase ends, then ``public``. The host
+    may switch either at any time (``referee phase publish``).
+    """
+
+    name: str
+    description: str = ""
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+    gpus: int | None = Field(default=None, ge=0)  # overrides resources.gpus for this phase
+    data: DataSpec | None = None
+    split: SplitSpec | None = None
+    metrics: list[MetricSpec] | None = None
+    limits: LimitsSpec | None = None
+    public_leaderboard: LeaderboardSetting = "public"
+    private_leaderboard: LeaderboardSetting = "hidden"
+    final_selection: FinalSelection = Field(default_factory=FinalSelection)
+
+    @field_validator("start", "end")
+    @classmethod
+    def _tz(cls, v: dt.datetime | None) -> dt.datetime | None:
+        if v is not None and v.tzinfo is None:
+            v = v.replace(tzinfo=dt.timezone.utc)
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> "PhaseSpec":
+        if self.metrics is not None:
+            check_metrics(self.metrics)
+        return self
+
+    def contains(self, when: dt.datetime) -> bool:
+        return (self.start is None or when >= self.start) and (self.end is None or when < self.end)
+
+    def ended(self, when: dt.datetime | None = None) -> bool:
+        """Whether the phase's end has passed (a phase without an end never ends)."""
+        return self.end is not None and (when or dt.datetime.now(dt.timezone.utc)) >= self.end
+
+    @property
+    def has_own_data(self) -> bool:
+        """Whether the phase scores against anything but the competition's data, split and metrics
+        (then plugins derive, and loading snapshots, for it separately)."""
+        return self.data is not None or self.split is not None or self.metrics is not None
+
+    def leaderboard_setting(self, split: str) -> str:
+        return self.private_leaderboard if split == "private" else self.public_leaderboard
+
+    def visibility(self, split: str, when: dt.datetime | None = None) -> Visibility:
+        """The spec's visibility of the ``split`` leaderboard at ``when`` (default now)."""
+        setting = self.leaderboard_setting(split)
+        if setting == PUBLISH_AT_END:
+            return "public" if self.ended(when) else "hidden"
+        return setting  # type: ignore[return-value]
 
 
 class ParticipationSpec(_Model):
@@ -160,6 +245,7 @@ class ParticipationSpec(_Model):
 
     registration: Literal["closed", "open", "approval"] = "closed"
     max_team_size: int | None = Field(default=None, ge=1)
+    accept_rules: bool = False  # each participant accepts pages/rules.md before downloading or submitting
 
 
 class ResourcesSpec(_Model):
@@ -200,6 +286,8 @@ class Derived(_Model):
     A field left at None (or empty) keeps the spec's own value. ``metric_params`` maps a metric key
     to the parameters added to that metric's own; ``facts`` holds JSON-able facts per plugin (for
     example a built CheckList suite's manifest); ``sources`` names the plugins that contributed.
+    ``phases`` holds what was derived for each phase with its own data, split or metrics
+    (``Competition.for_phase`` puts it beside that phase's view).
     """
 
     sources: list[str] = Field(default_factory=list)
@@ -208,6 +296,7 @@ class Derived(_Model):
     prediction_labels: list[str] | None = None
     metric_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     facts: dict[str, Any] = Field(default_factory=dict)
+    phases: dict[str, "Derived"] = Field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -227,7 +316,8 @@ class Derived(_Model):
         return Derived(sources=[*self.sources, *other.sources, source], data=self.data or other.data,
                        split=self.split or other.split,
                        prediction_labels=self.prediction_labels or other.prediction_labels,
-                       metric_params=params, facts={**self.facts, **other.facts})
+                       metric_params=params, facts={**self.facts, **other.facts},
+                       phases={**self.phases, **other.phases})
 
 
 class Competition(_Model):
@@ -249,6 +339,8 @@ class Competition(_Model):
     # every other top-level key is a plugin's config section, kept as written (see the module docstring)
     model_config = ConfigDict(extra="allow")
     _derived: Derived = PrivateAttr(default_factory=lambda: Derived())
+    _phase_view: str | None = PrivateAttr(default=None)
+    _whole: "Competition | None" = PrivateAttr(default=None)  # what a phase view was made from
 
     @field_validator("id")
     @classmethod
@@ -260,18 +352,7 @@ class Competition(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> "Competition":
-        if not self.metrics:
-            raise ValueError("metrics: declare at least one metric")
-        primaries = [m for m in self.metrics if m.primary]
-        if len(primaries) > 1:
-            raise ValueError("metrics: only one metric may be primary, found "
-                             + ", ".join(m.key for m in primaries))
-        if not primaries:
-            self.metrics[0].primary = True
-        keys = [m.key for m in self.metrics]
-        dupes = sorted({k for k in keys if keys.count(k) > 1})
-        if dupes:
-            raise ValueError(f"metrics: duplicate metric names {dupes}; give each a distinct name")
+        check_metrics(self.metrics)
         names = [p.name for p in self.phases]
         if len(set(names)) != len(names):
             raise ValueError("phases: phase names must be unique")
@@ -297,6 +378,44 @@ class Competition(_Model):
             if p.contains(when):
                 return p
         return self.phases[-1]
+
+    # -- phases ---------------------------------------------------------------------------------------
+    def for_phase(self, name: str | None = None, when: dt.datetime | None = None, *,
+                  strict: bool = True) -> "Competition":
+        """The competition as phase ``name`` (default: the one open at ``when``) runs it: the phase's
+        data, split, metrics and limits in place of the competition's where it names them, and what
+        was derived for that phase beside it. Everything that scores, validates or counts a phase's
+        submissions reads this view. A view is never stored (``to_json`` refuses it).
+
+        An unknown ``name`` is a ``SpecError``; with ``strict=False`` (a stored submission of a phase
+        a later spec dropped) it is the competition as a whole."""
+        if self._whole is not None:
+            return self if name == self._phase_view else self._whole.for_phase(name, when, strict=strict)
+        if not strict and name is not None and name not in self.phase_names():
+            return self
+        ph = self.phase(name, when)
+        update: dict[str, Any] = {}
+        for field_name in ("data", "split", "metrics"):
+            value = getattr(ph, field_name)
+            if value is not None:
+                update[field_name] = value
+        if ph.limits is not None:  # the limits a phase names replace the competition's; the others stay
+            update["limits"] = self.limits.model_copy(update=ph.limits.model_dump(exclude_unset=True))
+        base = self._derived.model_copy(update={"phases": {}})
+        derived = self._derived.phases.get(ph.name, Derived()) if ph.has_own_data else base
+        view = self.model_copy(update=update)
+        view._derived = derived
+        view._phase_view = ph.name
+        view._whole = self
+        return view
+
+    @property
+    def phase_name(self) -> str | None:
+        """The phase this is a view of (``for_phase``); None for the competition as a whole."""
+        return self._phase_view
+
+    def phase_names(self) -> list[str]:
+        return [p.name for p in self.phases]
 
     @property
     def base_dir(self) -> Path:
@@ -363,6 +482,9 @@ class Competition(_Model):
 
     def to_json(self) -> str:
         """The spec as written plus where it came from (what the store keeps; derived values apart)."""
+        if self._phase_view is not None:
+            raise ValueError(f"the view of phase {self._phase_view!r} is not a competition spec; store the "
+                             "competition itself")
         doc = self.spec_dict()
         doc["_source_path"] = str(self.source_path) if self.source_path else None
         return json.dumps(doc, sort_keys=True)
@@ -471,10 +593,14 @@ def load_competition(path: str | Path, *, check_files: bool = True,
 
 
 def check_data_files(comp: Competition) -> None:
-    problems = []
-    if not comp.reference_path.exists():
-        problems.append(("data.reference", f"file not found: {comp.reference_path}"))
-    if comp.input_path is not None and not comp.input_path.exists():
-        problems.append(("data.input", f"not found: {comp.input_path}"))
+    """Every data file the competition and each of its phases name exists (``SpecError`` otherwise)."""
+    problems: list[tuple[str, str]] = []
+    views = [("", comp)] + [(f"phases[{i}].", comp.for_phase(p.name)) for i, p in enumerate(comp.phases)
+                            if p.data is not None]
+    for prefix, view in views:
+        if not view.reference_path.exists():
+            problems.append((f"{prefix}data.reference", f"file not found: {view.reference_path}"))
+        if view.input_path is not None and not view.input_path.exists():
+            problems.append((f"{prefix}data.input", f"not found: {view.input_path}"))
     if problems:
         raise SpecError(str(comp.source_path), problems)

@@ -1,8 +1,14 @@
 """Leaderboards per phase and split: best-per-team or latest, ties, ranks; plugins' columns and plots.
 
-For the private split in ``best`` mode each team's entry is the submission that was best on the
-*public* split (Kaggle's automatic selection), so private ranks are not chosen by peeking at private
-scores. ``selection="split"`` picks by the split's own score instead.
+A leaderboard is built from the phase's view of the competition (``Competition.for_phase``): its
+metrics, primary metric and reference data; plugins see that view too. The host's baselines of the
+phase follow the ranked entries as unranked rows (``Leaderboard.baselines``).
+
+For the private split in ``best`` mode each team's entry follows the phase's final selection rule:
+``best_public`` takes the submission that was best on the *public* split (Kaggle's automatic
+selection), so private ranks are not chosen by peeking at private scores; ``pick`` takes the best
+private score among the submissions the team picked, and a team that picked none is represented by
+its best-public one. ``selection="split"`` picks by the split's own score instead.
 """
 
 from __future__ import annotations
@@ -44,8 +50,23 @@ def _scored_against_other_reference(store: Store, comp: Competition, sids: list[
         return []
     from referee.scoring.reference import load_reference
     current = load_reference(comp).sha256
-    rows = store.score_rows(sids, metric, split)
-    return sorted(sid for sid, r in rows.items() if r.provenance.get("reference_sha256") != current)
+    return sorted(sid for sid, (_, ref) in store.score_sources(sids, metric, split).items() if ref != current)
+
+
+def _baselines(store: Store, comp: Competition, phase: str, split: str, order: list[str]) -> list[Entry]:
+    """The phase's baselines with a score on ``split``, as unranked rows."""
+    subs: dict[int, dict[str, Any]] = {}
+    for r in store.baseline_scores(comp.id, phase):
+        if r.split != split:
+            continue
+        d = subs.setdefault(r.submission_id, {"team": r.team, "at": r.created_at, "scores": {}, "ci": {}})
+        d["scores"][r.metric] = r.value
+        if r.ci_low is not None:
+            d["ci"][r.metric] = (r.ci_low, r.ci_high)
+    return [Entry(rank=None, team=d["team"], submission_id=sid, submitted_at=d["at"],
+                  metrics={m: d["scores"].get(m) for m in order}, intervals={m: d["ci"].get(m) for m in order},
+                  baseline=True)
+            for sid, d in subs.items() if d["scores"].get(order[0]) is not None]
 
 
 def build(store: Store, comp: Competition, *, phase: str | None = None, split: str = "public",
@@ -55,7 +76,9 @@ def build(store: Store, comp: Competition, *, phase: str | None = None, split: s
         raise ValueError(f"mode must be best, latest or all, not {mode!r}")
     if split not in ("public", "private"):
         raise ValueError(f"split must be public or private, not {split!r}")
-    ph = comp.phase(phase).name if phase else comp.phase().name
+    comp = comp.for_phase(phase or None)  # the phase's metrics and data
+    ph = comp.phase_name
+    assert ph is not None
     primary = comp.primary_metric.key
     direction = metric_direction(comp, primary)
     order = [primary] + [m.key for m in comp.metrics if m.key != primary]
@@ -71,6 +94,10 @@ def build(store: Store, comp: Competition, *, phase: str | None = None, split: s
     for sid, d in subs.items():
         if (primary, split) in d["scores"]:
             by_team.setdefault(d["team"], []).append(sid)
+    rule = comp.phase(ph).final_selection
+    picked: set[int] = set()
+    if split == "private" and mode == "best" and selection != "split" and rule.rule == "pick":
+        picked = {p.submission_id for p in store.picks(comp.id, ph)}
     chosen: list[tuple[int, int]] = []  # (submission id, n submissions of team)
     for team, sids in by_team.items():
         if mode == "latest":
@@ -78,10 +105,13 @@ def build(store: Store, comp: Competition, *, phase: str | None = None, split: s
         elif mode == "all":
             chosen += [(s, len(sids)) for s in sids]
         else:
+            mine = [s for s in sids if s in picked]
+            by_split = split if mine else sel_split  # the best of the picks, on the private split
+
             def sel(s: int) -> tuple[float, int]:
-                v = subs[s]["scores"].get((primary, sel_split), subs[s]["scores"].get((primary, split)))
+                v = subs[s]["scores"].get((primary, by_split), subs[s]["scores"].get((primary, split)))
                 return (key(v), s)
-            chosen.append((min(sids, key=sel), len(sids)))
+            chosen.append((min(mine or sids, key=sel), len(sids)))
     chosen.sort(key=lambda t: (key(subs[t[0]]["scores"].get((primary, split))), subs[t[0]]["at"], t[0]))
     entries: list[Entry] = []
     prev: float | None = None
@@ -94,9 +124,15 @@ def build(store: Store, comp: Competition, *, phase: str | None = None, split: s
                              metrics={m: d["scores"].get((m, split)) for m in order},
                              intervals={m: d["ci"].get((m, split)) for m in order}, n_submissions=n))
     lb = Leaderboard(competition_id=comp.id, title=comp.title, phase=ph, split=split, mode=mode, primary=primary,
-                     direction=direction, metric_order=order, entries=entries)
+                     direction=direction, metric_order=order, entries=entries,
+                     baselines=_baselines(store, comp, ph, split, order))
     if split == "private" and mode == "best" and selection != "split":
-        lb.notes.append("Each team's private entry is its best submission on the public split.")
+        if rule.rule == "pick":
+            lb.notes.append(f"Each team's private entry is the best of the submissions it picked (at most "
+                            f"{rule.max}); a team that picked none is represented by its best submission on "
+                            "the public split.")
+        else:
+            lb.notes.append("Each team's private entry is its best submission on the public split.")
     if any(e.rank == entries[i - 1].rank for i, e in enumerate(entries) if i):
         lb.notes.append("Tied entries share a rank and are listed by submission time.")
     stale = _scored_against_other_reference(store, comp, [e.submission_id for e in entries], primary, split)
@@ -119,6 +155,7 @@ def build(store: Store, comp: Competition, *, phase: str | None = None, split: s
 
 def plots(store: Store, comp: Competition, lb: Leaderboard) -> list[LeaderboardPlot]:
     """The figures plugins draw for a built leaderboard (``referee_leaderboard_plots``)."""
-    return [p for found in get_plugin_manager().hook.referee_leaderboard_plots(store=store, competition=comp,
+    view = comp.for_phase(lb.phase, strict=False)
+    return [p for found in get_plugin_manager().hook.referee_leaderboard_plots(store=store, competition=view,
                                                                               leaderboard=lb)
             for p in found or []]

@@ -4,7 +4,8 @@ Built-in formats: ``table`` (the compact terminal table), ``json``, ``csv``, ``m
 standalone page). Plugins add more through ``referee_leaderboard_renderers`` (a built-in name always
 means the built-in). The CLI (``referee leaderboard --format``), the export API and the web pages all
 render through here; extra columns are formatted by their ``kind`` alone (number, percent, rate,
-currency, tier, p-value, flag, text), never by their key.
+currency, tier, p-value, flag, text), never by their key. Every format lists the ranked entries, then
+the baselines (``Leaderboard.rows()``): rank "—" (empty in CSV, which has a ``baseline`` column).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 from typing import Any
 
 from referee.platform.core.errors import RefereeError
-from referee.platform.core.leaderboard import Leaderboard, LeaderboardColumn
+from referee.platform.core.leaderboard import Entry, Leaderboard, LeaderboardColumn
 from referee.platform.core.markup import escape_html, escape_md, html_page, html_table
 from referee.platform.core.text import safe_text
 from referee.plugins.manager import get_plugin_manager
@@ -112,6 +113,17 @@ def _columns(lb: Leaderboard) -> list[LeaderboardColumn]:
     return [lb.column(k) for k in lb.columns_extra]
 
 
+BASELINE_RANK = "—"  # a baseline's rank cell: listed for comparison, ranked as no team
+
+
+def rank_text(e: Entry) -> str:
+    return BASELINE_RANK if e.rank is None else str(e.rank)
+
+
+def team_text(e: Entry) -> str:
+    return f"{e.team} (baseline)" if e.baseline else e.team
+
+
 # -- built-in formats ------------------------------------------------------------------------------
 def render_json(lb: Leaderboard) -> str:
     return lb.to_json() + "\n"
@@ -124,12 +136,13 @@ def render_csv(lb: Leaderboard) -> str:
     w.writerow(["rank", "team", *map(safe_text, lb.metric_order),
                 *[safe_text(f"{m}_ci_low") for m in lb.metric_order],
                 *[safe_text(f"{m}_ci_high") for m in lb.metric_order],
-                *map(safe_text, lb.columns_extra), "submission_id", "submitted_at"])
-    for e in lb.entries:
+                *map(safe_text, lb.columns_extra), "submission_id", "submitted_at", "baseline"])
+    for e in lb.rows():  # a baseline: empty rank, baseline "yes"
         ci = [e.intervals.get(m) for m in lb.metric_order]
-        w.writerow([e.rank, safe_text(e.team), *[_raw(e.metrics.get(m)) for m in lb.metric_order],
+        w.writerow([_raw(e.rank), safe_text(e.team), *[_raw(e.metrics.get(m)) for m in lb.metric_order],
                     *[_raw(c[0]) if c else "" for c in ci], *[_raw(c[1]) if c else "" for c in ci],
-                    *[_raw(e.extra.get(c)) for c in lb.columns_extra], e.submission_id, e.submitted_at])
+                    *[_raw(e.extra.get(c)) for c in lb.columns_extra], e.submission_id, e.submitted_at,
+                    "yes" if e.baseline else ""])
     return buf.getvalue()
 
 
@@ -140,8 +153,9 @@ def _header(lb: Leaderboard) -> list[str]:
 def _rows(lb: Leaderboard) -> list[list[str]]:
     cols = _columns(lb)
     out = []
-    for e in lb.entries:
-        cells = [str(e.rank), e.team, *[metric_cell(e.metrics.get(m), e.intervals.get(m)) for m in lb.metric_order]]
+    for e in lb.rows():
+        cells = [rank_text(e), team_text(e), *[metric_cell(e.metrics.get(m), e.intervals.get(m))
+                                               for m in lb.metric_order]]
         cells += [cell_text(c, e.extra.get(c.key)) for c in cols]
         cells += [f"#{e.submission_id}", e.submitted_at[:16].replace("T", " ")]
         out.append(cells)
@@ -164,8 +178,8 @@ def render_html(lb: Leaderboard) -> str:
     title = f"{lb.title} — {lb.phase} / {lb.split} leaderboard ({lb.mode})"
     cols = _columns(lb)
     rows = []
-    for e in lb.entries:
-        cells = [f'<td class="num">{escape_html(e.rank)}</td>', f"<td>{escape_html(e.team)}</td>"]
+    for e in lb.rows():
+        cells = [f'<td class="num">{escape_html(rank_text(e))}</td>', f"<td>{escape_html(team_text(e))}</td>"]
         for m in lb.metric_order:
             v, ci = e.metrics.get(m), e.intervals.get(m)
             extra = (f' <span class="ci">[{escape_html(_full(ci[0]))}, {escape_html(_full(ci[1]))}]</span>'
@@ -210,8 +224,8 @@ def terminal_table(lb: Leaderboard) -> Any:
     for c in extras:
         t.add_column(escape(safe_text(c.title)), justify="right")
     t.add_column("sub", justify="right")
-    for e in lb.entries:
-        cells = [str(e.rank), e.team]
+    for e in lb.rows():
+        cells = [rank_text(e), team_text(e)]
         for i, m in enumerate(metrics):
             v, ci = e.metrics.get(m), e.intervals.get(m)
             cell = "" if v is None else _short(v)

@@ -144,11 +144,16 @@ def compare_entries(store: Store, comp: Competition, lb: Leaderboard,
     """Paired tests, tiers and p-value columns for ``lb``'s entries (cached per statistics and settings)."""
     metric = next(m for m in comp.metrics if m.key == lb.primary)
     params = comp.metric_params(metric)
-    entries, stats, shas, excluded, ref_sha = _entry_statistics(store, comp, lb)
-    key = (comp.id, lb.split, metric.scorer, json.dumps(params, sort_keys=True, default=str),
-           tuple(shas), settings, ref_sha, comp.effective_split.model_dump_json())
+    # Keyed by what decides the result (each entry's statistics blob, by content hash, in ranking
+    # order): a leaderboard built again with the same entries loads no blob at all.
+    sources = store.score_sources([e.submission_id for e in lb.entries], lb.primary, lb.split)
+    entry_key = tuple((e.submission_id, e.metrics.get(lb.primary) is None, sources.get(e.submission_id))
+                      for e in lb.entries)
+    key = (comp.id, lb.split, metric.scorer, json.dumps(params, sort_keys=True, default=str), entry_key, settings,
+           load_reference(comp).sha256, comp.effective_split.model_dump_json())
 
     def compute() -> LeaderboardSignificance:
+        entries, stats, _, excluded, _ = _entry_statistics(store, comp, lb)
         result = LeaderboardSignificance(metric=lb.primary, split=lb.split, settings=settings, entries=entries,
                                          excluded=excluded)
         n = len(entries)
@@ -173,5 +178,7 @@ def compare_entries(store: Store, comp: Competition, lb: Leaderboard,
         return result
 
     hit = get_runtime().cache("significance").get_or_compute(key, compute)
-    # the same statistics may sit behind other entry objects (another build of the board)
-    return replace(hit, entries=entries, excluded=excluded)
+    # the same statistics sit behind other entry objects in another build of the board
+    current = {e.submission_id: e for e in lb.entries}
+    return replace(hit, entries=[current[e.submission_id] for e in hit.entries],
+                   excluded=[(current[e.submission_id], why) for e, why in hit.excluded])

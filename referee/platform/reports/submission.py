@@ -30,7 +30,7 @@ def panels(store: Store, sid: int, splits: Iterable[str] = SPLITS) -> list[Repor
     sub = store.get_submission(sid)
     wanted = set(splits)
     scores = [r for r in (store.scores(sid) if sub.status is SubmissionStatus.SCORED else []) if r.split in wanted]
-    comp = store.get_competition(sub.competition_id)
+    comp = store.get_competition(sub.competition_id).for_phase(sub.phase, strict=False)
     found = get_plugin_manager().hook.referee_submission_panels(store=store, competition=comp, submission=sub,
                                                                  scores=scores)
     return [p for ps in reversed(found) for p in ps or []]  # in plugin registration order
@@ -115,8 +115,10 @@ def render_html(d: dict[str, Any]) -> str:
     return html_page(title, "\n".join(parts))
 
 
-def submission_fragment_html(store: Store, sid: int, include_private: bool = False) -> str:
+def submission_fragment_html(store: Store, sid: int, include_private: bool = False,
+                             splits: Iterable[str] | None = None) -> str:
     """The plugins' panels of a submission as one HTML fragment (for the web page); empty when none.
-    A team sees the public split only."""
-    return "\n".join(f"<h3>{_h(p.title)}</h3>\n{p.html}"
-                     for p in panels(store, sid, SPLITS if include_private else ("public",)))
+    From the scores of ``splits`` (default: the public split, both with ``include_private``)."""
+    if splits is None:
+        splits = SPLITS if include_private else ("public",)
+    return "\n".join(f"<h3>{_h(p.title)}</h3>\n{p.html}" for p in panels(store, sid, splits))

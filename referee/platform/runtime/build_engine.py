@@ -19,7 +19,6 @@ intake can run unprivileged. ``REFEREE_BUILD_ENGINE`` names its directory (defau
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import re
@@ -34,6 +33,7 @@ from typing import Any, Iterator, Mapping, Protocol
 
 from referee.platform.core.errors import BackendError
 from referee.platform.runtime.engine import new_docker_client
+from referee.platform.runtime.locks import file_lock, try_file_lock
 from referee.platform.runtime.seccomp import PROFILE_PATH
 
 ENGINE_ENV = "REFEREE_BUILD_ENGINE"
@@ -86,17 +86,6 @@ def missing_for_start() -> list[str]:
     return missing
 
 
-@contextlib.contextmanager
-def _flock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def ensure_build_engine(root: Path | None = None, *, start: bool = True) -> Any:
     """A client of the build engine, starting the engine first when none answers (root only)."""
     root = root or engine_dir()
@@ -110,7 +99,7 @@ def ensure_build_engine(root: Path | None = None, *, start: bool = True) -> Any:
         raise BuildEngineUnavailable(f"no build engine answers at {socket_path(root)} and this process cannot "
                                      f"start one: it lacks {'; '.join(missing)}. Start it once as root with "
                                      "`referee images build-engine start`")
-    with _flock(root / "start.lock"):
+    with file_lock(root / "start.lock"):
         client = _connect(root)
         if client is None:
             client = _start(root)
@@ -233,21 +222,15 @@ def build_session(root: Path | None = None, *, wait_s: float = 3600.0) -> Iterat
     """The build engine, exclusively, for one build; started first when needed (root)."""
     root = root or engine_dir()
     client = ensure_build_engine(root)
-    lock = root / "build.lock"
-    with open(lock, "a") as fh:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise BackendError(f"the build engine stayed busy for {wait_s:g}s") from None
-                time.sleep(0.2)
-        try:
-            yield BuildEngine(client, root)
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    deadline = time.monotonic() + wait_s
+    while (fh := try_file_lock(root / "build.lock")) is None:
+        if time.monotonic() > deadline:
+            raise BackendError(f"the build engine stayed busy for {wait_s:g}s") from None
+        time.sleep(0.2)
+    try:
+        yield BuildEngine(client, root)
+    finally:
+        fh.close()  # closing the file lets the lock go
 
 
 # -- moving images between engines -----------------------------------------------------------------

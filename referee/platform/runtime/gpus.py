@@ -9,7 +9,6 @@ job runs. A job that asks for more GPUs than the host has could never run; ``acq
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import subprocess
@@ -17,6 +16,8 @@ import tempfile
 import threading
 from pathlib import Path
 from typing import Any
+
+from referee.platform.runtime.locks import try_file_lock
 
 LOCK_ROOT = Path(tempfile.gettempdir()) / "referee-gpus"
 
@@ -94,14 +95,7 @@ class GpuPool:
             return sorted(self._held)
 
     def _lock(self, gid: str) -> Any:
-        self._dir.mkdir(parents=True, exist_ok=True)
-        fh = open(self._dir / f"gpu-{gid.replace('/', '_')}.lock", "a")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fh
-        except OSError:
-            fh.close()
-            return None
+        return try_file_lock(self._dir / f"gpu-{gid.replace('/', '_')}.lock")
 
     def _unlock(self, gid: str) -> None:
         fh = self._held.pop(gid)

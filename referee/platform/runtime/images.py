@@ -8,7 +8,6 @@ returns the tag, building once and then reusing the tag while its recipe label m
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -22,6 +21,7 @@ from typing import Any, Callable, Iterator
 
 from referee.platform.core.errors import BackendError
 from referee.platform.runtime.engine import docker_client, require_engine
+from referee.platform.runtime.locks import file_lock
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 SANDBOX_UID = 10001
@@ -75,12 +75,8 @@ def image_recipe(client: Any, tag: str) -> str | None:
 @contextlib.contextmanager
 def _build_lock() -> Iterator[None]:
     """Serialise builds across processes: two test sessions must not debootstrap the same image twice."""
-    with open(LOCK_PATH, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(Path(LOCK_PATH)):
+        yield
 
 
 def ensure_base_image(client: Any = None, name: str = DEFAULT_BASE, *, force: bool = False,

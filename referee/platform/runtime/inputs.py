@@ -16,7 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from referee.platform.core.errors import BackendError
-from referee.platform.runtime.artifacts import ArtifactStore, LocalArtifactStore, S3ArtifactStore
+from referee.platform.runtime.artifacts import (
+    ArtifactStore,
+    LocalArtifactStore,
+    S3ArtifactStore,
+)
 from referee.platform.runtime.inputcache import CacheError, InputCache
 
 DEFAULT_CACHE = Path(os.environ.get("REFEREE_INPUT_CACHE", "/tmp/referee-ray-inputs"))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import hashlib
 import os
 import re
@@ -33,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from referee.platform.core.errors import BackendError, SpecError
 from referee.platform.core.jobs import FailureReason
+from referee.platform.runtime.locks import file_lock
 
 LOCK_DIR = Path(tempfile.gettempdir()) / "referee-pull-locks"
 DIGEST_REF = re.compile(r"^(?P<repo>[^@\s]+)@(?P<digest>sha256:[0-9a-f]{64})$")
@@ -108,7 +108,7 @@ class RegistrySettings(BaseModel):
 def settings_for(comp: Any, workspace: Path | None = None) -> RegistrySettings | None:
     """The competition's ``registry:``, else the workspace's ``registry.yaml``, else None (no registry)."""
     where = str(getattr(comp, "source_path", None) or getattr(comp, "id", "competition"))
-    own = comp.section_data("registry") if hasattr(comp, "section_data") else None
+    own = comp.section_data("registry") if hasattr(comp, "section_data") else getattr(comp, "registry", None)
     if own:
         return RegistrySettings.from_mapping(own, where=where)
     if workspace is not None and (Path(workspace) / REGISTRY_FILE).is_file():
@@ -246,14 +246,8 @@ def classify_pull_error(text: str) -> FailureReason:
 @contextlib.contextmanager
 def _node_lock(ref: str) -> Iterator[None]:
     """One pull of a reference at a time on this node (several workers may want it at once)."""
-    LOCK_DIR.mkdir(parents=True, exist_ok=True)
-    path = LOCK_DIR / (hashlib.sha256(ref.encode()).hexdigest()[:32] + ".lock")
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(LOCK_DIR / (hashlib.sha256(ref.encode()).hexdigest()[:32] + ".lock")):
+        yield
 
 
 def ensure_image(client: Any, image: str, *, auth_config: dict[str, str] | None = None) -> bool:

@@ -16,6 +16,7 @@ thread, the Ray backend inside a task on each node.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -49,8 +50,8 @@ from referee.platform.core.jobs import (
 from referee.platform.core.spec import Competition, validation_problems
 from referee.platform.core.units import Duration, Size
 from referee.platform.runtime.engine import docker_client, engine_cpus, image_volumes
-from referee.plugins.manager import config_section
 from referee.platform.runtime.registry import RegistryError, ensure_image
+from referee.plugins.manager import config_section
 
 MANAGED_LABEL = "referee.managed"
 SPEC_LABEL = "referee.spec"
@@ -315,6 +316,7 @@ _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MNT_DETACH = 2, 4, 8, 2
 _MOUNT_SOURCE = "referee-output"  # the tmpfs "device" in /proc/mounts: referee-output:<container>:<epoch>
 
 
+@functools.cache  # find_library runs ldconfig in a subprocess: once per process, not twice per job
 def _libc() -> Any:
     import ctypes
     import ctypes.util
@@ -557,12 +559,16 @@ def log_path_for(job: JobSpec) -> Path:
 
 def run_job_in_docker(job: JobSpec, *, client: Any = None, cancel_event: threading.Event | None = None,
                       on_started: Callable[[str], None] | None = None,
-                      gpu_device_ids: list[str] | None = None) -> JobStatus:
+                      gpu_device_ids: list[str] | None = None,
+                      defer_cleanup: Callable[[Callable[[], None]], None] | None = None) -> JobStatus:
     """Run one sandboxed container to completion and return its final status.
 
     Handles the wall-clock timeout (kill), OOM detection, capped log capture (to ``log_path_for(job)``),
     the output cap and copy-out of the prediction file into ``job.output_dir``, and container removal.
     Never raises for a submission's misbehaviour; engine trouble is a PLATFORM_ERROR status.
+    ``defer_cleanup`` receives the removal of the (exited) container and its output mount instead of
+    running it here, for a caller that overlaps it with its next job; it must run it before it reports
+    the status, so that a reported job has left nothing behind.
     """
     import docker.errors
 
@@ -614,9 +620,15 @@ def run_job_in_docker(job: JobSpec, *, client: Any = None, cancel_event: threadi
     except Exception as exc:  # noqa: BLE001 - requests/OS trouble talking to the engine
         return _failed(FailureReason.PLATFORM_ERROR, f"{type(exc).__name__}: {exc}")
     finally:
-        if cid is not None:
-            _remove(client, cid)
-        scratch.release()
+        def cleanup(cid: str | None = cid) -> None:
+            if cid is not None:
+                _remove(client, cid)
+            scratch.release()
+
+        if defer_cleanup is None:
+            cleanup()
+        else:
+            defer_cleanup(cleanup)
 
 
 def attach_job_in_docker(name: str, *, client: Any = None, cancel_event: threading.Event | None = None,
@@ -684,7 +696,11 @@ def _create(client: Any, cfg: dict[str, Any]) -> str:
 
 
 def _create_once(client: Any, cfg: dict[str, Any]) -> str:
-    return client.containers.create(**cfg).id
+    try:  # the SDK's own translation of these keyword arguments, without its follow-up inspect
+        from docker.models.containers import _create_container_args
+    except ImportError:  # an SDK that moved it: the public way, one request more
+        return client.containers.create(**cfg).id
+    return client.api.create_container(**_create_container_args({**cfg, "version": client.api.api_version}))["Id"]
 
 
 def _remove(client: Any, cid: str) -> None:
@@ -702,6 +718,7 @@ def _supervise(client: Any, cid: str, job: JobSpec, policy: SandboxPolicy, scrat
     # One long wait when nothing needs checking; short waits to notice a cancel or a growing output dir.
     step = 0.5 if not scratch.on_tmpfs else (2.0 if cancel_event is not None else None)
     stop: tuple[FailureReason, str] | None = None
+    exited: int | None = None  # the exit status the engine's wait reported
     while True:
         remaining = deadline - time.time()
         if remaining <= 0:
@@ -709,7 +726,7 @@ def _supervise(client: Any, cid: str, job: JobSpec, policy: SandboxPolicy, scrat
                 stop = (FailureReason.TIMED_OUT, f"killed after the time limit of {job.timeout_s:g}s")
             break  # (a re-attached job may have ended on its own while nobody watched: judged below)
         try:
-            client.api.wait(cid, timeout=max(0.05, min(remaining, step or remaining)))
+            exited = client.api.wait(cid, timeout=max(0.05, min(remaining, step or remaining))).get("StatusCode")
             break
         except requests.exceptions.RequestException:
             # A read timeout: still running (inspect raises, and the job is a platform error, if the engine is gone).
@@ -727,7 +744,11 @@ def _supervise(client: Any, cid: str, job: JobSpec, policy: SandboxPolicy, scrat
     if stop is not None:
         _kill(client, cid)
     finished = now_utc()
-    state = client.api.inspect_container(cid)["State"]
+    if stop is None and exited == 0 and time.time() <= deadline:
+        # a clean exit, before the deadline: an inspect would add nothing (OOM only judges non-zero exits)
+        state: dict[str, Any] = {"ExitCode": 0}
+    else:
+        state = client.api.inspect_container(cid)["State"]
     _save_logs(client, cid, log_path_for(job), policy.max_log_bytes)
     kw: dict[str, Any] = {"started_at": started, "finished_at": finished, "node": socket.gethostname()}
     ended = _parse_docker_time(state.get("FinishedAt"))

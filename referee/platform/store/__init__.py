@@ -10,7 +10,10 @@ from referee.platform.store.rows import (
     MemberRow,
     NewScore,
     OrganiserRow,
+    PhaseVisibilityRow,
+    PickRow,
     RegistrationRow,
+    RulesAcceptanceRow,
     RunningJob,
     ScoreRow,
     SubmissionRow,
@@ -22,4 +25,5 @@ from referee.platform.store.store import PLATFORM_ACCOUNT, Store
 
 __all__ = ["Store", "utcnow", "SubmissionRow", "JobRow", "ScoreRow", "NewScore", "LeaderboardScore", "CompetitionRow",
            "TokenRow", "RunningJob", "CostRow", "PLATFORM_ACCOUNT", "UserRow", "TeamRow", "MemberRow",
-           "RegistrationRow", "OrganiserRow", "CompetitionFileRow"]
+           "RegistrationRow", "OrganiserRow", "CompetitionFileRow", "PhaseVisibilityRow", "PickRow",
+           "RulesAcceptanceRow"]

@@ -8,7 +8,7 @@ from typing import Any
 from referee.platform.core.errors import NotFound
 from referee.platform.core.jobs import FINAL_STATUSES, SubmissionStatus
 from referee.platform.store.database import Database, utcnow
-from referee.platform.store.rows import SubmissionRow
+from referee.platform.store.rows import LeaderboardScore, SubmissionRow
 
 _FINAL = tuple(s.value for s in FINAL_STATUSES)
 
@@ -92,6 +92,16 @@ class HostingMixin(Database):
         rows = self._query(f"SELECT * FROM submissions WHERE {where} ORDER BY id {order} LIMIT ? OFFSET ?",
                            (*args, limit, offset))
         return [SubmissionRow(**dict(r)) for r in rows], total
+
+    def baseline_scores(self, cid: str, phase: str) -> list[LeaderboardScore]:
+        """Every score of the scored, not hidden baselines of a phase (shown as unranked rows)."""
+        rows = self._query(
+            "SELECT s.id, s.team, s.created_at, sc.metric, sc.split, sc.value, sc.ci_low, sc.ci_high "
+            "FROM submissions s JOIN scores sc ON sc.submission_id = s.id WHERE s.competition_id=? AND s.phase=? "
+            "AND s.status=? AND s.baseline=1 AND s.hidden_reason IS NULL ORDER BY s.id",
+            (cid, phase, SubmissionStatus.SCORED.value))
+        return [LeaderboardScore(r["id"], r["team"], r["created_at"], r["metric"], r["split"], r["value"],
+                                 r["ci_low"], r["ci_high"]) for r in rows]
 
     def moderated(self, cid: str, phase: str) -> list[SubmissionRow]:
         """Scored submissions of a phase that stand on no leaderboard: hidden ones and baselines."""

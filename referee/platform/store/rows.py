@@ -248,3 +248,35 @@ class CostRow:
     amount: float
     unit: str
     details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PhaseVisibilityRow:
+    """The host's switch of one leaderboard (a phase's split): who sees it, since when, set by whom."""
+
+    competition_id: str
+    phase: str
+    split: str
+    visibility: str  # hidden | host | public
+    set_at: str
+    set_by: str | None
+
+
+@dataclass(frozen=True)
+class PickRow:
+    """A submission a team picked for its final (private) entry of a phase."""
+
+    submission_id: int
+    competition_id: str
+    phase: str
+    team: str
+    picked_at: str
+    picked_by: str | None
+
+
+@dataclass(frozen=True)
+class RulesAcceptanceRow:
+    competition_id: str
+    user_id: int
+    rules_sha256: str | None
+    accepted_at: str

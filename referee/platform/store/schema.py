@@ -167,6 +167,32 @@ TABLES = [
         loaded_at TEXT NOT NULL,
         PRIMARY KEY (competition_id, kind, name)
     )""",
+    # -- phases (store/phases.py): the host's leaderboard switches, final picks, accepted rules --
+    """CREATE TABLE IF NOT EXISTS phase_visibility (
+        competition_id TEXT NOT NULL,
+        phase TEXT NOT NULL,
+        split TEXT NOT NULL,
+        visibility TEXT NOT NULL,
+        set_at TEXT NOT NULL,
+        set_by TEXT,
+        PRIMARY KEY (competition_id, phase, split)
+    )""",
+    """CREATE TABLE IF NOT EXISTS final_picks (
+        submission_id INTEGER PRIMARY KEY REFERENCES submissions(id),
+        competition_id TEXT NOT NULL,
+        phase TEXT NOT NULL,
+        team TEXT NOT NULL,
+        picked_at TEXT NOT NULL,
+        picked_by TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS ix_final_picks_team ON final_picks(competition_id, phase, team)",
+    """CREATE TABLE IF NOT EXISTS rules_accepted (
+        competition_id TEXT NOT NULL,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        rules_sha256 TEXT,
+        accepted_at TEXT NOT NULL,
+        PRIMARY KEY (competition_id, user_id)
+    )""",
 ]
 
 # Columns added after a table was first released: (table, column, definition). Applied when missing.

@@ -31,6 +31,7 @@ from referee.platform.core.spec import Competition, Derived, LimitsSpec
 from referee.platform.store.accounts import AccountsMixin
 from referee.platform.store.database import Database, utcnow
 from referee.platform.store.hosting import HostingMixin
+from referee.platform.store.phases import PhasesMixin
 from referee.platform.store.rows import (
     CompetitionRow,
     CostRow,
@@ -71,10 +72,10 @@ def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
         yield ids[lo:lo + _CHUNK]
 
 
-class Store(AccountsMixin, HostingMixin, SnapshotMixin, Database):
+class Store(AccountsMixin, HostingMixin, PhasesMixin, SnapshotMixin, Database):
     """A workspace's persistence (see the module docstring); accounts and teams in ``accounts.py``,
-    host tools (hiding, baselines, bulk re-runs, paged lists) in ``hosting.py``, data snapshots in
-    ``snapshots.py``."""
+    host tools (hiding, baselines, bulk re-runs, paged lists) in ``hosting.py``, leaderboard switches,
+    final picks and accepted rules in ``phases.py``, data snapshots in ``snapshots.py``."""
 
     # -- competitions ------------------------------------------------------------------------------
     def put_competition(self, comp: Competition) -> None:
@@ -138,26 +139,47 @@ class Store(AccountsMixin, HostingMixin, SnapshotMixin, Database):
         return int(r["n"]), int(r["teams"])
 
     # -- submissions: intake -----------------------------------------------------------------------
-    def check_limits(self, cid: str, limits: LimitsSpec, team: str, now: dt.datetime) -> None:
-        """Raise ``LimitExceeded`` when ``team`` may not submit to ``cid`` now."""
+    def check_limits(self, cid: str, limits: LimitsSpec, team: str, now: dt.datetime,
+                     phase: str | None = None) -> None:
+        """Raise ``LimitExceeded`` when ``team`` may not submit to ``cid`` (its ``phase``) now."""
         with self.tx() as c:
-            self._check_limits(c, cid, limits, team, now)
+            self._check_limits(c, cid, limits, team, now, phase)
 
-    def _check_limits(self, c: Any, cid: str, lim: LimitsSpec, team: str, now: dt.datetime) -> None:
+    def quota_used(self, cid: str, team: str, phase: str, now: dt.datetime) -> tuple[int, int, int, str | None]:
+        """What counts toward ``team``'s limits in ``phase``: (submissions in total, in the last 24
+        hours, waiting or running in any phase, when the oldest of the last 24 hours was made)."""
+        with self.tx() as c:
+            base = ("SELECT COUNT(*), MIN(created_at) FROM submissions WHERE competition_id=? AND team=? "
+                    "AND counts_toward_quota=1 AND phase=?")
+            total = c.execute(base, (cid, team, phase)).fetchone()[0]
+            since = (now - dt.timedelta(days=1)).isoformat(timespec="microseconds")
+            day, oldest = c.execute(base + " AND created_at > ?", (cid, team, phase, since)).fetchone()
+            running = c.execute("SELECT COUNT(*) FROM submissions WHERE competition_id=? AND team=? AND baseline=0 "
+                                "AND status IN (?, ?)", (cid, team, PENDING, RUNNING)).fetchone()[0]
+        return int(total), int(day), int(running), oldest
+
+    def _check_limits(self, c: Any, cid: str, lim: LimitsSpec, team: str, now: dt.datetime,
+                      phase: str | None = None) -> None:
+        # a phase has fresh quotas: total and per-day count the submissions of that phase only
         base = "SELECT COUNT(*) FROM submissions WHERE competition_id=? AND team=? AND counts_toward_quota=1"
+        args: tuple[Any, ...] = (cid, team)
+        if phase is not None:
+            base += " AND phase=?"
+            args += (phase,)
+        where = f" in phase {phase!r}" if phase is not None else ""
         if lim.total is not None:
-            n = c.execute(base, (cid, team)).fetchone()[0]
+            n = c.execute(base, args).fetchone()[0]
             if n >= lim.total:
-                raise LimitExceeded(f"team {team!r} has used all {lim.total} submissions for {cid!r}")
+                raise LimitExceeded(f"team {team!r} has used all {lim.total} submissions for {cid!r}{where}")
         if lim.per_team_per_day is not None:
             since = (now - dt.timedelta(days=1)).isoformat(timespec="microseconds")
             n, oldest = c.execute(base.replace("COUNT(*)", "COUNT(*), MIN(created_at)") + " AND created_at > ?",
-                                  (cid, team, since)).fetchone()
+                                  (*args, since)).fetchone()
             if n >= lim.per_team_per_day:
                 # the window frees a slot when its oldest counted submission turns 24 hours old
                 wait = (dt.datetime.fromisoformat(oldest) + dt.timedelta(days=1) - now).total_seconds()
                 raise LimitExceeded(f"team {team!r} reached the limit of {lim.per_team_per_day} submissions per "
-                                    f"24 hours for {cid!r}; try again in {_human_wait(wait)}",
+                                    f"24 hours for {cid!r}{where}; try again in {_human_wait(wait)}",
                                     retry_after=max(1.0, wait))
         if lim.concurrent is not None:
             n = c.execute("SELECT COUNT(*) FROM submissions WHERE competition_id=? AND team=? AND baseline=0 "
@@ -193,7 +215,7 @@ class Store(AccountsMixin, HostingMixin, SnapshotMixin, Database):
                     if row["disqualified_reason"]:
                         raise NotAllowed(f"team {team!r} is disqualified from {cid!r}: {row['disqualified_reason']}")
                 if failure is None:
-                    self._check_limits(c, cid, limits, team, now)
+                    self._check_limits(c, cid, limits, team, now, phase)
             cur = c.execute(
                 """INSERT INTO submissions(competition_id, team, phase, kind, sha256, filename, size, status,
                        failure_reason, failure_message, counts_toward_quota, created_at, updated_at, metadata_json,
@@ -441,6 +463,26 @@ class Store(AccountsMixin, HostingMixin, SnapshotMixin, Database):
     def scores(self, sid: int) -> list[ScoreRow]:
         return [ScoreRow(**dict(r)) for r in
                 self._query("SELECT * FROM scores WHERE submission_id=? ORDER BY split, id", (sid,))]
+
+    def score_sources(self, ids: Sequence[int], metric: str, split: str) -> dict[int, tuple[str | None, str | None]]:
+        """For each listed submission with a ``metric`` score on ``split``: (the sha256 of its per-item
+        statistics blob, the sha256 of the reference data it was scored against). What leaderboards
+        check on every build, without reading whole score rows."""
+        out: dict[int, tuple[str | None, str | None]] = {}
+        for chunk in _chunks(list(ids)):
+            for r in self._query("SELECT submission_id, stats_sha256, json_extract(provenance_json, "
+                                 "'$.reference_sha256') AS ref FROM scores WHERE metric=? AND split=? AND "
+                                 f"submission_id IN ({_marks(len(chunk))})", (metric, split, *chunk)):
+                out[int(r["submission_id"])] = (r["stats_sha256"], r["ref"])
+        return out
+
+    def score_rows_written(self) -> tuple[int, int]:
+        """(score rows kept now, score rows ever written). Scoring a submission again (a re-run, or a
+        second scoring) replaces its rows with new ones, so the two are equal only while every scored
+        submission was scored exactly once."""
+        kept = int(self._query("SELECT COUNT(*) FROM scores")[0][0])
+        seq = self._query("SELECT seq FROM sqlite_sequence WHERE name='scores'")
+        return kept, int(seq[0][0]) if seq else 0
 
     def score_rows(self, ids: Sequence[int], metric: str, split: str) -> dict[int, ScoreRow]:
         """The ``metric`` score on ``split`` of each listed submission that has one."""

@@ -1,19 +1,25 @@
 """Who may see and do what, shared by the JSON API and the pages.
 
 Rules: a team (a team token, or a signed-up member) sees its own submissions (anything else is 404,
-so ids do not leak), never a private leaderboard or private-split scores (403). A competition's
-organisers see everything there; admins and owners also act (re-run, cancel, hide, approve); host
-tokens do everything everywhere. Re-running a submission resets it and deletes its scores in one
-transaction, so readers never see a half state.
+so ids do not leak). Who sees a phase's leaderboard, and which scores a team sees on its own
+submissions, follows that leaderboard's visibility (``controller/phases.py``): a ``public`` one is
+everyone's; under ``host`` a team sees only its own scores; under ``hidden`` (a private leaderboard
+until it is published) not even those, and asking for the leaderboard is 403. A competition's
+organisers see everything there; admins and owners also act (re-run, cancel, hide, approve,
+publish); host tokens do everything everywhere. Re-running a submission resets it and deletes its
+scores in one transaction, so readers never see a half state.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from referee.platform.controller import phases
 from referee.platform.controller.participation import SUPERUSER, role_at_least
+from referee.platform.controller.phases import BoardState
 from referee.platform.core.errors import (
     BudgetExceeded,
     Conflict,
@@ -184,12 +190,29 @@ def require_user(who: Principal | None) -> Principal:
     return who
 
 
-def check_split_visible(place: Seat, split: str) -> None:
-    """Private leaderboards are for the organisers only."""
-    if split == "private" and not place.can_view_all:
-        if place.who is None:
-            raise WebError(401, "unauthorized", "the private leaderboard needs a host token")
-        raise WebError(403, "forbidden", "the private leaderboard is visible to the host only")
+def check_board_visible(place: Seat, state: BoardState) -> None:
+    """A leaderboard that is not ``public`` is for the organisers only (401 anonymous, else 403)."""
+    if state.visibility == "public" or place.can_view_all:
+        return
+    what = f"the {state.split} leaderboard of phase {state.phase!r}"
+    if place.who is None:
+        raise WebError(401, "unauthorized", f"{what} is not published: sign in as an organiser")
+    until = " until the organisers publish it" if state.split == "private" else ""
+    raise WebError(403, "forbidden", f"{what} is visible to the host only{until}")
+
+
+def board(store: Store, comp: Any, phase: str | None, split: str) -> BoardState:
+    """The state of the ``split`` leaderboard of ``phase`` (default: the open one); 404 for a phase the
+    competition does not have."""
+    return phases.board_state(store, comp, phase_name(comp, phase), split)
+
+
+def phase_name(comp: Any, phase: str | None) -> str:
+    """The name of ``phase`` (default: the one open now); 404 naming the known ones when unknown."""
+    if phase and phase not in comp.phase_names():
+        raise WebError(404, "not_found", f"competition {comp.id!r} has no phase {phase!r}; its phases: "
+                                         f"{', '.join(comp.phase_names())}")
+    return str(comp.phase(phase or None).name)
 
 
 def get_competition(store: Store, cid: str) -> Any:
@@ -221,33 +244,50 @@ def visible_submission(store: Store, who: Principal | None, sid: int) -> tuple[S
     return sub, place
 
 
-def redact_detail(detail: dict[str, Any], place: Seat) -> dict[str, Any]:
-    """Drop what a team must not see of its own submission: private-split scores, host notes."""
+def redact_detail(detail: dict[str, Any], place: Seat, splits: Collection[str] = ("public",)) -> dict[str, Any]:
+    """Drop what a team must not see of its own submission: scores of the splits it does not see
+    (``splits``: by its phase's visibility, ``phases.team_score_splits``), host notes."""
     if place.can_view_all:
         return detail
     out = dict(detail)
     out.pop("host_notes", None)
-    out["scores"] = [s for s in detail["scores"] if s["split"] != "private"]
+    out["scores"] = [s for s in detail["scores"] if s["split"] in splits]
     return out
 
 
-def allowed_splits(place: Seat) -> list[str]:
-    return ["public", "private"] if place.can_view_all else ["public"]
+def team_splits(store: Store, place: Seat, sub: SubmissionRow) -> list[str]:
+    """The splits whose scores ``place`` sees on submission ``sub``."""
+    if place.can_view_all:
+        return ["public", "private"]
+    comp = store.get_competition(sub.competition_id)
+    if sub.phase not in comp.phase_names():
+        return ["public"]
+    return phases.team_score_splits(store, comp, sub.phase)
+
+
+def allowed_splits(place: Seat, states: dict[str, BoardState] | None = None) -> list[str]:
+    """The leaderboards of one phase (``states`` by split) that ``place`` may open."""
+    if place.can_view_all:
+        return ["public", "private"]
+    if states is None:
+        return ["public"]
+    return [s for s in ("public", "private") if s in states and states[s].visibility == "public"]
 
 
 def public_competition(comp: Any, store: Store) -> dict[str, Any]:
-    """What anyone may know about a competition (never the reference path or the spec file)."""
-    now_phase = comp.phase()
+    """What anyone may know about a competition (never the reference path or the spec file). The
+    top-level ``metrics`` and ``limits`` are those of the phase open now; ``phases`` has each
+    phase's own, with who sees its leaderboards and how final entries are chosen."""
+    now_phase = comp.for_phase()
     n_subs, n_teams = store.count_submissions(comp.id)
     return {"id": comp.id, "title": comp.title, "description": comp.description.strip(),
-            "current_phase": now_phase.name,
-            "phases": [{"name": p.name, "start": p.start.isoformat() if p.start else None,
-                        "end": p.end.isoformat() if p.end else None} for p in comp.phases],
-            "metrics": [{"key": m.key, "scorer": m.scorer, "primary": m.primary} for m in comp.metrics],
+            "current_phase": now_phase.phase_name,
+            "phases": phases.phase_info(store, comp),
+            "metrics": [{"key": m.key, "scorer": m.scorer, "primary": m.primary} for m in now_phase.metrics],
             "prediction": {"format": comp.prediction.format, "id_column": comp.prediction.id_column,
                            "columns": comp.prediction.columns, "type": comp.prediction.type,
                            "max_bytes": comp.prediction.max_bytes},
-            "limits": comp.limits.model_dump(), "participation": comp.participation.model_dump(),
+            "limits": now_phase.limits.model_dump(), "participation": comp.participation.model_dump(),
             "submissions": n_subs, "teams": n_teams}
 
 

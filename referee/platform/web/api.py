@@ -12,17 +12,16 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from referee.platform.core.errors import NotFound, RefereeError
 from referee.platform.leaderboard import build as lbm
 from referee.platform.leaderboard.render import renderer
-from referee.platform.reports.views import (
-    submission_detail,
-    submission_row,
-)
+from referee.platform.reports.views import submission_detail
 from referee.platform.store import Store
 from referee.platform.web import access
 from referee.platform.web.auth import Principal
+from referee.platform.web.listing import scored_rows
 from referee.platform.web.uploads import accept_upload
 
 router = APIRouter(prefix="/api", tags=["api"])
@@ -98,8 +97,9 @@ def competition(cid: str, request: Request) -> dict[str, Any]:
                         422: {"description": "rejected by validation (the message says where and why)"},
                         429: {"description": "a submission limit (per day, total, concurrent) is reached"}})
 async def upload(cid: str, request: Request, who: Principal | None = Depends(principal)) -> dict[str, Any]:
+    # the database is read in the thread pool: the event loop never waits on SQLite
     store = store_of(request)
-    comp = access.get_competition(store, cid)
+    comp = await run_in_threadpool(access.get_competition, store, cid)
     if who is None:
         access.principal_from(store, None, required=True)
     assert who is not None
@@ -107,20 +107,21 @@ async def upload(cid: str, request: Request, who: Principal | None = Depends(pri
     loop = getattr(request.app.state, "scoring_loop", None)
     if loop is not None:
         loop.poke(cid)
-    sub = store.get_submission(sid)
+    sub = await run_in_threadpool(store.get_submission, sid)
     return {"id": sid, "status": sub.status, "kind": sub.kind, "sha256": sub.sha256, "team": sub.team,
             "phase": sub.phase, "url": f"/api/submissions/{sid}", "page": f"/submissions/{sid}"}
 
 
 @router.get("/competitions/{cid}/submissions",
-            summary="Your team's submissions (all of them, for the organisers), oldest first, paged",
+            summary="Your team's submissions (all of them, for the organisers), oldest first, paged, with the "
+                    "primary score of each on the splits you see and whether your team picked it",
             description="`limit` and `offset` page through the list; the response carries `X-Total-Count` and, "
                         "when there are more, a `Link: <...>; rel=\"next\"` header.", responses=_ERRORS)
 def list_submissions(cid: str, request: Request, response: Response, team: str | None = None,
                      limit: int = Query(MAX_PAGE, ge=1, le=MAX_PAGE), offset: int = Query(0, ge=0),
                      who: Principal | None = Depends(principal)) -> list[dict[str, Any]]:
     store = store_of(request)
-    access.get_competition(store, cid)
+    comp = access.get_competition(store, cid)
     if who is None:
         access.principal_from(store, None, required=True)
     place = access.seat(store, who, cid)
@@ -133,24 +134,33 @@ def list_submissions(cid: str, request: Request, response: Response, team: str |
     if offset + len(rows) < total:
         nxt = request.url.include_query_params(offset=offset + len(rows), limit=limit)
         response.headers["Link"] = f'<{nxt}>; rel="next"'
-    return [submission_row(s) for s in rows]
+    return scored_rows(store, comp, rows, place)
 
 
 @router.get("/submissions/{sid}", summary="Status, failure reason, log tail and scores of a submission",
             responses=_ERRORS)
 def get_submission(sid: int, request: Request, who: Principal | None = Depends(principal)) -> dict[str, Any]:
     store = store_of(request)
-    _, place = access.visible_submission(store, who, sid)
-    return access.redact_detail(submission_detail(store, sid), place)
+    sub, place = access.visible_submission(store, who, sid)
+    return access.redact_detail(submission_detail(store, sid), place, access.team_splits(store, place, sub))
 
 
-@router.get("/competitions/{cid}/leaderboard", summary="A leaderboard (private: host only)", responses=_ERRORS)
+@router.get("/competitions/{cid}/leaderboard", summary="A phase's leaderboard (as its visibility allows)",
+            description="`phase` defaults to the open one. A leaderboard that is not public (a private one "
+                        "until the organisers publish it) is for the organisers only. A team's own entry "
+                        "is repeated under `your_entry`.", responses=_ERRORS)
 def leaderboard(cid: str, request: Request, split: Split = "public", phase: str | None = None, mode: Mode = "best",
                 who: Principal | None = Depends(principal)) -> dict[str, Any]:
     store = store_of(request)
     comp = access.get_competition(store, cid)
-    access.check_split_visible(access.seat(store, who, cid), split)
-    return lbm.build(store, comp, phase=phase or None, split=split, mode=mode).to_dict()
+    state = access.board(store, comp, phase, split)
+    place = access.seat(store, who, cid)
+    access.check_board_visible(place, state)
+    out = lbm.build(store, comp, phase=state.phase, split=split, mode=mode).to_dict()
+    out["visibility"] = state.visibility
+    if place.team:
+        out["your_entry"] = next((e for e in out["entries"] if e["team"].casefold() == place.team.casefold()), None)
+    return out
 
 
 @router.post("/submissions/{sid}/rerun", summary="Host: score a finished submission again", responses=_ERRORS)
@@ -191,9 +201,9 @@ def export(cid: str, request: Request, format: str = Query("json", description="
            split: Split = "private", phase: str | None = None, mode: Mode = "best",
            who: Principal | None = Depends(principal)) -> Response:
     store = store_of(request)
-    access.get_competition(store, cid)
+    comp = access.get_competition(store, cid)
     access.require_organiser(access.seat(store, who, cid), "viewer")
-    return export_response(store, cid, format, split=split, mode=mode, phase=phase)
+    return export_response(store, cid, format, split=split, mode=mode, phase=access.phase_name(comp, phase))
 
 
 def export_response(store: Store, cid: str, fmt: str, *, split: str, mode: str, phase: str | None) -> Response:

@@ -37,7 +37,15 @@ def create_app(workspace: str | Path | Store, *, run_scheduler: bool = True, sch
 
     from referee import __version__
     from referee.platform.controller.loop import ScoringLoop
-    from referee.platform.web import accounts, api, hosting, pages, teams
+    from referee.platform.web import (
+        accounts,
+        api,
+        hosting,
+        pages,
+        participate,
+        phases,
+        teams,
+    )
     from referee.platform.web.throttle import LoginThrottle
 
     store = workspace if isinstance(workspace, Store) else Store(workspace)
@@ -63,7 +71,7 @@ def create_app(workspace: str | Path | Store, *, run_scheduler: bool = True, sch
     app.state.secure_cookies = secure_cookies
     app.state.allow_signup = allow_signup
     app.state.login_throttle = LoginThrottle()
-    for module in (api, accounts, teams, hosting, pages):
+    for module in (api, accounts, teams, hosting, phases, participate, pages):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 

@@ -1,4 +1,5 @@
-"""The organisers' tools: registrations, teams, organisers, bulk re-runs, hiding, baselines, downloads.
+"""The organisers' tools: registrations, teams, organisers, bulk re-runs, hiding, baselines, downloads
+(publishing a phase's leaderboard: ``phases.py``).
 
 Viewers see; admins act on submissions, teams and registrations; owners also manage organisers
 (``controller/participation.py``). A hidden submission leaves every leaderboard (its team's next
@@ -15,6 +16,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from pydantic import BaseModel, Field
 
 from referee.platform.controller import participation as pt
+from referee.platform.controller.phases import phase_info
 from referee.platform.core.errors import NotFound, RefereeError
 from referee.platform.core.jobs import FINAL_STATUSES
 from referee.platform.store import Store, SubmissionRow
@@ -269,7 +271,7 @@ def _host_page(request: Request, cid: str, *, status: int = 200, error: str | No
     return render(request, "host.html.j2", status=status, title=f"Organise — {comp.title}", comp=comp, who=place,
                   pending=store.registrations(cid, "pending"), registrations=store.registrations(cid),
                   teams=teams, organisers=store.organisers(cid), error=error, notice=notice,
-                  is_owner=pt.role_at_least(place.organiser, "owner"))
+                  is_owner=pt.role_at_least(place.organiser, "owner"), phases=phase_info(store, comp))
 
 
 @router.get("/c/{cid}/host", response_class=HTMLResponse, include_in_schema=False)

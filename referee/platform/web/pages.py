@@ -19,7 +19,9 @@ from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
+from referee.platform.controller import phases
 from referee.platform.core.errors import RefereeError
 from referee.platform.core.text import safe_text
 from referee.platform.leaderboard import build as lbm
@@ -28,7 +30,6 @@ from referee.platform.leaderboard.render import cell_html, renderers
 from referee.platform.reports.submission import submission_fragment_html
 from referee.platform.reports.views import (
     submission_detail,
-    submission_row,
     submission_table,
 )
 from referee.platform.store import Store
@@ -42,6 +43,7 @@ from referee.platform.web.auth import (
     end_session,
     verify_password,
 )
+from referee.platform.web.listing import scored_rows
 from referee.platform.web.uploads import accept_upload, runs_images, upload_limit
 
 router = APIRouter(include_in_schema=False)
@@ -104,10 +106,14 @@ def store_of(request: Request) -> Store:
 
 
 def viewer(request: Request) -> tuple[Principal | None, str | None]:
-    """The signed-in principal (from the cookie) and its raw token; a stale cookie is anonymous."""
-    token = request.cookies.get(access.COOKIE)
-    who = authenticate(store_of(request), token, sessions=True) if token else None
-    return who, (token if who else None)
+    """The signed-in principal (from the cookie) and its raw token; a stale cookie is anonymous.
+    Looked up once per request (the route and the page template both ask)."""
+    found: tuple[Principal | None, str | None] | None = getattr(request.state, "viewer", None)
+    if found is None:
+        token = request.cookies.get(access.COOKIE)
+        who = authenticate(store_of(request), token, sessions=True) if token else None
+        found = request.state.viewer = (who, token if who else None)
+    return found
 
 
 def render(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
@@ -252,16 +258,19 @@ def leaderboard_page(request: Request, cid: str, split: str = "public", mode: st
     who = access.seat(store, viewer(request)[0], cid)
     if split not in ("public", "private") or mode not in ("best", "latest", "all"):
         raise access.WebError(400, "bad_request", "split must be public or private; mode best, latest or all")
-    access.check_split_visible(who, split)
-    lb = lbm.build(store, comp, phase=phase or None, split=split, mode=mode)
-    visible = {s.id for s in store.submissions(cid)} if who.can_view_all else \
-        {s.id for s in store.submissions(cid, team=who.team)} if who.team else set()
+    states = {s: access.board(store, comp, phase, s) for s in ("public", "private")}
+    access.check_board_visible(who, states[split])
+    lb = lbm.build(store, comp, phase=states[split].phase, split=split, mode=mode)
+    # organisers open every entry, a team its own (never a baseline)
+    visible = {e.submission_id for e in lb.rows() if who.can_view_all or (
+        who.team and not e.baseline and e.team.casefold() == who.team.casefold())}
+    mine = next((e for e in lb.entries if who.team and e.team.casefold() == who.team.casefold()), None)
     return render(request, "leaderboard.html.j2", title=f"{comp.title} — referee", comp=comp, lb=lb, who=who,
                   columns=[lb.column(k) for k in lb.columns_extra], info=access.public_competition(comp, store),
-                  splits=access.allowed_splits(who), visible=visible, interval_svg=interval_plot(lb),
+                  splits=access.allowed_splits(who, states), visible=visible, interval_svg=interval_plot(lb),
                   tier_column=lb.column_of_kind("tier"), plots=lbm.plots(store, comp, lb),
-                  export_formats=sorted(f for f in renderers() if f != "table"),
-                  can_submit=bool(who.is_host or who.team))
+                  export_formats=sorted(f for f in renderers() if f != "table"), state=states[split],
+                  can_submit=bool(who.is_host or who.team), mine=mine, page="leaderboard")
 
 
 @router.get("/c/{cid}/export")
@@ -270,10 +279,11 @@ def export_page(request: Request, cid: str, format: str = "csv", split: str = "p
     """The host's download links (cookie-authenticated twin of ``GET /api/competitions/{cid}/export``)."""
     from referee.platform.web.api import export_response
     store = store_of(request)
+    comp = access.get_competition(store, cid)
     access.require_organiser(access.seat(store, viewer(request)[0], cid), "viewer")
     if split not in ("public", "private") or mode not in ("best", "latest", "all"):
         raise access.WebError(400, "bad_request", "split: public or private; mode: best, latest or all")
-    return export_response(store, cid, format, split=split, mode=mode, phase=phase)
+    return export_response(store, cid, format, split=split, mode=mode, phase=access.phase_name(comp, phase))
 
 
 @router.get("/c/{cid}/submit", response_class=HTMLResponse)
@@ -293,8 +303,13 @@ def _submit_page(request: Request, comp: Any, principal: Principal, *, status: i
     if not who.is_host and not who.team:
         raise access.WebError(403, "forbidden", who.elsewhere)
     recent = submission_table(store, comp.id, team=None if who.is_host else who.team, limit=10)
+    quota = phases.quota(store, comp, who.team) if who.team and not who.is_host else None
+    must_accept = bool(not who.is_host and principal.is_user and principal.user_id is not None
+                       and phases.rules_required(comp)
+                       and not phases.has_accepted_rules(store, comp, principal.user_id))
     return render(request, "submit.html.j2", status=status, title=f"Submit — {comp.title}", comp=comp, who=who,
-                  info=access.public_competition(comp, store), recent=recent,
+                  info=access.public_competition(comp, store), recent=recent, quota=quota, page="submit",
+                  must_accept=must_accept,
                   limit=upload_limit(comp, cap=request.app.state.max_upload_bytes),
                   image_limit=upload_limit(comp, "image.tar", request.app.state.max_upload_bytes),
                   takes_images=runs_images(comp),
@@ -305,8 +320,9 @@ def _submit_page(request: Request, comp: Any, principal: Principal, *, status: i
 async def submit_upload(request: Request, cid: str) -> Response:
     check_same_origin(request)
     store = store_of(request)
-    comp = access.get_competition(store, cid)
-    who, token = viewer(request)
+    # the database is read in the thread pool: the event loop never waits on SQLite
+    comp = await run_in_threadpool(access.get_competition, store, cid)
+    who, token = await run_in_threadpool(viewer, request)
     if who is None or token is None:
         raise access.WebError(401, "unauthorized", "sign in before uploading")
 
@@ -324,7 +340,9 @@ async def submit_upload(request: Request, cid: str) -> Response:
         status, code, _ = access.error_status(exc)
         if status in (401, 403, 404):
             raise
-        page = _submit_page(request, comp, who, status=status, error=str(exc), error_code=code)
+        message = str(exc)
+        page = await run_in_threadpool(lambda: _submit_page(request, comp, who, status=status, error=message,
+                                                           error_code=code))
         page.headers.update(access.error_headers(exc))
         return page
     loop = getattr(request.app.state, "scoring_loop", None)
@@ -349,10 +367,14 @@ def submissions_page(request: Request, cid: str, page: int = 1) -> Response:
     page = max(1, page)
     subs, total = store.submissions_page(cid, team=None if who.can_view_all else who.team, limit=PAGE_SIZE,
                                          offset=(page - 1) * PAGE_SIZE)
-    stuck = store.stuck_jobs(cid)
-    rows = [submission_row(s, stuck.get(s.id)) for s in subs]
+    rows = scored_rows(store, comp, subs, who)
+    team = who.team if who.team and not who.is_host else None
+    quotas = [phases.quota(store, comp, team, p.name) for p in comp.phases
+              if p.contains(dt.datetime.now(dt.timezone.utc))] if team else []
     return render(request, "submissions.html.j2", title=f"Submissions — {comp.title}", comp=comp, rows=rows,
-                  who=who, page=page, pages=max(1, -(-total // PAGE_SIZE)), total=total)
+                  who=who, page=page, pages=max(1, -(-total // PAGE_SIZE)), total=total, quotas=quotas,
+                  picks_open={p.name: phases.picks_open(store, comp, p.name) for p in comp.phases},
+                  selection={p.name: p.final_selection for p in comp.phases}, tab="submissions")
 
 
 @router.get("/submissions/{sid}", response_class=HTMLResponse)
@@ -362,17 +384,19 @@ def submission_page(request: Request, sid: int) -> Response:
     if principal is None:
         return login_redirect(request)
     sub, who = access.visible_submission(store, principal, sid)
-    d = access.redact_detail(submission_detail(store, sid), who)
+    splits = access.team_splits(store, who, sub)
+    d = access.redact_detail(submission_detail(store, sid), who, splits)
     comp = store.get_competition(sub.competition_id)
     return render(request, "submission.html.j2", title=f"Submission #{sid} — referee", comp=comp, d=d, who=who,
                   refresh=REFRESH_SECONDS if d["status"] in ("pending", "running") else None,
-                  report_html=_submission_report(store, sid, who))
+                  report_html=_submission_report(store, sid, splits))
 
 
-def _submission_report(store: Store, sid: int, who: access.Seat) -> str:
-    """The plugins' report panels of a submission (e.g. the CheckList matrix) as HTML."""
+def _submission_report(store: Store, sid: int, splits: list[str]) -> str:
+    """The plugins' report panels of a submission (e.g. the CheckList matrix) as HTML, from the
+    scores of the splits the viewer sees."""
     try:
-        return submission_fragment_html(store, sid, include_private=who.can_view_all)
+        return submission_fragment_html(store, sid, splits=splits)
     except Exception:  # a plugin's panel must never take the page down
         return ""
 

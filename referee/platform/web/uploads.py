@@ -320,7 +320,8 @@ async def accept_upload(request: Any, store: Store, comp: Any, who: Principal, *
                         check_fields: Callable[[dict[str, str]], None] | None = None, cap: int | None = None) -> int:
     """The whole upload path of the API and the form: who may submit, stream to disk, ``submit()``.
 
-    A team (a team token, or a signed-up member of a team) submits for its team. An organiser
+    A team (a team token, or a signed-up member of a team, who has accepted the rules when the
+    competition asks for that) submits for its team. An organiser
     (admin or better, or a host token) names an existing team in a ``team`` field, or files a
     baseline entry under the label in a ``baseline`` field. An optional ``description`` says what
     the submission is. ``check_fields`` sees the fields sent before the file part (the form's CSRF
@@ -334,6 +335,10 @@ async def accept_upload(request: Any, store: Store, comp: Any, who: Principal, *
     place = await run_in_threadpool(seat, store, who, comp.id)
     if not place.is_host and not place.team:
         raise WebError(403, "forbidden", place.elsewhere)
+    if not place.is_host and who.is_user:  # a participant accepts the rules before the first submission
+        from referee.platform.controller.phases import require_rules_accepted
+        assert who.user_id is not None
+        await run_in_threadpool(require_rules_accepted, store, comp, who.user_id)
 
     def before_file(filename: str | None, fields: dict[str, str]) -> None:
         if check_fields is not None:

@@ -20,6 +20,7 @@ a block of resamples per NumPy call).
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +74,8 @@ class _RankingMetric(WeightedMetric):
     def compute(self, state: Any, params: dict[str, Any], weights: np.ndarray | None) -> Any:
         n, tasks = state
         w = weighted_rows(weights, n)
+        if len(tasks) == 1:  # binary: no mean to take (a mean of one is the value itself)
+            return unbatch(self.binary(tasks[0], w), weights)
         per_class = np.stack([self.binary(task, w) for task in tasks])
         return unbatch(per_class.mean(axis=0), weights)
 
@@ -82,14 +85,33 @@ class _RankingMetric(WeightedMetric):
 
 # ---------------------------------------------------------------- ROC AUC
 
+class _Scratch(threading.local):
+    """Working arrays of one thread, kept between calls: a fresh array of a few hundred KiB per
+    resample costs page faults each time (the allocator hands large blocks back to the system).
+    One per prepared state, shared by its classes; it goes when the state leaves the cache."""
+
+    def __init__(self) -> None:
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, rows: int, cols: int, dtype: Any) -> np.ndarray:
+        """A C-contiguous (rows, cols) array of ``dtype`` (contents undefined) in reused memory."""
+        a = self.arrays.get(name)
+        if a is None or a.size < rows * cols or a.dtype != dtype:
+            a = self.arrays[name] = np.empty(rows * cols, dtype=dtype)
+        return a[:rows * cols].reshape(rows, cols)
+
+
 @dataclass
 class _AucTask:
-    pos: np.ndarray  # item index of each positive
+    pos: np.ndarray  # item index of each positive, by ascending score
     neg_order: np.ndarray  # negatives by ascending score
     lo: np.ndarray  # per positive: how many negatives score strictly below it
-    hi: np.ndarray | None  # per positive: how many score at or below it (None: no ties across classes)
+    tied: np.ndarray  # which positives (into pos) tie with a negative (often none)
+    tied_lo: np.ndarray  # lo of those positives
+    tied_hi: np.ndarray  # and how many negatives score at or below them
     codes: np.ndarray | None  # 2 * (rank of the item's distinct score) + target, when there are few scores
     n_scores: int  # distinct scores
+    scratch: _Scratch  # working arrays, per thread
 
 
 # With at most this many distinct scores, a resample's AUC comes from a weighted histogram of
@@ -104,17 +126,19 @@ class RocAuc(_RankingMetric):
 
     def prepare(self, predictions: Predictions, references: References, params: dict[str, Any]) -> Any:
         tasks = []
+        scratch = _Scratch()
         for t in self.targets(predictions, references, params):
             pos = np.flatnonzero(t.positive)
+            pos = pos[np.argsort(t.scores[pos], kind="stable")]  # lo rises: its gather reads in order
             neg = np.flatnonzero(~t.positive)
             neg_order = neg[np.argsort(t.scores[neg], kind="stable")]
             sorted_neg = t.scores[neg_order]
             lo = np.searchsorted(sorted_neg, t.scores[pos], side="left")
             hi = np.searchsorted(sorted_neg, t.scores[pos], side="right")
+            tied = np.flatnonzero(lo != hi)
             distinct, rank = np.unique(t.scores, return_inverse=True)
             codes = 2 * rank.astype(np.intp) + t.positive if len(distinct) <= _HISTOGRAM_SCORES else None
-            tasks.append(_AucTask(pos, neg_order, lo, None if np.array_equal(lo, hi) else hi, codes,
-                                  len(distinct)))
+            tasks.append(_AucTask(pos, neg_order, lo, tied, lo[tied], hi[tied], codes, len(distinct), scratch))
         return len(predictions), tasks
 
     def binary(self, task: Any, w: np.ndarray) -> np.ndarray:
@@ -136,16 +160,37 @@ class RocAuc(_RankingMetric):
 
     @staticmethod
     def _from_sorted(task: _AucTask, w: np.ndarray) -> np.ndarray:
-        below = np.zeros((len(w), len(task.neg_order) + 1))
-        np.cumsum(w[:, task.neg_order], axis=1, out=below[:, 1:])  # negative weight below each rank
-        w_pos = w[:, task.pos]
-        beaten = below[:, task.lo]
-        if task.hi is not None:  # ties count one half
-            beaten += below[:, task.hi]
-            beaten *= 0.5
-        pairs = w_pos.sum(axis=1) * below[:, -1]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(pairs > 0, np.einsum("ij,ij->i", w_pos, beaten) / pairs, np.nan)
+        """Twice the Mann-Whitney sum, ``sum_pos w * (below(lo) + below(hi))``, over twice the pairs.
+
+        ``below`` is the cumulative negative weight in score order. Bootstrap weights are whole
+        non-negative counts: their prefix sum is taken in int64, several times faster than
+        float64's (whose running sum waits on each addition) and exact, like every float sum here
+        below 2**53, so the result is the same bits either way; other weights take the float64
+        prefix sum. ``mode="clip"`` on the (valid) indices spares ``take`` the copy it makes to
+        raise cleanly; the working arrays (``task.scratch``) serve every block of resamples.
+        """
+        rows, m, s = len(w), len(task.neg_order), task.scratch
+        neg = np.take(w, task.neg_order, axis=1, mode="clip", out=s.get("neg", rows, m, np.float64))
+        counts = s.get("counts", rows, m, np.int64)
+        with np.errstate(invalid="ignore"):  # nan or inf: not whole, found below
+            np.copyto(counts, neg, casting="unsafe")
+        # whole, non-negative, and small enough that no prefix sum reaches 2**53 (nor overflows)
+        whole = m == 0 or (bool(np.equal(counts, neg, out=s.get("same", rows, m, np.bool_)).all())
+                           and counts.min() >= 0 and counts.max() <= 2**53 // m)
+        below = s.get("below" if whole else "below_float", rows, m + 1, np.int64 if whole else np.float64)
+        below[:, 0] = 0
+        np.cumsum(counts if whole else neg, axis=1, out=below[:, 1:])
+        w_pos = np.take(w, task.pos, axis=1, mode="clip", out=s.get("pos", rows, len(task.pos), np.float64))
+        beaten = np.take(below, task.lo, axis=1, mode="clip",
+                         out=s.get(f"beaten_{below.dtype}", rows, len(task.pos), below.dtype))
+        # einsum, not BLAS: a threaded dot product costs more than it saves on a busy machine
+        twice = 2.0 * np.einsum("ij,ij->i", w_pos, beaten)
+        if len(task.tied):  # a tie counts one half: add below(hi) - below(lo) for those
+            ties = np.take(below, task.tied_hi, axis=1) - np.take(below, task.tied_lo, axis=1)
+            twice += np.einsum("ij,ij->i", w_pos[:, task.tied], ties)
+        pairs = 2.0 * w_pos.sum(axis=1) * below[:, -1]
+        with np.errstate(divide="ignore", invalid="ignore"):  # no pairs: a class has no weight (nan)
+            return np.where(pairs > 0, twice / pairs, np.nan)
 
 
 # ---------------------------------------------------------------- average precision
