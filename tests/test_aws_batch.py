@@ -167,7 +167,8 @@ def test_batch_states_map_to_referee(desc, state, reason):
     st = batch_status(desc)
     assert (st.state, st.reason) == (state, reason)
     assert (st.finished_at is not None) == state.final  # only a final state says when it ended
-    assert st.started_at is not None  # every description here carries Batch's startedAt
+    # every description here carries Batch's startedAt; a job still waiting for a machine has not started
+    assert (st.started_at is not None) == (state is not JobState.QUEUED)
 
 
 def test_start_errors_use_the_sandboxs_own_list():
