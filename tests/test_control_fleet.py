@@ -32,7 +32,7 @@ CODE = EXAMPLES / "deepfake" / "code"
 def ray_block(fleet: Any) -> dict[str, Any]:
     return {"name": "ray", "max_in_flight": 4, "options": {
         "address": fleet.ray.address, "max_in_flight": 4, "input_store": str(fleet.store),
-        "input_cache": str(fleet.cache)}}
+        "input_cache": str(fleet.root / "control-cache")}}  # its own: test_fleet counts fleet.cache's fetches
 
 
 def registry_block(fleet: Any) -> dict[str, Any]:
