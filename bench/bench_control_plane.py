@@ -83,7 +83,7 @@ def batch_run(root: Path, endpoint: str, session: Any, role: str, n: int, in_fli
     from referee.platform.backends.aws_batch import AwsBatchBackend
     from referee.platform.controller.competitions import load_into_store
     from referee.platform.controller.reconcile import Controller
-    from referee.platform.store import Store, utcnow
+    from referee.platform.store import Store
 
     tag = "baseline" if baseline else "referee"
     d = root / tag
@@ -96,11 +96,7 @@ def batch_run(root: Path, endpoint: str, session: Any, role: str, n: int, in_fli
     (d / "c.yaml").write_text(yaml.safe_dump(spec))
     store = Store(d / "ws")
     comp = load_into_store(store, d / "c.yaml")
-    now = utcnow()
-    with store.tx() as c:
-        c.executemany("INSERT INTO submissions(competition_id, team, phase, kind, sha256, status, created_at, "
-                      "updated_at) VALUES (?, ?, 'main', 'bench-hold', '0', 'pending', ?, ?)",
-                      [(comp.id, f"team{i % 50}", now, now) for i in range(n)])
+    store.seed_pending(comp.id, "bench-hold", [f"team{i % 50}" for i in range(n)])
     opts: dict[str, Any] = {"describe_rate": 10_000.0} if baseline else {}
     backend = AwsBatchBackend(job_queue=f"cp-{tag}", endpoint_url=endpoint, session=session,
                               create_queue={"service_role": role}, **opts)

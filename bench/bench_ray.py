@@ -147,7 +147,7 @@ def _fast_fake(output: str, fail: bool) -> Any:
 def _scheduler_run(n: int, max_in_flight: int, root: Path, *, score: bool) -> tuple[float, int]:
     from referee.platform.controller.competitions import load_into_store
     from referee.platform.controller.reconcile import Controller
-    from referee.platform.store import Store, utcnow
+    from referee.platform.store import Store
 
     d = root / f"q{n}-{score}"
     d.mkdir()
@@ -157,11 +157,7 @@ def _scheduler_run(n: int, max_in_flight: int, root: Path, *, score: bool) -> tu
     (d / "c.yaml").write_text(yaml.safe_dump(spec))
     store = Store(d / "ws")
     comp = load_into_store(store, d / "c.yaml")
-    now = utcnow()
-    with store.tx() as c:
-        c.executemany("INSERT INTO submissions(competition_id, team, phase, kind, sha256, status, created_at, "
-                      "updated_at) VALUES ('bench', ?, 'main', 'bench-noop', '0', 'pending', ?, ?)",
-                      [(f"team{i % 50}", now, now) for i in range(n)])
+    store.seed_pending("bench", "bench-noop", [f"team{i % 50}" for i in range(n)])
     sched = Controller(store, comp, _fast_fake("id,label\na,0.9\nb,0.2\n", fail=not score),
                       max_in_flight=max_in_flight, poll_interval=0)
     start = time.perf_counter()

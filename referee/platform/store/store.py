@@ -226,6 +226,15 @@ class Store(AccountsMixin, HostingMixin, PhasesMixin, SnapshotMixin, Database):
                  1 if baseline else 0))
             return int(cur.lastrowid or 0)
 
+    def seed_pending(self, cid: str, kind: str, teams: list[str], phase: str = "main") -> None:
+        """Insert one pending submission per entry of ``teams`` (no content, no limit check) in one
+        transaction: for benchmarks that need thousands of queued submissions of a bench-only kind."""
+        now = utcnow()
+        with self.tx() as c:
+            c.executemany("INSERT INTO submissions(competition_id, team, phase, kind, sha256, status, created_at, "
+                          "updated_at) VALUES (?, ?, ?, ?, '0', ?, ?, ?)",
+                          [(cid, team, phase, kind, PENDING, now, now) for team in teams])
+
     def set_image_ref(self, sid: int, image_ref: str) -> None:
         """Record where a container submission's image lives in a registry (``repository@sha256:...``),
         next to its image id in the metadata."""
