@@ -92,7 +92,7 @@ class PlainLoop:
                 job_id=f"{self.comp.id}-plain-s{i}-a1", submission_id=i, attempt=1, competition_id=self.comp.id,
                 output_dir=str(out), output_file="predictions.csv", image=self.image,
                 input_dir=str(self.comp.input_path), resources=Resources(cpu=CPU, memory=parse_size(MEMORY)),
-                timeout_s=parse_duration(TIMEOUT), sandbox=dict(self.comp.sandbox),
+                timeout_s=parse_duration(TIMEOUT), sandbox=dict(self.comp.section_data("sandbox") or {}),
                 labels={"referee.competition": self.comp.id, "referee.submission": str(i)}))
 
         def one(job: JobSpec) -> None:
