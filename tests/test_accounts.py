@@ -21,7 +21,7 @@ from referee.platform.store import Store
 from referee.platform.web.app import create_app
 from referee.platform.web.auth import create_host_token, create_team_token, create_user, csrf_token
 
-pytestmark = pytest.mark.accounts
+pytestmark = [pytest.mark.accounts, pytest.mark.lifecycle]
 PASSWORD = "correct horse battery"
 
 

@@ -11,6 +11,8 @@ import pytest
 from referee.platform.core.errors import SubmissionRejected
 from referee.submissions.archive import ArchiveLimits, copy_untagged
 
+pytestmark = pytest.mark.hostile
+
 LIMITS = ArchiveLimits(max_bytes=2**20, max_image_bytes=2**20, max_entries=1000)
 
 

@@ -8,6 +8,8 @@ from referee.platform.core.errors import SubmissionRejected
 from referee.submissions.build_policy import check_build_policy, normalize_reference
 from referee.submissions.dockerfile import DockerfileError, expand_word, parse_dockerfile
 
+pytestmark = pytest.mark.hostile
+
 BASE = "referee/base-python:bookworm"
 ALLOWED = {BASE: "sha256:" + "a" * 64}
 PROTECTED = ("/data/input", "/data/output")

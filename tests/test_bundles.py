@@ -19,7 +19,7 @@ from referee.platform.core.errors import SpecError
 from referee.platform.store import Store
 from referee.submissions.submit import submit
 
-pytestmark = pytest.mark.accounts
+pytestmark = [pytest.mark.accounts, pytest.mark.lifecycle]
 
 
 def _with_pages(d: Path) -> Path:

@@ -20,7 +20,7 @@ from referee.platform.core.jobs import FailureReason, JobSpec, JobState, Resourc
 from referee.platform.runtime.gpus import GpuPool, GpuUnavailable, gpu_inventory
 from referee.platform.runtime.sandbox import SandboxPolicy, container_config
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.fleet]
 
 
 def gpu_job(tmp: Path, name: str, image: str = "img", gpus: int = 1, sandbox: dict | None = None) -> JobSpec:

@@ -15,6 +15,8 @@ from referee.platform.runtime.artifacts import LocalArtifactStore
 from referee.platform.runtime.inputcache import CacheError, InputCache, fetch_count, file_digest
 from referee.platform.runtime.inputs import materialise, publish_tree
 
+pytestmark = pytest.mark.fleet
+
 
 def tree(root: Path, files: dict[str, bytes]) -> Path:
     for rel, data in files.items():

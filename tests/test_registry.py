@@ -21,6 +21,8 @@ from referee.platform.runtime.registry import (
     settings_for,
 )
 
+pytestmark = pytest.mark.fleet
+
 
 class Comp:
     def __init__(self, cid: str = "deepfake", registry: dict | None = None):

@@ -16,7 +16,7 @@ from test_web_e2e import _serve
 from referee.platform.controller.competitions import load_into_store
 from referee.platform.store import Store
 
-pytestmark = pytest.mark.accounts
+pytestmark = [pytest.mark.accounts, pytest.mark.lifecycle]
 PASSWORD = "s3cret pass phrase"
 
 

@@ -12,6 +12,8 @@ from referee.platform.core.predictions import Predictions
 from referee.plugins.builtin.scorers import referee_scorers
 from referee.plugins.records import ScorerInfo
 
+pytestmark = pytest.mark.metrics
+
 SCORERS = {s.name: s for s in referee_scorers()}
 
 WORDS = ("the cat dog house runs quickly slowly over under a an big small red blue green "
