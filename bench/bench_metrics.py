@@ -21,28 +21,12 @@ machine). Goal: 20x; the exit status is 1 only when the numbers differ.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
-import time
-from typing import Any, Callable
 
 import numpy as np
 
 GOAL = 20.0
 TOL = 1e-12
-
-
-def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, float, Any]:
-    """Best wall-clock and CPU seconds of ``repeat`` runs (garbage collected before each), and the value."""
-    best_wall = best_cpu = float("inf")
-    value = None
-    for _ in range(repeat):
-        gc.collect()
-        wall, cpu = time.perf_counter(), time.process_time()
-        value = fn()
-        best_cpu = min(best_cpu, time.process_time() - cpu)
-        best_wall = min(best_wall, time.perf_counter() - wall)
-    return best_wall, best_cpu, value
 
 
 def data(n: int, seed: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
@@ -55,6 +39,7 @@ def data(n: int, seed: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def main() -> None:
+    from bench_scorers import timed  # the same best-of-``repeat`` wall and CPU timer
     from sklearn.metrics import roc_auc_score
 
     from referee.platform.core.predictions import Predictions

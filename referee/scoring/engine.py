@@ -249,7 +249,7 @@ def _put_array(put_blob: Callable[[bytes], str], stats: np.ndarray) -> str:
 def _signature(scorer: ScorerInfo, params: dict, preds: Predictions) -> str:
     if scorer.signature_for is not None:
         return scorer.signature_for(params, preds)
-    return scorer.signature(params) if scorer.signature else _default_signature(scorer, params)
+    return metric_signature(scorer, params)
 
 
 def _split_details(details: dict, split: str) -> dict:
@@ -262,16 +262,13 @@ def _split_details(details: dict, split: str) -> dict:
 
 
 def provenance(scorer: ScorerInfo, m: MetricSpec, comp: Competition, ref: ReferenceData,
-               submission_sha256: str | None, split: str, n_items: int, sig: str | None = None) -> dict[str, Any]:
-    params = comp.metric_params(m)
-    if sig is None:
-        sig = scorer.signature(params) if scorer.signature else _default_signature(scorer, params)
+               submission_sha256: str | None, split: str, n_items: int, sig: str) -> dict[str, Any]:
     return {
         "scorer": scorer.name,
         "scorer_version": scorer.version,
         "referee_version": __version__,
         "libraries": library_versions(scorer.libraries),
-        "params": params,
+        "params": comp.metric_params(m),
         "signature": sig,
         "reference_sha256": ref.sha256,
         "submission_sha256": submission_sha256,

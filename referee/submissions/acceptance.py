@@ -13,7 +13,7 @@ from typing import Any
 from referee.platform.core.errors import SubmissionRejected
 from referee.platform.runtime.sandbox import SandboxPolicy
 from referee.submissions.archive import refuse_colliding_volumes
-from referee.submissions.build import submission_tag
+from referee.submissions.build import submission_tag, tag_submission
 
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}
 
@@ -45,9 +45,7 @@ def accept_image(client: Any, image: str, sha: str, policy: SandboxPolicy, sourc
                                  source=source, code="no_command",
                                  hint='add e.g. CMD ["python3", "/app/predict.py"] to the Dockerfile')
     refuse_colliding_volumes(sorted(cfg.get("Volumes") or {}), policy, source)
-    tag = submission_tag(sha)
-    repo, _, name = tag.rpartition(":")
-    client.api.tag(info["Id"], repo, name, force=True)
+    tag = tag_submission(client, info["Id"], sha)
     return {"image": info["Id"], "tag": tag, "source": source, "cmd": cfg.get("Cmd"),
             "entrypoint": cfg.get("Entrypoint"), "image_size": info.get("Size")}
 

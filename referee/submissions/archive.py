@@ -39,8 +39,8 @@ from referee.platform.runtime.sandbox import SandboxPolicy, volume_collisions
 
 _MAX_MANIFEST_BYTES = 1 << 20
 _MAX_CONFIG_BYTES = 8 << 20
-_MAX_HEADER_READ = 8 << 20
-_MAX_OUTER_ENTRIES = 10_000  # docker save writes 3 per layer and 3 more; images have at most ~128 layers  # a tar header (pax records, long names) larger than this is refused
+_MAX_HEADER_READ = 8 << 20  # a tar header (pax records, long names) larger than this is refused
+_MAX_OUTER_ENTRIES = 10_000  # docker save writes 3 per layer and 3 more; images have at most ~128 layers
 _CHUNK = 1 << 20
 _DECOMPRESS_ERRORS: tuple[type[BaseException], ...] = (tarfile.TarError, EOFError, OSError, zlib.error,
                                                         lzma.LZMAError, ValueError)
@@ -77,6 +77,13 @@ class _Counter:
         return SubmissionRejected(f"the image tarball is over the limit of {limit} {what}", source=self.source,
                                   code="too_large", hint=f"the limit is sandbox.{setting}")
 
+    def archive_too_large(self) -> SubmissionRejected:
+        return self.too_large("bytes once decompressed", self.limits.max_bytes, "max_archive_bytes")
+
+    def image_too_large(self) -> SubmissionRejected:
+        return self.too_large("bytes of layer contents once decompressed", self.limits.max_image_bytes,
+                              "max_image_bytes")
+
     def entry(self) -> None:
         self.report.entries += 1
         if self.report.entries > self.limits.max_entries:
@@ -86,8 +93,7 @@ class _Counter:
     def image_bytes(self, n: int) -> None:
         self.report.image_bytes += n
         if self.report.image_bytes > self.limits.max_image_bytes:
-            raise self.too_large("bytes of layer contents once decompressed", self.limits.max_image_bytes,
-                                 "max_image_bytes")
+            raise self.image_too_large()
 
 
 class _CappedReader:
@@ -207,9 +213,7 @@ def copy_untagged(src: Path, dest: Path, limits: ArchiveLimits, source: str) -> 
     try:
         with open(src, "rb") as raw_file:
             raw = open_decompressed(raw_file, source)
-            reader = _CappedReader(raw, limits.max_bytes,
-                                   lambda: counter.too_large("bytes once decompressed", limits.max_bytes,
-                                                             "max_archive_bytes"))
+            reader = _CappedReader(raw, limits.max_bytes, counter.archive_too_large)
             with tarfile.open(fileobj=cast(Any, reader), mode="r:") as tar, \
                     tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as out:
                 manifest = _copy_members(tar, out, counter)
@@ -265,7 +269,7 @@ def _copy_members(tar: tarfile.TarFile, out: tarfile.TarFile, counter: _Counter)
         elif member.isfile():
             copy.size = member.size
             if out.offset + member.size > counter.limits.max_bytes:
-                raise counter.too_large("bytes once decompressed", counter.limits.max_bytes, "max_archive_bytes")
+                raise counter.archive_too_large()
             out.addfile(copy, tar.extractfile(member))
         elif member.issym() or member.islnk():
             target = member.linkname
@@ -280,7 +284,7 @@ def _copy_members(tar: tarfile.TarFile, out: tarfile.TarFile, counter: _Counter)
                                      source=source, code="image_invalid", hint=HINT)
         names.add(name)
         if out.offset > counter.limits.max_bytes:
-            raise counter.too_large("bytes once decompressed", counter.limits.max_bytes, "max_archive_bytes")
+            raise counter.archive_too_large()
     for name, (target, resolved) in links.items():  # docker save may link to a layer written later
         if resolved not in names:
             raise _outside_link(name, target, source)
@@ -373,15 +377,10 @@ def _config_volumes(tar: tarfile.TarFile, member: tarfile.TarInfo, source: str) 
 def _scan_layer(copy: Path, member: tarfile.TarInfo, counter: _Counter, source: str) -> None:
     """Decompress one layer as the engine would and add up its entries and the real size of its files."""
     remaining = counter.limits.max_image_bytes - counter.report.image_bytes
-
-    def too_big() -> Exception:
-        return counter.too_large("bytes of layer contents once decompressed", counter.limits.max_image_bytes,
-                                 "max_image_bytes")
-
     with open(copy, "rb") as f:
         data = io.BufferedReader(_Slice(f, member.offset_data, member.size), buffer_size=_CHUNK)
         stream = open_decompressed(data, source)
-        reader = _CappedReader(stream, remaining, too_big)
+        reader = _CappedReader(stream, remaining, counter.image_too_large)
         try:
             with tarfile.open(fileobj=cast(Any, reader), mode="r:") as layer:
                 for item in _iter_members(layer):

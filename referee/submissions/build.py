@@ -31,15 +31,23 @@ from referee.platform.runtime.engine import new_docker_client
 from referee.platform.runtime.images import BASE_IMAGES, RECIPE_LABEL
 from referee.platform.runtime.sandbox import SandboxPolicy
 from referee.submissions.build_policy import BuildPlan, check_build_policy
+from referee.submissions.dockerfile import MAX_DOCKERFILE_BYTES
 
 SUBMISSION_REPO = "referee-sub"
 CONTEXT_LABEL = "referee.context"
 _STEP_IMAGE = re.compile(r"^ ---> ([0-9a-f]{12,64})$")
-_MAX_DOCKERFILE = 1 << 20
 
 
 def submission_tag(sha: str) -> str:
     return f"{SUBMISSION_REPO}/{sha[:12]}:latest"
+
+
+def tag_submission(client: Any, image_id: str, sha: str) -> str:
+    """Tag ``image_id`` on the engine as the submission's ``referee-sub/<sha12>``; the tag."""
+    tag = submission_tag(sha)
+    repo, _, name = tag.rpartition(":")
+    client.api.tag(image_id, repo, name, force=True)
+    return tag
 
 
 @dataclass
@@ -56,8 +64,8 @@ def read_dockerfile(context_tar: Path, source: str) -> bytes:
             member = tar.getmember("Dockerfile")
         except KeyError:
             raise SubmissionRejected("no Dockerfile in the build context", source=source, code="image_invalid") from None
-        if not member.isfile() or member.size > _MAX_DOCKERFILE:
-            raise SubmissionRejected(f"the Dockerfile must be a regular file of at most {_MAX_DOCKERFILE:,} bytes",
+        if not member.isfile() or member.size > MAX_DOCKERFILE_BYTES:
+            raise SubmissionRejected(f"the Dockerfile must be a regular file of at most {MAX_DOCKERFILE_BYTES:,} bytes",
                                      source=source, code="build_refused")
         f = tar.extractfile(member)
         assert f is not None
@@ -205,19 +213,18 @@ def run_build(client: Any, base_url: str | None, context_tar: Path, tag: str, la
             timer.cancel()
             api.close()
             if failed and shared:
-                _remove_step_images(client, steps, keep=set())
+                _remove_step_images(client, steps)
     return image_id or client.api.inspect_image(tag)["Id"]
 
 
-def _remove_step_images(client: Any, steps: list[str], keep: set[str]) -> None:
+def _remove_step_images(client: Any, steps: list[str]) -> None:
     """Remove the images a failed build's steps left (newest first); a FROM step names its base,
-    which the engine refuses to remove while it has children and which ``keep`` protects."""
+    which is tagged, so it is never removed here."""
     import contextlib
     known = {i.split(":")[-1] for i in client.api.images(all=True, quiet=True)}
-    bases = {i.split(":")[-1] for i in keep}
     for short in reversed(steps):
         full = next((k for k in known if k.startswith(short)), None)
-        if full is None or full in bases:
+        if full is None:
             continue
         with contextlib.suppress(Exception):
             info = client.api.inspect_image(full)

@@ -27,7 +27,12 @@ from referee.platform.runtime.sandbox import SandboxPolicy
 from referee.platform.store import Store, SubmissionRow
 from referee.submissions.acceptance import accept_image, accept_or_drop, image_ids
 from referee.submissions.archive import load_image_archive
-from referee.submissions.build import SUBMISSION_REPO, build_submission, submission_tag
+from referee.submissions.build import (
+    SUBMISSION_REPO,
+    build_submission,
+    submission_tag,
+    tag_submission,
+)
 
 IMAGE_PREFIX = "docker-image:"
 _IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(@sha256:[0-9a-f]{64})?$|"
@@ -263,7 +268,5 @@ def restore_image(sub: SubmissionRow, comp: Competition, store: Store) -> str | 
         image_id = build_submission(client, blob, sub.sha256, policy, source=source).image_id
     else:
         return None
-    tag = submission_tag(sub.sha256)
-    repo, _, name = tag.rpartition(":")
-    client.api.tag(image_id, repo, name, force=True)
+    tag_submission(client, image_id, sub.sha256)
     return image_id

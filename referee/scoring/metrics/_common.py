@@ -26,6 +26,13 @@ def text(value: Any) -> str | None:
     return None if isinstance(value, str) else "must be a string"
 
 
+# The labels of a binary task's references (``resolve_params`` checks that they differ).
+BINARY_LABELS: ParamSpec = {
+    "positive_label": ("1", text),
+    "negative_label": ("0", text),
+}
+
+
 def integer(lo: int, hi: int | None = None) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -58,7 +65,9 @@ def choice(options: Sequence[Any]) -> Callable[[Any], str | None]:
 
 
 def resolve_params(scorer: str, params: Mapping[str, Any] | None, spec: ParamSpec) -> dict[str, Any]:
-    """Check ``params`` against ``spec`` and fill in defaults; ValueError names the bad parameter."""
+    """Check ``params`` against ``spec`` and fill in defaults; ValueError names the bad parameter.
+
+    A spec with ``positive_label`` and ``negative_label`` (``BINARY_LABELS``) also needs them to differ."""
     params = dict(params or {})
     unknown = sorted(set(params) - set(spec))
     if unknown:
@@ -72,16 +81,10 @@ def resolve_params(scorer: str, params: Mapping[str, Any] | None, spec: ParamSpe
         if problem:
             raise ValueError(f"{scorer}: parameter {name!r} {problem}, got {value!r}")
         out[name] = value
-    return out
-
-
-def resolve_binary_params(scorer: str, params: Mapping[str, Any] | None, spec: ParamSpec) -> dict[str, Any]:
-    """``resolve_params`` for scorers with ``positive_label`` / ``negative_label``, which must differ."""
-    resolved = resolve_params(scorer, params, spec)
-    if resolved["positive_label"] == resolved["negative_label"]:
+    if "positive_label" in out and "negative_label" in out and out["positive_label"] == out["negative_label"]:
         raise ValueError(f"{scorer}: positive_label and negative_label must differ, both are "
-                         f"{resolved['positive_label']!r}")
-    return resolved
+                         f"{out['positive_label']!r}")
+    return out
 
 
 def format_signature(scorer: str, resolved: Mapping[str, Any], version: str) -> str:

@@ -31,13 +31,9 @@ class Accuracy(SummableMetric):
         "case_sensitive": (True, c.boolean),
         "threshold": (0.5, c.number(0.0, 1.0)),
         "threshold_rule": (">", c.choice(THRESHOLD_RULES)),
-        "positive_label": ("1", c.text),
-        "negative_label": ("0", c.text),
+        **c.BINARY_LABELS,
     }
     description = "fraction of exactly matching labels (or thresholded / argmax probabilities)"
-
-    def resolve(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
-        return c.resolve_binary_params(self.name, params, self.params)
 
     def settings(self, resolved: dict[str, Any], predictions: Predictions) -> dict[str, Any]:
         if predictions.type == "label":

@@ -25,13 +25,9 @@ class LogLoss(SummableMetric):
     accepts = ("probability",)
     params: c.ParamSpec = {
         "eps": (1e-15, c.number(0.0, 0.5, open_lo=True, open_hi=True)),
-        "positive_label": ("1", c.text),
-        "negative_label": ("0", c.text),
+        **c.BINARY_LABELS,
     }
     description = "log loss (cross-entropy), binary or multiclass, clipped at eps"
-
-    def resolve(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
-        return c.resolve_binary_params(self.name, params, self.params)
 
     def settings(self, resolved: dict[str, Any], predictions: Predictions) -> dict[str, Any]:
         if len(predictions.columns) > 1:

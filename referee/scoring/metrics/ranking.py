@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,11 +29,6 @@ import numpy as np
 from referee.platform.core.predictions import Predictions, References
 from referee.scoring.metrics import _common as c
 from referee.scoring.metrics.base import WeightedMetric, unbatch, weighted_rows
-
-_BINARY_PARAMS: c.ParamSpec = {
-    "positive_label": ("1", c.text),
-    "negative_label": ("0", c.text),
-}
 
 
 @dataclass
@@ -47,10 +41,7 @@ class _Targets:
 
 class _RankingMetric(WeightedMetric):
     accepts = ("probability", "score")
-    params = _BINARY_PARAMS
-
-    def resolve(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
-        return c.resolve_binary_params(self.name, params, self.params)
+    params = c.BINARY_LABELS
 
     def settings(self, resolved: dict[str, Any], predictions: Predictions) -> dict[str, Any]:
         if len(predictions.columns) > 1:
