@@ -7,12 +7,8 @@ from pathlib import Path
 
 import click
 
+from referee.platform.cli.main import open_store
 from referee.platform.core.errors import NotFound
-
-
-def _store(ctx: click.Context):  # noqa: ANN202 - Store, imported lazily
-    from referee.platform.store import Store
-    return Store(ctx.find_root().obj["workspace"])
 
 
 @click.command()
@@ -21,7 +17,7 @@ def _store(ctx: click.Context):  # noqa: ANN202 - Store, imported lazily
 @click.pass_context
 def hide(ctx: click.Context, submission_id: int, reason: str) -> None:
     """Take a submission off every leaderboard (its team's next best counts); scores are kept."""
-    sub = _store(ctx).set_hidden(submission_id, " ".join(reason.split()), "host (cli)")
+    sub = open_store(ctx).set_hidden(submission_id, " ".join(reason.split()), "host (cli)")
     click.echo(f"#{sub.id} ({sub.team}) hidden: {sub.hidden_reason}")
 
 
@@ -30,7 +26,7 @@ def hide(ctx: click.Context, submission_id: int, reason: str) -> None:
 @click.pass_context
 def unhide(ctx: click.Context, submission_id: int) -> None:
     """Put a hidden submission back on the leaderboards."""
-    sub = _store(ctx).set_hidden(submission_id, None, "host (cli)")
+    sub = open_store(ctx).set_hidden(submission_id, None, "host (cli)")
     click.echo(f"#{sub.id} ({sub.team}) is back on the leaderboards")
 
 
@@ -40,7 +36,7 @@ def unhide(ctx: click.Context, submission_id: int) -> None:
 @click.pass_context
 def baseline(ctx: click.Context, submission_id: int, off: bool) -> None:
     """Flag a submission as a baseline: shown for comparison, ranked as no team, in no quota."""
-    sub = _store(ctx).set_baseline(submission_id, not off, "host (cli)")
+    sub = open_store(ctx).set_baseline(submission_id, not off, "host (cli)")
     click.echo(f"#{sub.id} ({sub.team}) is {'a baseline' if sub.baseline else 'a team entry'}")
 
 
@@ -51,7 +47,7 @@ def baseline(ctx: click.Context, submission_id: int, off: bool) -> None:
 @click.pass_context
 def download(ctx: click.Context, submission_id: int, output: str | None) -> None:
     """Copy a submission's stored file (prediction file, archive, image tarball) out of the workspace."""
-    store = _store(ctx)
+    store = open_store(ctx)
     sub = store.get_submission(submission_id)
     src = store.blob_path(sub.sha256)
     if not src.is_file():

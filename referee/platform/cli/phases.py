@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import click
 
-
-def _store(ctx: click.Context):  # noqa: ANN202 - Store, imported lazily
-    from referee.platform.store import Store
-    return Store(ctx.find_root().obj["workspace"])
+from referee.platform.cli.main import console, emit_json, open_store
 
 
 @click.group()
@@ -21,10 +18,9 @@ def phase() -> None:
 @click.pass_context
 def phase_list(ctx: click.Context, competition_id: str, as_json: bool) -> None:
     """Every phase: window, metrics, limits, who sees its leaderboards, final selection rule."""
-    from referee.platform.cli.main import console, emit_json
     from referee.platform.controller.phases import phase_info
 
-    store = _store(ctx)
+    store = open_store(ctx)
     info = phase_info(store, store.get_competition(competition_id))
     if as_json:
         emit_json(info)
@@ -46,7 +42,7 @@ def phase_list(ctx: click.Context, competition_id: str, as_json: bool) -> None:
 def _switch(ctx: click.Context, competition_id: str, phase_name: str, split: str, visibility: str | None) -> None:
     from referee.platform.controller.phases import set_visibility
 
-    store = _store(ctx)
+    store = open_store(ctx)
     state = set_visibility(store, store.get_competition(competition_id), phase_name, split, visibility,
                            by="host (cli)")
     how = "as the spec says" if visibility is None else "set by the host"

@@ -11,10 +11,7 @@ import sys
 
 import click
 
-
-def _store(ctx: click.Context):  # noqa: ANN202 - Store, imported lazily
-    from referee.platform.store import Store
-    return Store(ctx.find_root().obj["workspace"])
+from referee.platform.cli.main import open_store
 
 
 # -- teams ------------------------------------------------------------------------------------------
@@ -30,7 +27,7 @@ def team() -> None:
 def team_create(ctx: click.Context, competition_id: str, names: tuple[str, ...]) -> None:
     """Create one or more teams (names are unique per competition, ignoring case)."""
     from referee.platform.controller.participation import host_create_team
-    store = _store(ctx)
+    store = open_store(ctx)
     for name in names:
         row = host_create_team(store, competition_id, name)
         click.echo(f"created team {row.name!r} in {competition_id} (invitation code {row.invite_code})")
@@ -42,7 +39,7 @@ def team_create(ctx: click.Context, competition_id: str, names: tuple[str, ...])
 @click.pass_context
 def team_list(ctx: click.Context, competition_id: str, as_json: bool) -> None:
     """List a competition's teams with their members."""
-    store = _store(ctx)
+    store = open_store(ctx)
     store.get_competition(competition_id)
     rows = [{"name": t.name, "members": [m.username for m in store.members(t.id)], "invite_code": t.invite_code,
              "disqualified": t.disqualified_reason, "created_at": t.created_at} for t in store.teams(competition_id)]
@@ -61,7 +58,7 @@ def team_list(ctx: click.Context, competition_id: str, as_json: bool) -> None:
 @click.pass_context
 def team_disqualify(ctx: click.Context, competition_id: str, name: str, reason: str) -> None:
     """Take a team off every leaderboard (with the reason) and stop its submissions."""
-    row = _store(ctx).set_team_disqualified(competition_id, name, " ".join(reason.split()), "host (cli)")
+    row = open_store(ctx).set_team_disqualified(competition_id, name, " ".join(reason.split()), "host (cli)")
     click.echo(f"disqualified team {row.name!r}: {row.disqualified_reason}")
 
 
@@ -71,7 +68,7 @@ def team_disqualify(ctx: click.Context, competition_id: str, name: str, reason: 
 @click.pass_context
 def team_reinstate(ctx: click.Context, competition_id: str, name: str) -> None:
     """Undo a disqualification."""
-    row = _store(ctx).set_team_disqualified(competition_id, name, None, "host (cli)")
+    row = open_store(ctx).set_team_disqualified(competition_id, name, None, "host (cli)")
     click.echo(f"reinstated team {row.name!r}")
 
 
@@ -86,7 +83,7 @@ def registration() -> None:
 @click.option("--status", type=click.Choice(["pending", "approved", "denied"]), default=None)
 @click.pass_context
 def registration_list(ctx: click.Context, competition_id: str, status: str | None) -> None:
-    for r in _store(ctx).registrations(competition_id, status):
+    for r in open_store(ctx).registrations(competition_id, status):
         click.echo(f"{r.username:24} {r.status:9} {r.created_at[:19]}")
 
 
@@ -108,7 +105,7 @@ def registration_deny(ctx: click.Context, competition_id: str, usernames: tuple[
 
 def _decide(ctx: click.Context, competition_id: str, usernames: tuple[str, ...], approve: bool) -> None:
     from referee.platform.controller.participation import decide_registration
-    store = _store(ctx)
+    store = open_store(ctx)
     comp = store.get_competition(competition_id)
     for name in usernames:
         reg = decide_registration(store, comp, name, approve, by="host (cli)")
@@ -129,7 +126,7 @@ def organiser() -> None:
 def organiser_add(ctx: click.Context, competition_id: str, username: str, role: str) -> None:
     """Make a signed-up user an organiser of a competition (or change their role)."""
     from referee.platform.controller.participation import set_organiser
-    user = set_organiser(_store(ctx), competition_id, username, role, by="host (cli)")
+    user = set_organiser(open_store(ctx), competition_id, username, role, by="host (cli)")
     click.echo(f"{user.username} is {role} of {competition_id}")
 
 
@@ -139,7 +136,7 @@ def organiser_add(ctx: click.Context, competition_id: str, username: str, role: 
 @click.pass_context
 def organiser_remove(ctx: click.Context, competition_id: str, username: str) -> None:
     from referee.platform.controller.participation import remove_organiser
-    remove_organiser(_store(ctx), competition_id, username, by="host (cli)", superuser=True)
+    remove_organiser(open_store(ctx), competition_id, username, by="host (cli)", superuser=True)
     click.echo(f"{username} no longer organises {competition_id}")
 
 
@@ -147,7 +144,7 @@ def organiser_remove(ctx: click.Context, competition_id: str, username: str) -> 
 @click.argument("competition_id")
 @click.pass_context
 def organiser_list(ctx: click.Context, competition_id: str) -> None:
-    for o in _store(ctx).organisers(competition_id):
+    for o in open_store(ctx).organisers(competition_id):
         click.echo(f"{o.username:24} {o.role}")
 
 
@@ -169,5 +166,5 @@ def user_add(ctx: click.Context, username: str, email: str | None, password_stdi
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = click.prompt("password", hide_input=True, confirmation_prompt=True)
-    row = create_user(_store(ctx), username, password, email)
+    row = create_user(open_store(ctx), username, password, email)
     click.echo(f"created user {row.username}")

@@ -8,10 +8,7 @@ import sys
 
 import click
 
-
-def _store(ctx: click.Context):  # noqa: ANN202 - Store, imported lazily
-    from referee.platform.store import Store
-    return Store(ctx.find_root().obj["workspace"])
+from referee.platform.cli.main import open_store
 
 
 @click.command()
@@ -43,7 +40,7 @@ def serve(ctx: click.Context, host: str, port: int, scheduler: bool, interval: f
         cap = parse_size(max_upload) if max_upload else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--max-upload") from None
-    app = create_app(_store(ctx), run_scheduler=scheduler, scheduler_interval=interval, max_upload_bytes=cap,
+    app = create_app(open_store(ctx), run_scheduler=scheduler, scheduler_interval=interval, max_upload_bytes=cap,
                      secure_cookies=secure_cookies, allow_signup=signup)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -96,7 +93,7 @@ def token_create(ctx: click.Context, competition_id: str, team: str, create_team
                  as_json: bool) -> None:
     """Print a new token for TEAM in COMPETITION_ID (shown once; give it to the team)."""
     from referee.platform.web.auth import create_team_token, hash_token
-    tok = create_team_token(_store(ctx), competition_id, team, label=label, create_team=create_team)
+    tok = create_team_token(open_store(ctx), competition_id, team, label=label, create_team=create_team)
     if as_json:
         click.echo(json.dumps({"token": tok, "id": hash_token(tok)[:12], "team": team,
                                "competition_id": competition_id}))
@@ -114,7 +111,7 @@ def token_host(ctx: click.Context, revoke_others: bool, label: str | None) -> No
     Tokens are stored hashed, so an old one cannot be shown again: run this for a new one.
     """
     from referee.platform.web.auth import create_host_token
-    click.echo(create_host_token(_store(ctx), label=label, revoke_others=revoke_others))
+    click.echo(create_host_token(open_store(ctx), label=label, revoke_others=revoke_others))
 
 
 @token.command("list")
@@ -124,7 +121,7 @@ def token_host(ctx: click.Context, revoke_others: bool, label: str | None) -> No
 def token_list(ctx: click.Context, competition_id: str | None, as_json: bool) -> None:
     """List tokens (ids, roles, teams; never the secrets)."""
     from referee.platform.web.auth import list_tokens
-    rows = list_tokens(_store(ctx), competition_id)
+    rows = list_tokens(open_store(ctx), competition_id)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -140,5 +137,5 @@ def token_list(ctx: click.Context, competition_id: str | None, as_json: bool) ->
 def token_revoke(ctx: click.Context, token_id: str) -> None:
     """Revoke a token by its id (from `referee token list`)."""
     from referee.platform.web.auth import revoke_token
-    revoke_token(_store(ctx), token_id)
+    revoke_token(open_store(ctx), token_id)
     click.echo(f"revoked {token_id}")

@@ -24,7 +24,6 @@ from referee.platform.web.auth import (
     hash_token,
     list_tokens,
     revoke_token,
-    verify_password,
 )
 from referee.platform.web.pages import (
     check_same_origin,
@@ -74,14 +73,9 @@ def api_signup(body: SignUp, request: Request) -> dict[str, Any]:
                         429: {"description": "too many failed attempts for this name (see Retry-After)"}})
 def api_create_token(body: Credentials, request: Request) -> dict[str, Any]:
     store = store_of(request)
-    throttle = request.app.state.login_throttle
-    key = body.username.strip().lower()
-    throttle.check(key)
-    user = verify_password(store, body.username, body.password)
+    user = request.app.state.login_throttle.verify(store, body.username, body.password)
     if user is None:
-        throttle.failed(key)
         raise access.WebError(401, "unauthorized", "wrong user name or password")
-    throttle.succeeded(key)
     token = create_user_token(store, user.id, label=(body.label or "").strip() or None)
     return {"token": token, "id": hash_token(token)[:12], "username": user.username}
 

@@ -53,6 +53,13 @@ def store_of(request: Request) -> Store:
     return request.app.state.store
 
 
+def poke(request: Request, cid: str) -> None:
+    """Wake the background scoring loop (when the app runs one) for competition ``cid``."""
+    loop = getattr(request.app.state, "scoring_loop", None)
+    if loop is not None:
+        loop.poke(cid)
+
+
 def principal(request: Request, cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal | None:
     """The caller (None when anonymous); a bad token is 401 rather than anonymous."""
     return access.principal_from(store_of(request), cred.credentials if cred is not None else None)
@@ -104,9 +111,7 @@ async def upload(cid: str, request: Request, who: Principal | None = Depends(pri
         access.principal_from(store, None, required=True)
     assert who is not None
     sid = await accept_upload(request, store, comp, who, cap=request.app.state.max_upload_bytes)
-    loop = getattr(request.app.state, "scoring_loop", None)
-    if loop is not None:
-        loop.poke(cid)
+    poke(request, cid)
     sub = await run_in_threadpool(store.get_submission, sid)
     return {"id": sid, "status": sub.status, "kind": sub.kind, "sha256": sub.sha256, "team": sub.team,
             "phase": sub.phase, "url": f"/api/submissions/{sid}", "page": f"/submissions/{sid}"}
@@ -166,11 +171,9 @@ def leaderboard(cid: str, request: Request, split: Split = "public", phase: str 
 @router.post("/submissions/{sid}/rerun", summary="Host: score a finished submission again", responses=_ERRORS)
 def rerun(sid: int, request: Request, who: Principal | None = Depends(principal)) -> dict[str, Any]:
     store = store_of(request)
-    require_submission_admin(store, who, sid)
+    place = require_submission_admin(store, who, sid)
     access.rerun_submission(store, sid)
-    loop = getattr(request.app.state, "scoring_loop", None)
-    if loop is not None:
-        loop.poke(store.get_submission(sid).competition_id)
+    poke(request, place.competition_id)
     return {"id": sid, "status": store.get_submission(sid).status}
 
 

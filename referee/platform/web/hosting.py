@@ -23,6 +23,7 @@ from referee.platform.store import Store, SubmissionRow
 from referee.platform.web import access
 from referee.platform.web.api import (
     _ERRORS,
+    poke,
     principal,
     require_submission_admin,
     store_of,
@@ -73,12 +74,6 @@ def organiser(store: Store, who: Principal | None, cid: str, wanted: str = "admi
 
 def by_label(place: access.Seat) -> str:
     return place.label if place.who is not None else "host"
-
-
-def poke(request: Request, cid: str) -> None:
-    loop = getattr(request.app.state, "scoring_loop", None)
-    if loop is not None:
-        loop.poke(cid)
 
 
 def registration_view(r: Any) -> dict[str, Any]:

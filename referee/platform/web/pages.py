@@ -34,6 +34,7 @@ from referee.platform.reports.views import (
 )
 from referee.platform.store import Store
 from referee.platform.web import access
+from referee.platform.web.api import export_response, poke, store_of
 from referee.platform.web.auth import (
     Principal,
     authenticate,
@@ -41,7 +42,6 @@ from referee.platform.web.auth import (
     create_session,
     csrf_token,
     end_session,
-    verify_password,
 )
 from referee.platform.web.listing import scored_rows
 from referee.platform.web.uploads import accept_upload, runs_images, upload_limit
@@ -99,10 +99,6 @@ def fmt_size(n: int | None) -> str:
             return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1024  # type: ignore[assignment]
     return str(n)
-
-
-def store_of(request: Request) -> Store:
-    return request.app.state.store
 
 
 def viewer(request: Request) -> tuple[Principal | None, str | None]:
@@ -214,15 +210,10 @@ def login(request: Request, token: str = Form(""), username: str = Form(""), pas
     store = store_of(request)
     token = token.strip()
     if not token and username.strip():
-        throttle = request.app.state.login_throttle
-        key = username.strip().lower()
-        throttle.check(key)
-        user = verify_password(store, username, password)
+        user = request.app.state.login_throttle.verify(store, username, password)
         if user is None:
-            throttle.failed(key)
             return render(request, "login.html.j2", status=401, title="Sign in — referee", next=safe_next(next),
                           username=username, error="Wrong user name or password.")
-        throttle.succeeded(key)
         return set_login_cookie(request, create_session(store, user.id), safe_next(next))
     who = authenticate(store, token)
     if who is None:
@@ -277,7 +268,6 @@ def leaderboard_page(request: Request, cid: str, split: str = "public", mode: st
 def export_page(request: Request, cid: str, format: str = "csv", split: str = "private", mode: str = "best",
                 phase: str | None = None) -> Response:
     """The host's download links (cookie-authenticated twin of ``GET /api/competitions/{cid}/export``)."""
-    from referee.platform.web.api import export_response
     store = store_of(request)
     comp = access.get_competition(store, cid)
     access.require_organiser(access.seat(store, viewer(request)[0], cid), "viewer")
@@ -345,9 +335,7 @@ async def submit_upload(request: Request, cid: str) -> Response:
                                                            error_code=code))
         page.headers.update(access.error_headers(exc))
         return page
-    loop = getattr(request.app.state, "scoring_loop", None)
-    if loop is not None:
-        loop.poke(cid)
+    poke(request, cid)
     return RedirectResponse(f"/submissions/{sid}", status_code=303)
 
 
@@ -410,12 +398,9 @@ def require_submission_admin(request: Request, sid: int, csrf: str) -> access.Se
 
 @router.post("/submissions/{sid}/rerun")
 def rerun_form(request: Request, sid: int, csrf: str = Form("")) -> Response:
-    require_submission_admin(request, sid, csrf)
-    store = store_of(request)
-    access.rerun_submission(store, sid, by="host (web)")
-    loop = getattr(request.app.state, "scoring_loop", None)
-    if loop is not None:
-        loop.poke(store.get_submission(sid).competition_id)
+    place = require_submission_admin(request, sid, csrf)
+    access.rerun_submission(store_of(request), sid, by="host (web)")
+    poke(request, place.competition_id)
     return RedirectResponse(f"/submissions/{sid}", status_code=303)
 
 

@@ -116,6 +116,15 @@ def file_response(store: Store, comp: Any, name: str) -> FileResponse:
     return FileResponse(store.blob_path(row.sha256), filename=row.name, media_type="application/zip")
 
 
+def accepted_at(store: Store, cid: str, who: Principal | None) -> str | None:
+    """When a signed-up user accepted the competition's rules (None: not yet, or not a user)."""
+    if who is None or not who.is_user:
+        return None
+    assert who.user_id is not None
+    row = store.rules_accepted(cid, who.user_id)
+    return row.accepted_at if row else None
+
+
 def team_seat(store: Store, who: Principal | None, cid: str) -> access.Seat:
     """A team's seat in ``cid`` (401 anonymous, 403 for someone in no team of it)."""
     if who is None:
@@ -172,13 +181,8 @@ def api_file(cid: str, name: str, request: Request, who: Principal | None = Depe
 def api_rules(cid: str, request: Request, who: Principal | None = Depends(principal)) -> dict[str, Any]:
     store = store_of(request)
     comp = access.get_competition(store, cid)
-    accepted = None
-    if who is not None and who.is_user:
-        assert who.user_id is not None
-        row = store.rules_accepted(cid, who.user_id)
-        accepted = row.accepted_at if row else None
     return {"markdown": page_markdown(store, cid, phases.RULES_PAGE), "required": phases.rules_required(comp),
-            "accepted_at": accepted}
+            "accepted_at": accepted_at(store, cid, who)}
 
 
 @router.post("/api/competitions/{cid}/rules/accept", tags=["competition"], responses=_ERRORS,
@@ -269,18 +273,13 @@ def _content_page(request: Request, cid: str, name: PageName, *, status: int = 2
     comp = access.get_competition(store, cid)
     who, _ = viewer(request)
     place = access.seat(store, who, cid)
-    accepted = None
-    if who is not None and who.is_user:
-        assert who.user_id is not None
-        row = store.rules_accepted(cid, who.user_id)
-        accepted = row.accepted_at if row else None
     info = access.public_competition(comp, store)
     pages = {r.name for r in store.competition_files(cid, "page")}
     return render(request, f"{name}.html.j2", status=status, title=f"{name.capitalize()} — {comp.title}",
                   comp=comp, who=place, page=name, body=page_html(store, cid, name) if name in pages else "",
                   error=error, info=info, phases=info["phases"], files=downloads(store, cid) if name == "data" else [],
                   used_by=phases_of_files(comp), rules_required=phases.rules_required(comp),
-                  accepted=accepted, has_rules=phases.RULES_PAGE in pages,
+                  accepted=accepted_at(store, cid, who), has_rules=phases.RULES_PAGE in pages,
                   evaluation=evaluation(comp) if name == "evaluation" else [],
                   now=dt.datetime.now(dt.timezone.utc).isoformat())
 

@@ -16,12 +16,11 @@ from pydantic import BaseModel
 
 from referee.platform.controller import phases
 from referee.platform.controller.phases import BoardState
-from referee.platform.core.errors import RefereeError
+from referee.platform.store import Store
 from referee.platform.web import access
 from referee.platform.web.api import _ERRORS, principal, store_of
 from referee.platform.web.auth import Principal
-from referee.platform.web.hosting import _host_page, by_label, organiser
-from referee.platform.web.pages import require_csrf
+from referee.platform.web.hosting import _host_action, by_label, organiser
 
 router = APIRouter()
 
@@ -75,15 +74,9 @@ def api_visibility(cid: str, phase: str, body: Visibility, request: Request,
 def visibility_form(request: Request, cid: str, phase: str, csrf: str = Form(""), split: str = Form("private"),
                     visibility: str = Form("public")) -> Response:
     """The Organise page's buttons: publish, hide, or follow the spec again."""
-    principal_ = require_csrf(request, csrf)
-    store = store_of(request)
-    place = organiser(store, principal_, cid)
-    comp = store.get_competition(cid)
-    try:
+    def act(store: Store, place: access.Seat) -> str:
+        comp = store.get_competition(cid)
         state = phases.set_visibility(store, comp, access.phase_name(comp, phase), split,
                                       None if visibility == "spec" else visibility, by=by_label(place))
-    except RefereeError as exc:
-        status, _, _ = access.error_status(exc)
-        return _host_page(request, cid, status=status, error=str(exc))
-    return _host_page(request, cid, notice=f"The {state.split} leaderboard of phase {state.phase!r} is now "
-                                          f"{state.visibility}.")
+        return f"The {state.split} leaderboard of phase {state.phase!r} is now {state.visibility}."
+    return _host_action(request, cid, csrf, "admin", act)

@@ -12,7 +12,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from referee.platform.store import Store, UserRow
 from referee.platform.web.access import WebError
+from referee.platform.web.auth import verify_password
 
 
 class LoginThrottle:
@@ -58,3 +60,15 @@ class LoginThrottle:
     def succeeded(self, key: str) -> None:
         with self._lock:
             self._failures.pop(key, None)
+
+    def verify(self, store: Store, username: str, password: str) -> UserRow | None:
+        """``verify_password`` behind the brake (the key is the lowercased name): 429 while the name
+        must wait; a wrong password counts towards the wait, a right one clears it."""
+        key = username.strip().lower()
+        self.check(key)
+        user = verify_password(store, username, password)
+        if user is None:
+            self.failed(key)
+        else:
+            self.succeeded(key)
+        return user
