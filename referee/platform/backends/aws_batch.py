@@ -398,7 +398,7 @@ class AwsBatchBackend(Backend):
                 _write_json(job_spec_file(tags[TAG_OUTPUT_DIR]), job.to_dict())
             resp = self.batch.submit_job(
                 jobName=job_name(job), jobQueue=self._queue(job), jobDefinition=arn,
-                containerOverrides={"environment": [{"name": k, "value": str(v)} for k, v in sorted(env.items())]},
+                containerOverrides=_overrides(env),
                 tags=tags, propagateTags=True)
         handle = resp["jobId"]
         self._jobs[handle] = job
@@ -431,7 +431,7 @@ class AwsBatchBackend(Backend):
             resp = self.batch.submit_job(
                 jobName=job_name(first) + "-shards", jobQueue=self._queue(first), jobDefinition=arns.pop(),
                 arrayProperties={"size": len(jobs)},
-                containerOverrides={"environment": [{"name": k, "value": str(v)} for k, v in sorted(env.items())]},
+                containerOverrides=_overrides(env),
                 tags=tags, propagateTags=True)
         parent = resp["jobId"]
         self._parent_tags[parent] = tags
@@ -670,6 +670,11 @@ class TokenBucket:
             self.tokens -= 1.0
             return True
         return False
+
+
+def _overrides(env: dict[str, str]) -> dict[str, Any]:
+    """A submit_job's containerOverrides: the job's environment, in a stable order."""
+    return {"environment": [{"name": k, "value": str(v)} for k, v in sorted(env.items())]}
 
 
 def job_name(job: JobSpec) -> str:

@@ -343,6 +343,20 @@ def remove_container(name: str) -> bool:
     return True
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, cut to 300 characters (Ray's can run to pages)."""
+    return (str(exc).splitlines() or [""])[0][:300]
+
+
+def _live_nodes(ray: Any) -> list[dict[str, float]]:
+    """The resources of each live node of the cluster."""
+    return [n.get("Resources") or {} for n in ray.nodes() if n.get("Alive")]
+
+
+def _largest(nodes: list[dict[str, float]]) -> dict[str, float]:
+    return max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0), n.get("memory", 0)), default={})
+
+
 def _fmt_resources(res: dict[str, float]) -> str:
     parts = [f"{res.get('CPU', 0):g} CPU", f"{res.get('GPU', 0):g} GPU"]
     if res.get("memory"):
@@ -495,7 +509,7 @@ class RayBackend(Backend):
                 if entry is not None and entry.status is None:
                     entry.status = JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR,
                                              f"ray: could not launch the job: {type(exc).__name__}: "
-                                             f"{str(exc).splitlines()[0][:300] if str(exc) else ''}",
+                                             f"{_first_line(exc)}",
                                              finished_at=now_utc())
 
     def _harvest(self, ray: Any, ref: Any) -> None:
@@ -514,12 +528,12 @@ class RayBackend(Backend):
                 return
             entry.status = JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR,
                                      f"ray: the job's supervisor died (its node was lost?): "
-                                     f"{str(exc).splitlines()[0][:300]}", finished_at=now_utc(), node=entry.node)
+                                     f"{_first_line(exc)}", finished_at=now_utc(), node=entry.node)
             self._reap(handle)  # its container may still run under that node's engine
             return
         except Exception as exc:  # noqa: BLE001 - object lost, worker crashed: infrastructure
             entry.status = JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR,
-                                     f"ray: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+                                     f"ray: {type(exc).__name__}: {_first_line(exc)}",
                                      finished_at=now_utc(), node=entry.node)
             return
         if answer is None:
@@ -638,8 +652,7 @@ class RayBackend(Backend):
         if entry.job is not None:
             r = entry.job.resources
             want = f"it asks for {_fmt_resources({'CPU': r.cpu, 'GPU': r.gpus, 'memory': r.memory})}; "
-        nodes = [n.get("Resources") or {} for n in ray.nodes() if n.get("Alive")]
-        largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0), n.get("memory", 0)), default={})
+        largest = _largest(_live_nodes(ray))
         return (f"pending in Ray ({info.get('State', 'PENDING_CREATION')}): {want}free in the cluster now: "
                 f"{_fmt_resources(ray.available_resources())}; largest node: {_fmt_resources(largest)}")
 
@@ -650,15 +663,14 @@ class RayBackend(Backend):
             return None
         ray = self._ray()
         if self._nodes is None or time.monotonic() - self._nodes[0] > CAPACITY_TTL_S:
-            self._nodes = (time.monotonic(), [n.get("Resources") or {} for n in ray.nodes() if n.get("Alive")])
+            self._nodes = (time.monotonic(), _live_nodes(ray))
         nodes = self._nodes[1]
         r = job.resources
         need = {"CPU": r.cpu, "GPU": float(r.gpus), "memory": float(r.memory or 0)}
         if not nodes or any(all(n.get(k, 0.0) >= v for k, v in need.items() if v) for n in nodes):
             return None
-        largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0), n.get("memory", 0)))
         return (f"no node of the Ray cluster can run a job that asks for {_fmt_resources(need)} (the largest "
-                f"has {_fmt_resources(largest)}); lower resources in the competition, add such a node, or set "
+                f"has {_fmt_resources(_largest(nodes))}); lower resources in the competition, add such a node, or set "
                 "the backend option capacity_check: false for an autoscaling cluster")
 
     def logs(self, handle: str, tail: int = 65536) -> str:

@@ -5,12 +5,22 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from referee.platform.core.jobs import FailureReason, JobSpec, SubmissionStatus
 from referee.platform.store import NewScore
 
 LOG_TAIL_BYTES = 8192  # the end of a job's log kept with its submission
+
+
+def unusable_output(path: Path) -> str | None:
+    """Why a succeeded job's prediction file cannot be scored (said after its name), or None."""
+    if path.is_symlink():
+        return "is a symlink (not followed)"
+    if not path.is_file():
+        return "was not written"
+    return None
 
 
 @dataclass

@@ -33,11 +33,17 @@ import time
 import traceback
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from referee.platform.controller.outcomes import LOG_TAIL_BYTES, Outcome, RunSummary, WatchedJob
+from referee.platform.controller.outcomes import (
+    LOG_TAIL_BYTES,
+    Outcome,
+    RunSummary,
+    WatchedJob,
+    unusable_output,
+)
 from referee.platform.controller.shards import ShardedSubmissions
 from referee.platform.controller.backoff import CircuitBreaker, PollInterval
 from referee.platform.controller.policy import Candidate, SchedulingPolicy
@@ -54,7 +60,7 @@ from referee.platform.core.jobs import (
 )
 from referee.platform.core.units import format_duration
 from referee.platform.core.spec import Competition
-from referee.platform.store import NewScore, Store, SubmissionRow
+from referee.platform.store import JobRow, NewScore, Store, SubmissionRow
 from referee.plugins.manager import get_plugin_manager
 from referee.plugins.records import Hold, SubmissionKindInfo
 from referee.scoring.engine import (
@@ -80,6 +86,11 @@ class _LateLog:
     handle: str
     tries: int = 0
     at: float = 0.0
+
+
+def _platform_failure(st: JobStatus, message: str) -> JobStatus:
+    """``st`` turned into the platform's failure (times, node and the backend's tries kept)."""
+    return replace(st, state=JobState.FAILED, reason=FailureReason.PLATFORM_ERROR, message=message, exit_code=None)
 
 
 def owner_alive(owner: str | None, heartbeat: str | None = None) -> bool:
@@ -344,25 +355,28 @@ class Controller:
             self.sharded.adopt(sub, rows)
             return
         job = self.store.job(sub.id, sub.attempts) if sub.attempts else None
-        if job is None:  # claimed, never dispatched: back to the queue
+        if job is None or not self._reattach(sub, job):  # claimed, never dispatched: back to the queue
             self.store.release(sub.id, self.owner)
-            return
+
+    def _reattach(self, sub: SubmissionRow, job: JobRow) -> bool:
+        """Pick up one job of an adopted submission: re-attached by handle while it runs, its outcome
+        applied when it finished before its controller could. False when it never reached the backend
+        (its row is closed as a platform failure; the caller queues it again)."""
         spec = JobSpec.from_dict(job.spec)
         handle = job.handle
         if not job.state.final and not handle:  # the controller died between recording and dispatching
             handle = self._locate(spec)
-            if handle is not None:
-                self.store.job_dispatched(job.id, handle)
-            else:
+            if handle is None:
                 self.store.job_finished(job.id, JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR,
                                                           "controller stopped before dispatch"))
-                self.store.release(sub.id, self.owner)
-                return
+                return False
+            self.store.job_dispatched(job.id, handle)
         if not job.state.final:
             assert handle is not None
             self._watch(sub, job.id, spec, handle, job.started_at)  # re-attached by handle
         else:  # it finished, but its controller died before applying the outcome
             self._settle_job(WatchedJob(sub.id, sub.team, job.id, spec), job.handle, job.status(), recorded=True)
+        return True
 
     def _drop_lost_claims(self) -> None:
         """Level-triggered host actions: a held job whose submission a host cancelled is stopped on the
@@ -464,7 +478,7 @@ class Controller:
     def _dispatch_job(self, sub: SubmissionRow, kind: SubmissionKindInfo) -> None:
         assert kind.to_job is not None
         attempt = sub.attempts + 1
-        job = self._job_spec(sub, attempt, kind.to_job)
+        job = self._job_spec(sub, attempt, self._kind_fields(sub, kind.to_job))
         try:
             ok = self._check_before_dispatch(sub, job)
         except BackendUnavailable as exc:
@@ -474,9 +488,7 @@ class Controller:
         if not ok:
             self.store.release(sub.id, self.owner)
             return
-        r = job.resources
-        job_row = self.store.add_job(sub.id, attempt, self.backend.name, job.to_dict(), gpus=r.gpus, cpu=r.cpu,
-                                     memory=r.memory, instance_type=r.instance_type)
+        job_row = self._add_job(job)
         watched = WatchedJob(sub.id, sub.team, job_row, job)
         try:
             handle = self._locate(job) if job.job_id in self._unanswered else None
@@ -492,22 +504,37 @@ class Controller:
             self._settle_job(watched, None, JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR,
                                                       f"submit failed: {type(exc).__name__}: {exc}"))
             return
-        self._unanswered.discard(job.job_id)
         self._answered()
-        self.store.job_dispatched(job_row, handle)
-        self._jobs[handle] = watched
+        self._dispatched(watched, handle)
         self.poll_soon()
-        self.pm.hook.referee_job_started(job=self.store.job_record(job_row), competition=self.comp, store=self.store)
         self.on_progress("started", sub.id)
 
-    def _job_spec(self, sub: SubmissionRow, attempt: int, to_job: Callable[..., dict[str, Any]]) -> JobSpec:
+    def _add_job(self, job: JobSpec) -> int:
+        """Record an attempt (of a shard, for a sharded run) before it goes to the backend; its row id."""
+        r = job.resources
+        return self.store.add_job(job.submission_id, job.attempt, self.backend.name, job.to_dict(), gpus=r.gpus,
+                                  cpu=r.cpu, memory=r.memory, instance_type=r.instance_type, shard=job.shard)
+
+    def _dispatched(self, watched: WatchedJob, handle: str) -> None:
+        """The backend took a recorded attempt: watch it by handle and tell the hooks."""
+        self._unanswered.discard(watched.spec.job_id)
+        self.store.job_dispatched(watched.job_row, handle)
+        self._jobs[handle] = watched
+        self.pm.hook.referee_job_started(job=self.store.job_record(watched.job_row), competition=self.comp,
+                                         store=self.store)
+
+    def _kind_fields(self, sub: SubmissionRow, to_job: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+        """The JobSpec fields a submission's kind adds (a container's image, by registry digest): asked
+        once per dispatch, for every shard it sends."""
+        return to_job(sub, self.comp.for_phase(sub.phase, strict=False), self.store) or {}
+
+    def _job_spec(self, sub: SubmissionRow, attempt: int, extra: dict[str, Any]) -> JobSpec:
         r = self.comp.resources
         comp = self.comp.for_phase(sub.phase, strict=False)  # the inputs of the submission's phase
         phase = self.comp.phase(comp.phase_name) if comp.phase_name else None
         gpus = phase.gpus if phase is not None and phase.gpus is not None else r.gpus
         out = self.store.work_dir(self.comp.id, f"s{sub.id}", f"a{attempt}") / "output"
         out.mkdir(exist_ok=True)
-        extra = to_job(sub, comp, self.store) or {}
         return JobSpec(
             job_id=f"{self.comp.id}-s{sub.id}-a{attempt}", submission_id=sub.id, attempt=attempt,
             competition_id=self.comp.id, output_dir=str(out),
@@ -607,17 +634,13 @@ class Controller:
             except Exception as exc:  # noqa: BLE001
                 log_tail = f"(logs unavailable: {exc})"
         if job.capacity_cancel and st.state != JobState.SUCCEEDED:
-            st = JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR, job.capacity_cancel,
-                           started_at=st.started_at, finished_at=st.finished_at, node=st.node,
-                           instance_type=st.instance_type, backend_attempts=st.backend_attempts)
+            st = _platform_failure(st, job.capacity_cancel)
         output: Path | None = Path(job.spec.output_dir) / job.spec.output_file
         if st.state == JobState.SUCCEEDED and handle is not None and not recorded:
             try:
                 output = Path(self.backend.collect(handle, job.spec)) / job.spec.output_file
             except Exception as exc:  # noqa: BLE001
-                st = JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR, f"collecting output failed: {exc}",
-                               started_at=st.started_at, finished_at=st.finished_at, node=st.node,
-                               instance_type=st.instance_type, backend_attempts=st.backend_attempts)
+                st = _platform_failure(st, f"collecting output failed: {exc}")
         if not recorded:
             self.store.job_finished(job.job_row, st)
             self.pm.hook.referee_job_finished(job=self.store.job_record(job.job_row), result=st,
@@ -627,8 +650,8 @@ class Controller:
             self.sharded.settle(job, st, output, log_tail or "")
         elif st.state == JobState.SUCCEEDED:
             assert output is not None
-            if output.is_symlink() or not output.is_file():
-                why = "is a symlink (not followed)" if output.is_symlink() else "was not written"
+            why = unusable_output(output)
+            if why:
                 self._apply(job.sid, attempt, Outcome(SubmissionStatus.FAILED, FailureReason.NO_OUTPUT,
                                                       f"{job.spec.output_file} {why}", log_tail=log_tail))
             else:

@@ -23,13 +23,13 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
-from referee.platform.controller.outcomes import LOG_TAIL_BYTES, Outcome, WatchedJob
+from referee.platform.controller.outcomes import LOG_TAIL_BYTES, Outcome, WatchedJob, unusable_output
 from referee.platform.core.errors import BackendUnavailable, RefereeError, SubmissionRejected
 from referee.platform.core.jobs import FailureReason, JobSpec, JobState, JobStatus, SubmissionStatus
 from referee.platform.core.spec import Competition
-from referee.platform.store import Store, SubmissionRow
+from referee.platform.store import JobRow, Store, SubmissionRow
 from referee.plugins.records import SubmissionKindInfo
 
 if TYPE_CHECKING:
@@ -178,38 +178,22 @@ class ShardedSubmissions:
         """Shards waiting to go out (again)."""
         return sum(len(r.queued) for r in self.runs.values())
 
-    def adopt(self, sub: SubmissionRow, rows: list[Any]) -> None:
+    def adopt(self, sub: SubmissionRow, rows: list[JobRow]) -> None:
         """Rebuild a sharded run from its job rows: finished shards stay finished, running ones are
         re-attached, lost or never-dispatched ones go out again."""
         first = JobSpec.from_dict(rows[0].spec)
         run = ShardRun(sub.id, sub.team, first.shards, attempt=sub.attempts)
         self.runs[sub.id] = run
-        latest: dict[int, Any] = {}
+        latest: dict[int, JobRow] = {}
         for j in rows:
             k = int(j.shard or 0)
             latest[k] = j
             run.tries[k] = run.tries.get(k, 0) + 1
             run.attempts.append(j.attempt)
         for k in range(run.shards):
-            j = latest.get(k)
-            if j is None:
+            last = latest.get(k)
+            if last is None or not self.ctl._reattach(sub, last):
                 run.queued.append(k)
-                continue
-            spec = JobSpec.from_dict(j.spec)
-            handle = j.handle
-            if not j.state.final and not handle:
-                handle = self.ctl._locate(spec)
-                if handle is None:
-                    self.ctl.store.job_finished(j.id, JobStatus(JobState.FAILED, FailureReason.PLATFORM_ERROR,
-                                                            "controller stopped before dispatch"))
-                    run.queued.append(k)
-                    continue
-                self.ctl.store.job_dispatched(j.id, handle)
-            if not j.state.final:
-                assert handle is not None
-                self.ctl._watch(sub, j.id, spec, handle, j.started_at)
-            else:
-                self.ctl._settle_job(WatchedJob(sub.id, sub.team, j.id, spec), j.handle, j.status(), recorded=True)
 
     def inputs(self) -> list[Path | None]:
         if self._dirs is None:
@@ -218,9 +202,8 @@ class ShardedSubmissions:
             self._dirs = shard_inputs(self.ctl.comp, self.ctl.store, ids, self.ctl.comp.resources.shards)
         return self._dirs
 
-    def spec(self, sub: SubmissionRow, attempt: int, shard: int, shards: int,
-                    to_job: Callable[..., dict[str, Any]]) -> JobSpec:
-        job = self.ctl._job_spec(sub, attempt, to_job)
+    def spec(self, sub: SubmissionRow, attempt: int, shard: int, shards: int, fields: dict[str, Any]) -> JobSpec:
+        job = self.ctl._job_spec(sub, attempt, fields)
         inputs = self.inputs()[shard]
         job.input_dir = str(inputs) if inputs is not None else None
         job.shard, job.shards = shard, shards
@@ -240,13 +223,12 @@ class ShardedSubmissions:
         run.queued = [k for k in run.queued if k not in shard_ids]
         added: list[tuple[int, int, JobSpec]] = []  # (shard, job row, spec)
         try:
+            fields = self.ctl._kind_fields(sub, kind.to_job)
             for k in shard_ids:
-                job = self.spec(sub, run.attempt + 1, k, run.shards, kind.to_job)
+                job = self.spec(sub, run.attempt + 1, k, run.shards, fields)
                 if not self.ctl._check_before_dispatch(sub, job):
                     raise _NotNow()
-                r = job.resources
-                row = self.ctl.store.add_job(sub.id, job.attempt, self.ctl.backend.name, job.to_dict(), gpus=r.gpus,
-                                         cpu=r.cpu, memory=r.memory, instance_type=r.instance_type, shard=k)
+                row = self.ctl._add_job(job)
                 run.attempt = job.attempt
                 added.append((k, row, job))
             found = [self.ctl._locate(j) if j.job_id in self.ctl._unanswered else None for _, _, j in added]
@@ -275,12 +257,9 @@ class ShardedSubmissions:
             return
         self.ctl._answered()
         for (k, row, job), handle in zip(added, handles):
-            self.ctl._unanswered.discard(job.job_id)
             run.attempts.append(job.attempt)
             run.tries[k] = run.tries.get(k, 0) + 1
-            self.ctl.store.job_dispatched(row, handle)
-            self.ctl._jobs[handle] = WatchedJob(sub.id, sub.team, row, job)
-            self.ctl.pm.hook.referee_job_started(job=self.ctl.store.job_record(row), competition=self.ctl.comp, store=self.ctl.store)
+            self.ctl._dispatched(WatchedJob(sub.id, sub.team, row, job), handle)
         self.ctl.poll_soon()
         self.ctl.on_progress("started", sub.id)
 
@@ -292,8 +271,8 @@ class ShardedSubmissions:
             return  # the submission was settled already (another shard failed, or a host cancelled it)
         if st.state == JobState.SUCCEEDED:
             assert output is not None
-            if output.is_symlink() or not output.is_file():
-                why = "is a symlink (not followed)" if output.is_symlink() else "was not written"
+            why = unusable_output(output)
+            if why:
                 self.fail(run, Outcome(SubmissionStatus.FAILED, FailureReason.NO_OUTPUT,
                                                f"shard {k + 1} of {run.shards}: {job.spec.output_file} {why}",
                                                log_tail=log_tail))

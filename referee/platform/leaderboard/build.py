@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from referee.platform.core.leaderboard import Entry, Leaderboard
 from referee.platform.core.spec import Competition
-from referee.platform.store import Store
+from referee.platform.store import LeaderboardScore, Store
 from referee.plugins.manager import get_plugin_manager
 from referee.plugins.records import LeaderboardPlot
 
@@ -53,20 +53,24 @@ def _scored_against_other_reference(store: Store, comp: Competition, sids: list[
     return sorted(sid for sid, (_, ref) in store.score_sources(sids, metric, split).items() if ref != current)
 
 
+def _by_submission(rows: list[LeaderboardScore]) -> dict[int, dict[str, Any]]:
+    """Score rows by submission: its team, when it was made, its scores and intervals by (metric, split)."""
+    subs: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        d = subs.setdefault(r.submission_id, {"team": r.team, "at": r.created_at, "scores": {}, "ci": {}})
+        d["scores"][(r.metric, r.split)] = r.value
+        if r.ci_low is not None:
+            d["ci"][(r.metric, r.split)] = (r.ci_low, r.ci_high)
+    return subs
+
+
 def _baselines(store: Store, comp: Competition, phase: str, split: str, order: list[str]) -> list[Entry]:
     """The phase's baselines with a score on ``split``, as unranked rows."""
-    subs: dict[int, dict[str, Any]] = {}
-    for r in store.baseline_scores(comp.id, phase):
-        if r.split != split:
-            continue
-        d = subs.setdefault(r.submission_id, {"team": r.team, "at": r.created_at, "scores": {}, "ci": {}})
-        d["scores"][r.metric] = r.value
-        if r.ci_low is not None:
-            d["ci"][r.metric] = (r.ci_low, r.ci_high)
     return [Entry(rank=None, team=d["team"], submission_id=sid, submitted_at=d["at"],
-                  metrics={m: d["scores"].get(m) for m in order}, intervals={m: d["ci"].get(m) for m in order},
-                  baseline=True)
-            for sid, d in subs.items() if d["scores"].get(order[0]) is not None]
+                  metrics={m: d["scores"].get((m, split)) for m in order},
+                  intervals={m: d["ci"].get((m, split)) for m in order}, baseline=True)
+            for sid, d in _by_submission(store.baseline_scores(comp.id, phase)).items()
+            if d["scores"].get((order[0], split)) is not None]
 
 
 def build(store: Store, comp: Competition, *, phase: str | None = None, split: str = "public",
@@ -82,12 +86,7 @@ def build(store: Store, comp: Competition, *, phase: str | None = None, split: s
     primary = comp.primary_metric.key
     direction = metric_direction(comp, primary)
     order = [primary] + [m.key for m in comp.metrics if m.key != primary]
-    subs: dict[int, dict[str, Any]] = {}
-    for r in store.leaderboard_scores(comp.id, ph):
-        d = subs.setdefault(r.submission_id, {"team": r.team, "at": r.created_at, "scores": {}, "ci": {}})
-        d["scores"][(r.metric, r.split)] = r.value
-        if r.ci_low is not None:
-            d["ci"][(r.metric, r.split)] = (r.ci_low, r.ci_high)
+    subs = _by_submission(store.leaderboard_scores(comp.id, ph))
     key = _better_key(direction)
     sel_split = split if (selection == "split" or split == "public") else "public"
     by_team: dict[str, list[int]] = {}

@@ -27,18 +27,19 @@ def docker_client(base_url: str | None = None, *, timeout: float | None = None, 
     with _lock:
         client = _clients.get(key)
         if client is None:
-            import docker
-            kw: dict[str, Any] = {"max_pool_size": pool}
-            if timeout is not None:
-                kw["timeout"] = timeout
-            client = _local_fast(docker.DockerClient(base_url=base_url, **kw) if base_url else docker.from_env(**kw))
+            client = _connect(base_url, timeout, max_pool_size=pool)
             _clients[key] = client
         return client
 
 
-def _local_fast(client: Any) -> Any:
-    """Skip requests' proxy and .netrc lookups (a third of each call's CPU) on a unix socket or named
-    pipe, where they never apply; a TCP engine keeps them (it may be reached through a proxy)."""
+def _connect(base_url: str | None, timeout: float | None, **kw: Any) -> Any:
+    """A new client for ``base_url`` (default: the environment's engine). On a unix socket or named pipe
+    it skips requests' proxy and .netrc lookups (a third of each call's CPU), which never apply there; a
+    TCP engine keeps them (it may be reached through a proxy)."""
+    import docker
+    if timeout is not None:
+        kw["timeout"] = timeout
+    client = docker.DockerClient(base_url=base_url, **kw) if base_url else docker.from_env(**kw)
     if str(client.api.base_url).startswith("http+docker://"):
         client.api.trust_env = False
     return client
@@ -46,9 +47,7 @@ def _local_fast(client: Any) -> Any:
 
 def new_docker_client(base_url: str | None = None, *, timeout: float | None = None) -> Any:
     """A client of its own (not shared): for a caller that must be able to cut its connection."""
-    import docker
-    kw: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
-    return _local_fast(docker.DockerClient(base_url=base_url, **kw) if base_url else docker.from_env(**kw))
+    return _connect(base_url, timeout)
 
 
 def require_engine(base_url: str | None = None, *, timeout: float | None = None) -> Any:

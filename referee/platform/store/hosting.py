@@ -95,11 +95,14 @@ class HostingMixin(Database):
 
     def baseline_scores(self, cid: str, phase: str) -> list[LeaderboardScore]:
         """Every score of the scored, not hidden baselines of a phase (shown as unranked rows)."""
+        return self._phase_scores(cid, phase, "s.baseline=1 AND s.hidden_reason IS NULL")
+
+    def _phase_scores(self, cid: str, phase: str, where: str) -> list[LeaderboardScore]:
+        """Every score of the scored submissions ``s`` of a phase that meet ``where``, oldest submission first."""
         rows = self._query(
             "SELECT s.id, s.team, s.created_at, sc.metric, sc.split, sc.value, sc.ci_low, sc.ci_high "
             "FROM submissions s JOIN scores sc ON sc.submission_id = s.id WHERE s.competition_id=? AND s.phase=? "
-            "AND s.status=? AND s.baseline=1 AND s.hidden_reason IS NULL ORDER BY s.id",
-            (cid, phase, SubmissionStatus.SCORED.value))
+            f"AND s.status=? AND {where} ORDER BY s.id", (cid, phase, SubmissionStatus.SCORED.value))
         return [LeaderboardScore(r["id"], r["team"], r["created_at"], r["metric"], r["split"], r["value"],
                                  r["ci_low"], r["ci_high"]) for r in rows]
 

@@ -56,6 +56,16 @@ _CHUNK = 500  # ids per IN (...) list
 RANKED = ("s.hidden_reason IS NULL AND s.baseline = 0 AND NOT EXISTS (SELECT 1 FROM teams t WHERE "
           "t.competition_id = s.competition_id AND t.name = s.team COLLATE NOCASE "
           "AND t.disqualified_reason IS NOT NULL)")
+# a team's submissions that count toward its limits (how many, and when the oldest was made) ...
+_COUNTED = ("SELECT COUNT(*), MIN(created_at) FROM submissions WHERE competition_id=? AND team=? "
+            "AND counts_toward_quota=1")
+# ... and those waiting or running (a baseline is the host's, never a team's)
+_ACTIVE = "SELECT COUNT(*) FROM submissions WHERE competition_id=? AND team=? AND baseline=0 AND status IN (?, ?)"
+
+
+def _day_before(now: dt.datetime) -> str:
+    """The start of the 24 hours before ``now``, as ``created_at`` is stored."""
+    return (now - dt.timedelta(days=1)).isoformat(timespec="microseconds")
 
 
 def _human_wait(seconds: float) -> str:
@@ -149,19 +159,16 @@ class Store(AccountsMixin, HostingMixin, PhasesMixin, SnapshotMixin, Database):
         """What counts toward ``team``'s limits in ``phase``: (submissions in total, in the last 24
         hours, waiting or running in any phase, when the oldest of the last 24 hours was made)."""
         with self.tx() as c:
-            base = ("SELECT COUNT(*), MIN(created_at) FROM submissions WHERE competition_id=? AND team=? "
-                    "AND counts_toward_quota=1 AND phase=?")
-            total = c.execute(base, (cid, team, phase)).fetchone()[0]
-            since = (now - dt.timedelta(days=1)).isoformat(timespec="microseconds")
-            day, oldest = c.execute(base + " AND created_at > ?", (cid, team, phase, since)).fetchone()
-            running = c.execute("SELECT COUNT(*) FROM submissions WHERE competition_id=? AND team=? AND baseline=0 "
-                                "AND status IN (?, ?)", (cid, team, PENDING, RUNNING)).fetchone()[0]
+            base, args = _COUNTED + " AND phase=?", (cid, team, phase)
+            total = c.execute(base, args).fetchone()[0]
+            day, oldest = c.execute(base + " AND created_at > ?", (*args, _day_before(now))).fetchone()
+            running = c.execute(_ACTIVE, (cid, team, PENDING, RUNNING)).fetchone()[0]
         return int(total), int(day), int(running), oldest
 
     def _check_limits(self, c: Any, cid: str, lim: LimitsSpec, team: str, now: dt.datetime,
                       phase: str | None = None) -> None:
         # a phase has fresh quotas: total and per-day count the submissions of that phase only
-        base = "SELECT COUNT(*) FROM submissions WHERE competition_id=? AND team=? AND counts_toward_quota=1"
+        base = _COUNTED
         args: tuple[Any, ...] = (cid, team)
         if phase is not None:
             base += " AND phase=?"
@@ -172,9 +179,7 @@ class Store(AccountsMixin, HostingMixin, PhasesMixin, SnapshotMixin, Database):
             if n >= lim.total:
                 raise LimitExceeded(f"team {team!r} has used all {lim.total} submissions for {cid!r}{where}")
         if lim.per_team_per_day is not None:
-            since = (now - dt.timedelta(days=1)).isoformat(timespec="microseconds")
-            n, oldest = c.execute(base.replace("COUNT(*)", "COUNT(*), MIN(created_at)") + " AND created_at > ?",
-                                  (*args, since)).fetchone()
+            n, oldest = c.execute(base + " AND created_at > ?", (*args, _day_before(now))).fetchone()
             if n >= lim.per_team_per_day:
                 # the window frees a slot when its oldest counted submission turns 24 hours old
                 wait = (dt.datetime.fromisoformat(oldest) + dt.timedelta(days=1) - now).total_seconds()
@@ -182,8 +187,7 @@ class Store(AccountsMixin, HostingMixin, PhasesMixin, SnapshotMixin, Database):
                                     f"24 hours for {cid!r}{where}; try again in {_human_wait(wait)}",
                                     retry_after=max(1.0, wait))
         if lim.concurrent is not None:
-            n = c.execute("SELECT COUNT(*) FROM submissions WHERE competition_id=? AND team=? AND baseline=0 "
-                          "AND status IN (?, ?)", (cid, team, PENDING, RUNNING)).fetchone()[0]
+            n = c.execute(_ACTIVE, (cid, team, PENDING, RUNNING)).fetchone()[0]
             if n >= lim.concurrent:
                 raise LimitExceeded(f"team {team!r} already has {n} submission(s) waiting or running "
                                     f"(limit {lim.concurrent}); wait for them to finish")
@@ -505,13 +509,7 @@ class Store(AccountsMixin, HostingMixin, PhasesMixin, SnapshotMixin, Database):
     def leaderboard_scores(self, cid: str, phase: str) -> list[LeaderboardScore]:
         """Every score of every ranked submission of a competition's phase, oldest submission first:
         scored, not hidden by the host, not a baseline, not from a disqualified team."""
-        rows = self._query(
-            "SELECT s.id, s.team, s.created_at, sc.metric, sc.split, sc.value, sc.ci_low, sc.ci_high "
-            "FROM submissions s JOIN scores sc ON sc.submission_id = s.id "
-            f"WHERE s.competition_id=? AND s.phase=? AND s.status=? AND {RANKED} ORDER BY s.id",
-            (cid, phase, SubmissionStatus.SCORED.value))
-        return [LeaderboardScore(r["id"], r["team"], r["created_at"], r["metric"], r["split"], r["value"],
-                                 r["ci_low"], r["ci_high"]) for r in rows]
+        return self._phase_scores(cid, phase, RANKED)
 
     # -- costs -------------------------------------------------------------------------------------
     def record_costs(self, rows: Sequence[CostRow]) -> int:
